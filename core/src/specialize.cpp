@@ -1,0 +1,79 @@
+// Binds the dynamic (batch) extent and rebuilds the graph with concrete shapes, so that every
+// later stage (interpreter, compiler) sees static shapes only.
+#include <edifice/core/graph.hpp>
+
+#include <map>
+#include <optional>
+
+namespace edifice {
+namespace {
+
+// Attribute keys whose integer lists are shapes or extents that may hold kDynamic.
+constexpr std::string_view kShapeKeys[] = {"shape", "limit"};
+
+Attributes bind_attrs(const Attributes& attrs, std::int64_t batch) {
+  Attributes out = attrs;
+  for (auto key : kShapeKeys) {
+    if (!attrs.has(key)) continue;
+    auto v = attrs.get_ints(key);
+    for (auto& d : v)
+      if (d == kDynamic) d = batch;
+    out.set(std::string(key), v);
+  }
+  if (attrs.has("dim_size") && attrs.get_int("dim_size") == kDynamic) out.set("dim_size", batch);
+  return out;
+}
+
+}  // namespace
+
+Graph specialize(const Graph& graph, const std::vector<Shape>& input_shapes) {
+  const auto& inputs = graph.inputs();
+  if (input_shapes.size() != inputs.size())
+    fail("specialize: {} input shapes given, the graph has {} inputs", input_shapes.size(),
+         inputs.size());
+  std::optional<std::int64_t> batch;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const Shape& want = inputs[i].shape();
+    const Shape& got = input_shapes[i];
+    const std::string& name = inputs[i].node().attrs().get_string("name");
+    bool ok = want.size() == got.size();
+    for (std::size_t a = 0; ok && a < want.size(); ++a) {
+      if (want[a] == kDynamic) {
+        if (batch && *batch != got[a])
+          fail("specialize: input {} (\"{}\") has batch extent {} on axis {}, but an earlier input "
+               "bound the batch to {}",
+               i, name, got[a], a, *batch);
+        batch = got[a];
+      } else {
+        ok = want[a] == got[a];
+      }
+    }
+    if (!ok)
+      fail("specialize: input {} (\"{}\") has shape {}, the graph expects {}", i, name,
+           shape_to_string(got), inputs[i].type().to_string());
+  }
+  if (!batch) return graph;  // nothing dynamic among the inputs
+
+  std::map<const Node*, std::vector<Value>> rebuilt;
+  auto mapped = [&](const Value& v) { return rebuilt.at(&v.node())[v.index()]; };
+  for (const Node* node : graph.nodes()) {
+    std::optional<LayerScope> scope;
+    if (!node->scope().empty()) scope.emplace(node->scope(), "", node->location());
+    if (node->op() == Op::parameter) {
+      TensorType t = node->outputs()[0];
+      for (auto& d : t.shape)
+        if (d == kDynamic) d = *batch;
+      rebuilt[node] = make_node_typed(Op::parameter, {}, node->attrs(), {t}, node->location());
+      continue;
+    }
+    std::vector<Value> in;
+    for (const Value& v : node->inputs()) in.push_back(mapped(v));
+    rebuilt[node] = make_node(node->op(), in, bind_attrs(node->attrs(), *batch), node->location());
+  }
+  std::vector<Value> new_inputs, new_outputs;
+  for (const Value& v : inputs) new_inputs.push_back(mapped(v));
+  for (const Value& v : graph.outputs()) new_outputs.push_back(mapped(v));
+  return Graph(new_inputs, new_outputs);
+}
+
+}  // namespace edifice
