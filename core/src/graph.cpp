@@ -115,7 +115,9 @@ LayerScope::LayerScope(std::string name, std::string layer_op, std::source_locat
   scope_stack.push_back({std::move(name), std::move(layer_op), loc});
 }
 
-LayerScope::~LayerScope() { scope_stack.pop_back(); }
+LayerScope::~LayerScope() {
+  scope_stack.pop_back();
+}
 
 std::vector<const Node*> topological_order(const std::vector<Value>& outputs) {
   std::vector<const Node*> order;
@@ -161,7 +163,9 @@ Graph::Graph(std::vector<Value> inputs, std::vector<Value> outputs)
   }
 }
 
-std::vector<const Node*> Graph::nodes() const { return topological_order(outputs_); }
+std::vector<const Node*> Graph::nodes() const {
+  return topological_order(outputs_);
+}
 
 namespace {
 
@@ -209,8 +213,8 @@ std::string Graph::to_string() const {
     std::string attrs = node->attrs().to_string();
     std::string args;
     for (const Value& in : node->inputs()) args += " " + name_of(in);
-    std::string where = short_file(node->location().file_name()) + ":" +
-                        std::to_string(node->location().line());
+    std::string where =
+        short_file(node->location().file_name()) + ":" + std::to_string(node->location().line());
     if (!node->scope().empty()) where = node->scope() + " " + where;
     out += fmt::format("    {} = {}{}{}    # {}\n", lhs, op_name(node->op()),
                        attrs.empty() ? "" : "[" + attrs + "]", args, where);
@@ -230,9 +234,9 @@ std::string Graph::to_dot() const {
     out += fmt::format("  n{} [label=\"{}\"];\n", node->id(), label);
     for (std::size_t i = 0; i < node->inputs().size(); ++i) {
       const Value& in = node->inputs()[i];
-      out += fmt::format("  n{} -> n{} [label=\"{}\"];\n", in.node().id(), node->id(),
-                         in.node().num_outputs() > 1 ? fmt::format("{}:{}", in.index(), i)
-                                                      : std::to_string(i));
+      out += fmt::format(
+          "  n{} -> n{} [label=\"{}\"];\n", in.node().id(), node->id(),
+          in.node().num_outputs() > 1 ? fmt::format("{}:{}", in.index(), i) : std::to_string(i));
     }
   }
   for (std::size_t i = 0; i < outputs_.size(); ++i)

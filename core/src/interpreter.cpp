@@ -20,7 +20,7 @@
 #include <edifice/core/error.hpp>
 #include <edifice/core/op.hpp>
 
-#include "philox.hpp"
+#include <edifice/core/philox.hpp>
 
 #include <algorithm>
 #include <cmath>

@@ -25,7 +25,10 @@ struct Hasher {
     auto* c = static_cast<const unsigned char*>(p);
     for (std::size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
   }
-  template <class T> void pod(const T& v) { bytes(&v, sizeof v); }
+  template <class T>
+  void pod(const T& v) {
+    bytes(&v, sizeof v);
+  }
   void str(std::string_view s) {
     pod(s.size());
     bytes(s.data(), s.size());
@@ -40,16 +43,21 @@ std::string ints_to_string(const std::vector<std::int64_t>& v) {
 
 }  // namespace
 
-std::span<const Op> all_ops() { return kOps; }
+std::span<const Op> all_ops() {
+  return kOps;
+}
 
-std::string_view op_name(Op op) { return kOpNames[static_cast<int>(op)]; }
+std::string_view op_name(Op op) {
+  return kOpNames[static_cast<int>(op)];
+}
 
 OpKind op_kind(Op op) {
   switch (op) {
     case Op::parameter:
     case Op::constant:
     case Op::iota:
-    case Op::random_uniform: return OpKind::source;
+    case Op::random_uniform:
+      return OpKind::source;
     case Op::neg:
     case Op::abs:
     case Op::exp:
@@ -62,21 +70,25 @@ OpKind op_kind(Op op) {
     case Op::sin:
     case Op::cos:
     case Op::relu:
-    case Op::gelu: return OpKind::unary;
+    case Op::gelu:
+      return OpKind::unary;
     case Op::add:
     case Op::sub:
     case Op::mul:
     case Op::div:
     case Op::max:
     case Op::min:
-    case Op::pow: return OpKind::binary;
+    case Op::pow:
+      return OpKind::binary;
     case Op::eq:
     case Op::ne:
     case Op::lt:
     case Op::le:
     case Op::gt:
-    case Op::ge: return OpKind::compare;
-    default: return OpKind::other;
+    case Op::ge:
+      return OpKind::compare;
+    default:
+      return OpKind::other;
   }
 }
 
@@ -105,7 +117,8 @@ const AttrValue& Attributes::find(std::string_view key) const {
 }
 
 namespace {
-template <class T> const T& get_as(const AttrValue& v, std::string_view key, const char* type) {
+template <class T>
+const T& get_as(const AttrValue& v, std::string_view key, const char* type) {
   if (const T* p = std::get_if<T>(&v)) return *p;
   fail("internal error: attribute '{}' is not of type {}", key, type);
 }
@@ -138,12 +151,18 @@ std::string Attributes::to_string() const {
     std::visit(
         [&](const auto& v) {
           using V = std::decay_t<decltype(v)>;
-          if constexpr (std::is_same_v<V, std::int64_t>) out += std::to_string(v);
-          else if constexpr (std::is_same_v<V, double>) out += fmt::format("{:g}", v);
-          else if constexpr (std::is_same_v<V, std::vector<std::int64_t>>) out += ints_to_string(v);
-          else if constexpr (std::is_same_v<V, std::string>) out += v;
-          else if constexpr (std::is_same_v<V, DType>) out += dtype_name(v);
-          else out += v.to_string(4);
+          if constexpr (std::is_same_v<V, std::int64_t>)
+            out += std::to_string(v);
+          else if constexpr (std::is_same_v<V, double>)
+            out += fmt::format("{:g}", v);
+          else if constexpr (std::is_same_v<V, std::vector<std::int64_t>>)
+            out += ints_to_string(v);
+          else if constexpr (std::is_same_v<V, std::string>)
+            out += v;
+          else if constexpr (std::is_same_v<V, DType>)
+            out += dtype_name(v);
+          else
+            out += v.to_string(4);
         },
         value);
   }
@@ -189,8 +208,10 @@ bool Attributes::operator==(const Attributes& other) const {
     } else if (!std::visit(
                    [&](const auto& va) {
                      using V = std::decay_t<decltype(va)>;
-                     if constexpr (std::is_same_v<V, Tensor>) return false;
-                     else return va == std::get<V>(b);
+                     if constexpr (std::is_same_v<V, Tensor>)
+                       return false;
+                     else
+                       return va == std::get<V>(b);
                    },
                    a)) {
       return false;

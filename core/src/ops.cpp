@@ -22,6 +22,17 @@ Axes normalized_axes(const Axes& axes, std::int64_t rank) {
     out.push_back(n);
   }
   std::sort(out.begin(), out.end());
+  if (std::adjacent_find(out.begin(), out.end()) != out.end()) return axes;
+  return out;
+}
+
+// Normalises each axis that is in range, keeping order (for paired axis lists).
+Axes normalized_in_order(const Axes& axes, std::int64_t rank) {
+  Axes out;
+  for (auto a : axes) {
+    int n = normalize_axis(a, rank);
+    out.push_back(n < 0 ? a : n);
+  }
   return out;
 }
 
@@ -30,7 +41,9 @@ std::int64_t normalized_axis(std::int64_t axis, std::int64_t rank) {
   return n < 0 ? axis : n;
 }
 
-std::string extent(std::int64_t d) { return d == kDynamic ? "?" : std::to_string(d); }
+std::string extent(std::int64_t d) {
+  return d == kDynamic ? "?" : std::to_string(d);
+}
 
 // NumPy broadcasting of two shapes; error names both types and the axis (counted from the end).
 Shape broadcast_shapes(Op op, const Value& a, const Value& b, const Loc& loc) {
@@ -51,15 +64,18 @@ Shape broadcast_shapes(Op op, const Value& a, const Value& b, const Loc& loc) {
 }
 
 Value binary(Op op, const Value& a, const Value& b, const Loc& loc) {
-  if (!a.valid() || !b.valid()) fail_at(loc, fmt::format("{}: an operand is an empty Value", op_name(op)));
+  if (!a.valid() || !b.valid())
+    fail_at(loc, fmt::format("{}: an operand is an empty Value", op_name(op)));
   if (a.dtype() != b.dtype())
-    fail_at(loc, fmt::format("{}: lhs and rhs must have the same dtype, got {} and {}",
-                             op_name(op), a.type().to_string(), b.type().to_string()));
+    fail_at(loc, fmt::format("{}: lhs and rhs must have the same dtype, got {} and {}", op_name(op),
+                             a.type().to_string(), b.type().to_string()));
   Shape shape = broadcast_shapes(op, a, b, loc);
   return make1(op, {broadcast_to(a, shape, loc), broadcast_to(b, shape, loc)}, {}, loc);
 }
 
-Value unary(Op op, const Value& x, const Loc& loc) { return make1(op, {x}, {}, loc); }
+Value unary(Op op, const Value& x, const Loc& loc) {
+  return make1(op, {x}, {}, loc);
+}
 
 Value reduce(Op op, const Value& x, const Axes& axes, bool keepdims, const Loc& loc) {
   Axes norm = normalized_axes(axes, x.rank());
@@ -72,10 +88,14 @@ Value reduce(Op op, const Value& x, const Axes& axes, bool keepdims, const Loc& 
 
 std::string mask_kind(AttentionMask::Kind k) {
   switch (k) {
-    case AttentionMask::Kind::none: return "none";
-    case AttentionMask::Kind::causal: return "causal";
-    case AttentionMask::Kind::window: return "window";
-    case AttentionMask::Kind::tensor: return "tensor";
+    case AttentionMask::Kind::none:
+      return "none";
+    case AttentionMask::Kind::causal:
+      return "causal";
+    case AttentionMask::Kind::window:
+      return "window";
+    case AttentionMask::Kind::tensor:
+      return "tensor";
   }
   return "?";
 }
@@ -109,13 +129,18 @@ Value parameter(std::string name, DType dtype, Shape shape, Loc loc) {
   return make_node_typed(Op::parameter, {}, {{"name", std::move(name)}}, {{dtype, shape}}, loc)[0];
 }
 
-Value constant(Tensor value, Loc loc) { return make1(Op::constant, {}, {{"value", value}}, loc); }
+Value constant(Tensor value, Loc loc) {
+  return make1(Op::constant, {}, {{"value", value}}, loc);
+}
 
 Value scalar(double value, DType dtype, Loc loc) {
   return constant(Tensor::full(dtype, {}, value), loc);
 }
 
 Value full(Shape shape, double value, DType dtype, Loc loc) {
+  for (auto d : shape)
+    if (d < 0 && d != kDynamic)
+      fail_at(loc, fmt::format("full: shape {} has a negative extent", shape_to_string(shape)));
   Value s = scalar(value, dtype, loc);
   if (shape.empty()) return s;
   return make1(Op::broadcast_in_dim, {s}, {{"shape", shape}, {"dims", Axes{}}}, loc);
@@ -125,7 +150,9 @@ Value full_like(const Value& x, double value, Loc loc) {
   return full(x.shape(), value, x.dtype(), loc);
 }
 
-Value zeros_like(const Value& x, Loc loc) { return full_like(x, 0.0, loc); }
+Value zeros_like(const Value& x, Loc loc) {
+  return full_like(x, 0.0, loc);
+}
 
 Value iota(Shape shape, std::int64_t axis, DType dtype, Loc loc) {
   std::int64_t a = normalized_axis(axis, static_cast<std::int64_t>(shape.size()));
@@ -139,33 +166,85 @@ Value random_uniform(const Value& seed, Shape shape, DType dtype, std::int64_t s
 
 // ---- elementwise ----
 
-Value neg(const Value& x, Loc loc) { return unary(Op::neg, x, loc); }
-Value abs(const Value& x, Loc loc) { return unary(Op::abs, x, loc); }
-Value exp(const Value& x, Loc loc) { return unary(Op::exp, x, loc); }
-Value log(const Value& x, Loc loc) { return unary(Op::log, x, loc); }
-Value sqrt(const Value& x, Loc loc) { return unary(Op::sqrt, x, loc); }
-Value rsqrt(const Value& x, Loc loc) { return unary(Op::rsqrt, x, loc); }
-Value tanh(const Value& x, Loc loc) { return unary(Op::tanh, x, loc); }
-Value sigmoid(const Value& x, Loc loc) { return unary(Op::sigmoid, x, loc); }
-Value erf(const Value& x, Loc loc) { return unary(Op::erf, x, loc); }
-Value sin(const Value& x, Loc loc) { return unary(Op::sin, x, loc); }
-Value cos(const Value& x, Loc loc) { return unary(Op::cos, x, loc); }
-Value relu(const Value& x, Loc loc) { return unary(Op::relu, x, loc); }
-Value gelu(const Value& x, Loc loc) { return unary(Op::gelu, x, loc); }
+Value neg(const Value& x, Loc loc) {
+  return unary(Op::neg, x, loc);
+}
+Value abs(const Value& x, Loc loc) {
+  return unary(Op::abs, x, loc);
+}
+Value exp(const Value& x, Loc loc) {
+  return unary(Op::exp, x, loc);
+}
+Value log(const Value& x, Loc loc) {
+  return unary(Op::log, x, loc);
+}
+Value sqrt(const Value& x, Loc loc) {
+  return unary(Op::sqrt, x, loc);
+}
+Value rsqrt(const Value& x, Loc loc) {
+  return unary(Op::rsqrt, x, loc);
+}
+Value tanh(const Value& x, Loc loc) {
+  return unary(Op::tanh, x, loc);
+}
+Value sigmoid(const Value& x, Loc loc) {
+  return unary(Op::sigmoid, x, loc);
+}
+Value erf(const Value& x, Loc loc) {
+  return unary(Op::erf, x, loc);
+}
+Value sin(const Value& x, Loc loc) {
+  return unary(Op::sin, x, loc);
+}
+Value cos(const Value& x, Loc loc) {
+  return unary(Op::cos, x, loc);
+}
+Value relu(const Value& x, Loc loc) {
+  return unary(Op::relu, x, loc);
+}
+Value gelu(const Value& x, Loc loc) {
+  return unary(Op::gelu, x, loc);
+}
 
-Value add(const Value& a, const Value& b, Loc loc) { return binary(Op::add, a, b, loc); }
-Value sub(const Value& a, const Value& b, Loc loc) { return binary(Op::sub, a, b, loc); }
-Value mul(const Value& a, const Value& b, Loc loc) { return binary(Op::mul, a, b, loc); }
-Value div(const Value& a, const Value& b, Loc loc) { return binary(Op::div, a, b, loc); }
-Value max(const Value& a, const Value& b, Loc loc) { return binary(Op::max, a, b, loc); }
-Value min(const Value& a, const Value& b, Loc loc) { return binary(Op::min, a, b, loc); }
-Value pow(const Value& a, const Value& b, Loc loc) { return binary(Op::pow, a, b, loc); }
-Value eq(const Value& a, const Value& b, Loc loc) { return binary(Op::eq, a, b, loc); }
-Value ne(const Value& a, const Value& b, Loc loc) { return binary(Op::ne, a, b, loc); }
-Value lt(const Value& a, const Value& b, Loc loc) { return binary(Op::lt, a, b, loc); }
-Value le(const Value& a, const Value& b, Loc loc) { return binary(Op::le, a, b, loc); }
-Value gt(const Value& a, const Value& b, Loc loc) { return binary(Op::gt, a, b, loc); }
-Value ge(const Value& a, const Value& b, Loc loc) { return binary(Op::ge, a, b, loc); }
+Value add(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::add, a, b, loc);
+}
+Value sub(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::sub, a, b, loc);
+}
+Value mul(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::mul, a, b, loc);
+}
+Value div(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::div, a, b, loc);
+}
+Value max(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::max, a, b, loc);
+}
+Value min(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::min, a, b, loc);
+}
+Value pow(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::pow, a, b, loc);
+}
+Value eq(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::eq, a, b, loc);
+}
+Value ne(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::ne, a, b, loc);
+}
+Value lt(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::lt, a, b, loc);
+}
+Value le(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::le, a, b, loc);
+}
+Value gt(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::gt, a, b, loc);
+}
+Value ge(const Value& a, const Value& b, Loc loc) {
+  return binary(Op::ge, a, b, loc);
+}
 
 Value select(const Value& pred, const Value& on_true, const Value& on_false, Loc loc) {
   if (!pred.valid() || !on_true.valid() || !on_false.valid())
@@ -176,8 +255,9 @@ Value select(const Value& pred, const Value& on_true, const Value& on_false, Loc
     fail_at(loc, fmt::format("select: on_true and on_false must have the same dtype, got {} and {}",
                              on_true.type().to_string(), on_false.type().to_string()));
   Shape shape = broadcast_shapes(Op::select, on_true, on_false, loc);
-  Value tmp = full(shape, 0, pred.dtype(), loc);  // only its type matters for broadcasting
-  shape = broadcast_shapes(Op::select, pred, tmp, loc);
+  // The predicate broadcasts against the (already broadcast) branches.
+  Value branches = broadcast_to(on_true, shape, loc);
+  shape = broadcast_shapes(Op::select, pred, branches, loc);
   return make1(Op::select,
                {broadcast_to(pred, shape, loc), broadcast_to(on_true, shape, loc),
                 broadcast_to(on_false, shape, loc)},
@@ -212,6 +292,7 @@ Value reshape(const Value& x, Shape shape, Loc loc) {
 }
 
 Value transpose(const Value& x, Axes perm, Loc loc) {
+  if (x.valid()) perm = normalized_in_order(perm, x.rank());
   return make1(Op::transpose, {x}, {{"perm", perm}}, loc);
 }
 
@@ -255,6 +336,12 @@ Value reduce_mean(const Value& x, Axes axes, bool keepdims, Loc loc) {
 }
 
 Value dot_general(const Value& lhs, const Value& rhs, DotDims d, Loc loc) {
+  if (lhs.valid() && rhs.valid()) {
+    d.lhs_contract = normalized_in_order(d.lhs_contract, lhs.rank());
+    d.lhs_batch = normalized_in_order(d.lhs_batch, lhs.rank());
+    d.rhs_contract = normalized_in_order(d.rhs_contract, rhs.rank());
+    d.rhs_batch = normalized_in_order(d.rhs_batch, rhs.rank());
+  }
   return make1(Op::dot_general, {lhs, rhs},
                {{"lhs_contract", d.lhs_contract},
                 {"rhs_contract", d.rhs_contract},
@@ -352,11 +439,21 @@ std::vector<Value> lstm_backward(const std::vector<Value>& inputs, Loc loc) {
 
 namespace edifice {
 
-Value operator+(const Value& a, Operand b) { return ops::add(a, b.value, b.loc); }
-Value operator-(const Value& a, Operand b) { return ops::sub(a, b.value, b.loc); }
-Value operator*(const Value& a, Operand b) { return ops::mul(a, b.value, b.loc); }
-Value operator/(const Value& a, Operand b) { return ops::div(a, b.value, b.loc); }
-Value operator-(Operand a) { return ops::neg(a.value, a.loc); }
+Value operator+(const Value& a, Operand b) {
+  return ops::add(a, b.value, b.loc);
+}
+Value operator-(const Value& a, Operand b) {
+  return ops::sub(a, b.value, b.loc);
+}
+Value operator*(const Value& a, Operand b) {
+  return ops::mul(a, b.value, b.loc);
+}
+Value operator/(const Value& a, Operand b) {
+  return ops::div(a, b.value, b.loc);
+}
+Value operator-(Operand a) {
+  return ops::neg(a.value, a.loc);
+}
 Value operator+(Operand a, double b) {
   return ops::add(a.value, ops::scalar(b, a.value.dtype(), a.loc), a.loc);
 }

@@ -1,6 +1,6 @@
 // Philox-backed uniform sampling, plus compile-time known-answer checks of the generator.
 
-#include "philox.hpp"
+#include <edifice/core/philox.hpp>
 
 #include <edifice/core/error.hpp>
 #include <edifice/core/tensor.hpp>

@@ -25,7 +25,9 @@ int dynamic_count(const Shape& shape) {
   return n;
 }
 
-bool is_static(const Shape& shape) { return dynamic_count(shape) == 0; }
+bool is_static(const Shape& shape) {
+  return dynamic_count(shape) == 0;
+}
 
 std::vector<std::int64_t> row_major_strides(const Shape& shape) {
   std::vector<std::int64_t> strides(shape.size(), 1);

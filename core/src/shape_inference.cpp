@@ -13,9 +13,13 @@ namespace {
 
 using Types = std::vector<TensorType>;
 
-std::string name(Op op) { return std::string(op_name(op)); }
+std::string name(Op op) {
+  return std::string(op_name(op));
+}
 
-std::string ext(std::int64_t d) { return d == kDynamic ? "?" : std::to_string(d); }
+std::string ext(std::int64_t d) {
+  return d == kDynamic ? "?" : std::to_string(d);
+}
 
 std::string ints(const std::vector<std::int64_t>& v) {
   std::string s = "[";
@@ -56,6 +60,13 @@ void expect_valid_shape(Op op, const Shape& shape, std::string_view what) {
       fail("{}: {} {} has a negative extent", name(op), what, shape_to_string(shape));
 }
 
+// `got` must equal `want`; `why` says where the expected type comes from.
+void expect_type(Op op, const TensorType& got, std::string_view what, const TensorType& want,
+                 std::string_view why) {
+  if (got != want)
+    fail("{}: {} is {}, expected {} ({})", name(op), what, got.to_string(), want.to_string(), why);
+}
+
 int expect_axis(Op op, std::int64_t axis, const TensorType& t, std::string_view what = "axis") {
   int a = normalize_axis(axis, t.rank());
   if (a < 0)
@@ -68,10 +79,17 @@ int expect_axis(Op op, std::int64_t axis, const TensorType& t, std::string_view 
 std::vector<std::int64_t> expect_axes(Op op, const std::vector<std::int64_t>& axes,
                                       const TensorType& t, std::string_view what) {
   std::vector<std::int64_t> out;
-  for (auto a : axes) out.push_back(expect_axis(op, a, t, what));
+  for (auto a : axes) {
+    int n = normalize_axis(a, t.rank());
+    if (n < 0)
+      fail("{}: axis {} in {} {} is out of range for {} (rank {})", name(op), a, what, ints(axes),
+           t.to_string(), t.rank());
+    out.push_back(n);
+  }
   std::sort(out.begin(), out.end());
-  if (std::adjacent_find(out.begin(), out.end()) != out.end())
-    fail("{}: {} {} repeat an axis", name(op), what, ints(axes));
+  auto dup = std::adjacent_find(out.begin(), out.end());
+  if (dup != out.end())
+    fail("{}: {} {} name axis {} of {} twice", name(op), what, ints(axes), *dup, t.to_string());
   return out;
 }
 
@@ -96,7 +114,8 @@ Types infer_elementwise(Op op, const Types& in) {
       if (op == Op::pow) expect_float(op, in[0], "the base");
       if (op_kind(op) == OpKind::compare) return {{DType::u8, in[0].shape}};
       return {in[0]};
-    default: break;
+    default:
+      break;
   }
   fail("internal error: {} is not elementwise", name(op));
 }
@@ -162,8 +181,8 @@ Types infer_slice(Op op, const Types& in, const Attributes& attrs) {
     std::int64_t n = in[0].shape[i];
     if (n == kDynamic) {
       if (start[i] != 0 || limit[i] != kDynamic || stride[i] != 1)
-        fail("{}: axis {} of {} is dynamic and can only be kept whole (start 0, limit ?)",
-             name(op), i, in[0].to_string());
+        fail("{}: axis {} of {} is dynamic and can only be kept whole (start 0, limit ?)", name(op),
+             i, in[0].to_string());
       shape.push_back(kDynamic);
       continue;
     }
@@ -261,8 +280,7 @@ Types infer_dot_general(Op op, const Types& in, const Attributes& attrs) {
     for (auto a : c) {
       if (a < 0 || a >= t.rank())
         fail("{}: {} contracting axis {} is out of range for {}", name(op), side, a, t.to_string());
-      if (!seen.insert(a).second)
-        fail("{}: {} axis {} is used twice", name(op), side, a);
+      if (!seen.insert(a).second) fail("{}: {} axis {} is used twice", name(op), side, a);
     }
     for (auto a : b) {
       if (a < 0 || a >= t.rank())
@@ -274,9 +292,8 @@ Types infer_dot_general(Op op, const Types& in, const Attributes& attrs) {
   check_side(r, rc, rb, "rhs");
   for (std::size_t i = 0; i < lc.size(); ++i)
     if (l.shape[lc[i]] != r.shape[rc[i]])
-      fail("{}: contracting extents differ: lhs {} axis {} has {}, rhs {} axis {} has {}",
-           name(op), l.to_string(), lc[i], ext(l.shape[lc[i]]), r.to_string(), rc[i],
-           ext(r.shape[rc[i]]));
+      fail("{}: contracting extents differ: lhs {} axis {} has {}, rhs {} axis {} has {}", name(op),
+           l.to_string(), lc[i], ext(l.shape[lc[i]]), r.to_string(), rc[i], ext(r.shape[rc[i]]));
   for (std::size_t i = 0; i < lb.size(); ++i)
     if (l.shape[lb[i]] != r.shape[rb[i]])
       fail("{}: batch extents differ: lhs {} axis {} has {}, rhs {} axis {} has {}", name(op),
@@ -286,7 +303,8 @@ Types infer_dot_general(Op op, const Types& in, const Attributes& attrs) {
   auto free_axes = [&](const TensorType& t, const std::vector<std::int64_t>& c,
                        const std::vector<std::int64_t>& b) {
     for (std::int64_t i = 0; i < t.rank(); ++i)
-      if (std::find(c.begin(), c.end(), i) == c.end() && std::find(b.begin(), b.end(), i) == b.end())
+      if (std::find(c.begin(), c.end(), i) == c.end() &&
+          std::find(b.begin(), b.end(), i) == b.end())
         shape.push_back(t.shape[i]);
   };
   free_axes(l, lc, lb);
@@ -358,8 +376,8 @@ Types infer_layer_norm_backward(Op op, const Types& in, const Attributes& attrs)
   Types fwd_in = {in[0]};
   if (in.size() == 5) fwd_in = {in[0], in[4], in[4]};
   Types fwd = infer_layer_norm(op, fwd_in, attrs);
-  expect_same_shape(op, in[1], "mean", fwd[1], "expected");
-  expect_same_shape(op, in[2], "rstd", fwd[2], "expected");
+  expect_type(op, in[1], "mean", fwd[1], "x without its last axis");
+  expect_type(op, in[2], "rstd", fwd[2], "x without its last axis");
   expect_same_shape(op, in[3], "dy", in[0], "x");
   expect_same_dtype(op, in[3], "dy", in[0], "x");
   if (in.size() == 5) return {in[0], in[4], in[4]};
@@ -382,8 +400,8 @@ AttentionShapes check_attention(Op op, const TensorType& q, const TensorType& k,
   std::int64_t r = q.rank();
   for (std::int64_t i = 0; i < r - 2; ++i)
     if (k.shape[i] != q.shape[i] || v.shape[i] != q.shape[i])
-      fail("{}: batch axis {} differs: q {}, k {}, v {}", name(op), i, q.to_string(),
-           k.to_string(), v.to_string());
+      fail("{}: batch axis {} differs: q {}, k {}, v {}", name(op), i, q.to_string(), k.to_string(),
+           v.to_string());
   if (k.shape[r - 1] != q.shape[r - 1])
     fail("{}: q {} and k {} must have the same feature extent (last axis: {} vs {})", name(op),
          q.to_string(), k.to_string(), ext(q.shape[r - 1]), ext(k.shape[r - 1]));
@@ -410,15 +428,15 @@ AttentionShapes check_attention(Op op, const TensorType& q, const TensorType& k,
         ok = mask->shape[i] == 1 || mask->shape[i] == q.shape[i];
     }
     if (!ok)
-      fail("{}: mask {} does not fit scores of shape {}: expected [{},{}] or rank {} with leading "
-           "extents equal to q's or 1",
-           name(op), mask->to_string(),
-           shape_to_string([&] {
-             Shape s(q.shape.begin(), q.shape.end() - 1);
-             s.push_back(sk);
-             return s;
-           }()),
-           ext(sq), ext(sk), r);
+      fail(
+          "{}: mask {} does not fit scores of shape {}: expected [{},{}] or rank {} with leading "
+          "extents equal to q's or 1",
+          name(op), mask->to_string(), shape_to_string([&] {
+            Shape s(q.shape.begin(), q.shape.end() - 1);
+            s.push_back(sk);
+            return s;
+          }()),
+          ext(sq), ext(sk), r);
   }
   double scale = attrs.get_float("scale");
   if (!std::isfinite(scale) || scale == 0)
@@ -442,10 +460,9 @@ Types infer_attention_backward(Op op, const Types& in, const Attributes& attrs) 
          in.size());
   std::size_t o = in.size() == 7 ? 4 : 3;
   auto s = check_attention(op, in[0], in[1], in[2], in.size() == 7 ? &in[3] : nullptr, attrs);
-  expect_same_shape(op, in[o], "out", s.out, "expected");
-  expect_same_shape(op, in[o + 1], "lse", s.lse, "expected");
-  expect_same_shape(op, in[o + 2], "dout", s.out, "expected");
-  for (std::size_t i = o; i < o + 3; ++i) expect_same_dtype(op, in[i], "gradient input", in[0], "q");
+  expect_type(op, in[o], "out", s.out, "the attention output for these q, k, v");
+  expect_type(op, in[o + 1], "lse", s.lse, "q without its last axis");
+  expect_type(op, in[o + 2], "dout", s.out, "the attention output for these q, k, v");
   return {in[0], in[1], in[2]};
 }
 
@@ -459,14 +476,14 @@ Types infer_lstm_core(Op op, const Types& in) {
     fail("{}: w_hh has shape {}; expected [U, 4U]", name(op), shape_to_string(w_hh.shape));
   std::int64_t u = w_hh.shape[0], batch = x.shape[0], features = x.shape[2];
   if (w_ih.shape != Shape{features, 4 * u})
-    fail("{}: w_ih has shape {}; expected [{}, {}] (input features {}, 4 x hidden {})", name(op),
+    fail("{}: w_ih has shape {}; expected [{},{}] (input features {}, 4 x hidden {})", name(op),
          shape_to_string(w_ih.shape), ext(features), 4 * u, ext(features), u);
   if (b.shape != Shape{4 * u})
     fail("{}: b has shape {}; expected [{}] (4 x hidden {})", name(op), shape_to_string(b.shape),
          4 * u, u);
   for (const auto* s : {&h0, &c0})
     if (s->shape != Shape{batch, u})
-      fail("{}: {} has shape {}; expected [{}, {}] (batch, hidden)", name(op),
+      fail("{}: {} has shape {}; expected [{},{}] (batch, hidden)", name(op),
            s == &h0 ? "h0" : "c0", shape_to_string(s->shape), ext(batch), u);
   return {{x.dtype, {batch, x.shape[1], u}}, {x.dtype, {batch, x.shape[1], u}}};
 }
@@ -480,10 +497,7 @@ Types infer_lstm_backward(Op op, const Types& in) {
   expect_inputs(op, in, 10);
   Types seq = infer_lstm_core(op, in);
   const char* names[] = {"h_seq", "c_seq", "dh_seq", "dc_seq"};
-  for (int i = 0; i < 4; ++i) {
-    expect_same_shape(op, in[6 + i], names[i], seq[0], "expected");
-    expect_same_dtype(op, in[6 + i], names[i], in[0], "x");
-  }
+  for (int i = 0; i < 4; ++i) expect_type(op, in[6 + i], names[i], seq[0], "[batch, seq, hidden]");
   return {in[0], in[1], in[2], in[3], in[4], in[5]};
 }
 
@@ -492,7 +506,8 @@ Types infer_lstm_backward(Op op, const Types& in) {
 std::vector<TensorType> infer_types(Op op, const std::vector<TensorType>& in,
                                     const Attributes& attrs) {
   switch (op) {
-    case Op::parameter: fail("{}: parameter types are given, not inferred", name(op));
+    case Op::parameter:
+      fail("{}: parameter types are given, not inferred", name(op));
     case Op::constant: {
       expect_inputs(op, in, 0);
       const Tensor& t = attrs.get_tensor("value");
@@ -527,32 +542,51 @@ std::vector<TensorType> infer_types(Op op, const std::vector<TensorType>& in,
       expect_same_shape(op, in[1], "on_true", in[2], "on_false");
       return {in[1]};
     }
-    case Op::cast: expect_inputs(op, in, 1); return {{attrs.get_dtype("dtype"), in[0].shape}};
-    case Op::broadcast_in_dim: return infer_broadcast_in_dim(op, in, attrs);
-    case Op::reshape: return infer_reshape(op, in, attrs);
-    case Op::transpose: return infer_transpose(op, in, attrs);
-    case Op::slice: return infer_slice(op, in, attrs);
-    case Op::pad: return infer_pad(op, in, attrs);
-    case Op::concat: return infer_concat(op, in, attrs);
+    case Op::cast:
+      expect_inputs(op, in, 1);
+      return {{attrs.get_dtype("dtype"), in[0].shape}};
+    case Op::broadcast_in_dim:
+      return infer_broadcast_in_dim(op, in, attrs);
+    case Op::reshape:
+      return infer_reshape(op, in, attrs);
+    case Op::transpose:
+      return infer_transpose(op, in, attrs);
+    case Op::slice:
+      return infer_slice(op, in, attrs);
+    case Op::pad:
+      return infer_pad(op, in, attrs);
+    case Op::concat:
+      return infer_concat(op, in, attrs);
     case Op::reduce_sum:
     case Op::reduce_max:
-    case Op::reduce_mean: return infer_reduce(op, in, attrs);
-    case Op::dot_general: return infer_dot_general(op, in, attrs);
-    case Op::take: return infer_take(op, in, attrs);
-    case Op::scatter_add: return infer_scatter_add(op, in, attrs);
+    case Op::reduce_mean:
+      return infer_reduce(op, in, attrs);
+    case Op::dot_general:
+      return infer_dot_general(op, in, attrs);
+    case Op::take:
+      return infer_take(op, in, attrs);
+    case Op::scatter_add:
+      return infer_scatter_add(op, in, attrs);
     case Op::softmax: {
       expect_inputs(op, in, 1);
       expect_float(op, in[0], "the operand");
       expect_axis(op, attrs.get_int("axis"), in[0]);
       return {in[0]};
     }
-    case Op::layer_norm: return infer_layer_norm(op, in, attrs);
-    case Op::layer_norm_backward: return infer_layer_norm_backward(op, in, attrs);
-    case Op::attention: return infer_attention(op, in, attrs);
-    case Op::attention_backward: return infer_attention_backward(op, in, attrs);
-    case Op::lstm: return infer_lstm(op, in);
-    case Op::lstm_backward: return infer_lstm_backward(op, in);
-    default: return infer_elementwise(op, in);
+    case Op::layer_norm:
+      return infer_layer_norm(op, in, attrs);
+    case Op::layer_norm_backward:
+      return infer_layer_norm_backward(op, in, attrs);
+    case Op::attention:
+      return infer_attention(op, in, attrs);
+    case Op::attention_backward:
+      return infer_attention_backward(op, in, attrs);
+    case Op::lstm:
+      return infer_lstm(op, in);
+    case Op::lstm_backward:
+      return infer_lstm_backward(op, in);
+    default:
+      return infer_elementwise(op, in);
   }
 }
 

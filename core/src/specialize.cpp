@@ -40,9 +40,10 @@ Graph specialize(const Graph& graph, const std::vector<Shape>& input_shapes) {
     for (std::size_t a = 0; ok && a < want.size(); ++a) {
       if (want[a] == kDynamic) {
         if (batch && *batch != got[a])
-          fail("specialize: input {} (\"{}\") has batch extent {} on axis {}, but an earlier input "
-               "bound the batch to {}",
-               i, name, got[a], a, *batch);
+          fail(
+              "specialize: input {} (\"{}\") has batch extent {} on axis {}, but an earlier input "
+              "bound the batch to {}",
+              i, name, got[a], a, *batch);
         batch = got[a];
       } else {
         ok = want[a] == got[a];
@@ -56,16 +57,18 @@ Graph specialize(const Graph& graph, const std::vector<Shape>& input_shapes) {
 
   std::map<const Node*, std::vector<Value>> rebuilt;
   auto mapped = [&](const Value& v) { return rebuilt.at(&v.node())[v.index()]; };
+  // Every input is rebuilt, including inputs no output uses (they are not among the nodes).
+  for (const Value& in : inputs) {
+    const Node* node = &in.node();
+    TensorType t = node->outputs()[0];
+    for (auto& d : t.shape)
+      if (d == kDynamic) d = *batch;
+    rebuilt[node] = make_node_typed(Op::parameter, {}, node->attrs(), {t}, node->location());
+  }
   for (const Node* node : graph.nodes()) {
+    if (node->op() == Op::parameter) continue;
     std::optional<LayerScope> scope;
     if (!node->scope().empty()) scope.emplace(node->scope(), "", node->location());
-    if (node->op() == Op::parameter) {
-      TensorType t = node->outputs()[0];
-      for (auto& d : t.shape)
-        if (d == kDynamic) d = *batch;
-      rebuilt[node] = make_node_typed(Op::parameter, {}, node->attrs(), {t}, node->location());
-      continue;
-    }
     std::vector<Value> in;
     for (const Value& v : node->inputs()) in.push_back(mapped(v));
     rebuilt[node] = make_node(node->op(), in, bind_attrs(node->attrs(), *batch), node->location());

@@ -50,7 +50,8 @@ Tensor Tensor::full(DType dtype, Shape shape, double value) {
 
 std::int64_t Tensor::dim(std::int64_t axis) const {
   int a = normalize_axis(axis, rank());
-  if (a < 0) fail("Tensor::dim: axis {} is out of range for shape {}", axis, shape_to_string(shape_));
+  if (a < 0)
+    fail("Tensor::dim: axis {} is out of range for shape {}", axis, shape_to_string(shape_));
   return shape_[a];
 }
 
@@ -67,7 +68,8 @@ void Tensor::set_from_double(std::int64_t flat, double value) {
   if (flat < 0 || flat >= numel_)
     fail("Tensor: flat index {} is out of range for shape {} ({} elements)", flat,
          shape_to_string(shape_), numel_);
-  visit_dtype(dtype_, [&]<class T>() { static_cast<T*>(raw_data())[flat] = static_cast<T>(value); });
+  visit_dtype(dtype_,
+              [&]<class T>() { static_cast<T*>(raw_data())[flat] = static_cast<T>(value); });
 }
 
 Tensor Tensor::reshape(Shape shape) const {

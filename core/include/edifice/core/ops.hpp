@@ -10,7 +10,13 @@
 /// - The arithmetic builders (`add`, `mul`, ..., `select`) broadcast like NumPy, aligning
 ///   trailing axes; the IR ops they make always see identical shapes (broadcast_in_dim nodes
 ///   are inserted). Errors name both shapes and the axis at fault.
-/// - Axes may be negative (counted from the end).
+/// - Axes may be negative (counted from the end) wherever a builder takes an axis or a list of
+///   axes: reductions, softmax, take, concat, iota, slice_axis, transpose and dot_general. The
+///   IR stores them normalised. broadcast_in_dim's `dims` and scatter_add's `axis` are IR-level
+///   and must be non-negative.
+/// - Integer dtypes (i32, i64, u8) support the arithmetic and comparison ops: arithmetic wraps
+///   around, division truncates toward zero and division by zero is a run-time error.
+///   Transcendental ops, pow, softmax, layer_norm, attention and lstm need f32 or f64.
 /// - Attribute keys written here are the ones the interpreter, autodiff and the JIT read.
 
 #include <edifice/core/graph.hpp>
@@ -42,13 +48,14 @@ Value zeros_like(const Value& x, Loc loc = Loc::current());
 Value iota(Shape shape, std::int64_t axis, DType dtype, Loc loc = Loc::current());
 /// Uniform samples in [0, 1) from a counter-based generator (Philox-4x32-10): element n (row
 /// major) of stream `stream` with key `seed` (an i64 scalar value) depends only on (seed,
-/// stream, n), never on threads or evaluation order. inputs: seed. attrs: shape, dtype (f32 or
+/// stream, n), never on threads or evaluation order. The exact bit mapping is documented in
+/// philox.hpp. inputs: seed. attrs: shape, dtype (f32 or
 /// f64), stream.
 Value random_uniform(const Value& seed, Shape shape, DType dtype, std::int64_t stream,
                      Loc loc = Loc::current());
 
 // ---------------------------------------------------------------------------------------------
-// Elementwise (float dtypes; neg and abs also take integers)
+// Elementwise (float dtypes; neg and abs also take signed integers)
 
 Value neg(const Value& x, Loc loc = Loc::current());
 Value abs(const Value& x, Loc loc = Loc::current());
@@ -86,7 +93,10 @@ Value ge(const Value& a, const Value& b, Loc loc = Loc::current());
 /// pred ? on_true : on_false, elementwise. pred is u8 (nonzero = true); all three broadcast.
 Value select(const Value& pred, const Value& on_true, const Value& on_false,
              Loc loc = Loc::current());
-/// Elementwise conversion (C++ static_cast semantics). attrs: dtype.
+/// Elementwise conversion with C++ static_cast semantics for values the target can hold;
+/// float-to-integer conversion of NaN or out-of-range values saturates in compiled code and is
+/// unspecified in the interpreter (do not rely on it). Casting to the same dtype returns x
+/// itself (no node). attrs: dtype.
 Value cast(const Value& x, DType dtype, Loc loc = Loc::current());
 
 // ---------------------------------------------------------------------------------------------
@@ -142,8 +152,8 @@ Value matmul(const Value& a, const Value& b, Loc loc = Loc::current());
 /// An index outside [0, x.shape[axis]) is an error at run time. attrs: axis.
 Value take(const Value& x, const Value& indices, std::int64_t axis, Loc loc = Loc::current());
 /// The transpose of take: a zero tensor of shape updates[:axis] + [dim_size] +
-/// updates[axis + indices.rank:] into which each update is added at its index.
-/// inputs: indices, updates. attrs: axis, dim_size.
+/// updates[axis + indices.rank:] into which each update is added at its index. An index outside
+/// [0, dim_size) is an error at run time. inputs: indices, updates. attrs: axis (>= 0), dim_size.
 Value scatter_add(const Value& indices, const Value& updates, std::int64_t axis,
                   std::int64_t dim_size, Loc loc = Loc::current());
 
@@ -165,14 +175,17 @@ Value layer_norm(const Value& x, const Value& gamma, const Value& beta, double e
 /// Without learnable parameters (used for QK layer norm).
 Value layer_norm(const Value& x, double eps, Loc loc = Loc::current());
 /// inputs: x, mean, rstd, dy [, gamma]. outputs: dx, and with gamma also dgamma, dbeta.
+/// `eps` is the forward's, carried so the node states the layer it differentiates (the
+/// computation itself uses the saved rstd).
 std::vector<Value> layer_norm_backward(const Value& x, const Value& mean, const Value& rstd,
                                        const Value& dy, const std::optional<Value>& gamma,
                                        double eps, Loc loc = Loc::current());
 
 /// Which (query i, key j) pairs may attend. Index predicates, not tensors, so the compiler can
-/// skip whole tiles: causal is j <= i; window w (>= 1) is i - w + 1 <= j <= i; a tensor mask is
-/// u8 (nonzero = allowed) of shape [Sq, Sk] or [..., Sq, Sk] with leading extents equal to q's
-/// or 1.
+/// skip whole tiles: causal is j <= i; window w (>= 1) is i - w + 1 <= j <= i. Indices are
+/// aligned at the start (query i and key i are the same position, as in Edifice), not at the
+/// end as in KV-cache decoding. A tensor mask is u8 (nonzero = allowed) of shape [Sq, Sk], or
+/// of q's rank [..., Sq, Sk] with leading extents equal to q's or 1.
 struct AttentionMask {
   enum class Kind { none, causal, window, tensor };
   Kind kind = Kind::none;

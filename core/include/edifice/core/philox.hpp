@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// Philox-4x32-10 (Salmon, Moraes, Dror, Shaw: "Parallel Random Numbers: As Easy as 1, 2, 3",
-/// SC 2011), the counter-based generator behind `random_uniform`. Internal header: the
+/// SC 2011), the counter-based generator behind `random_uniform`. The
 /// interpreter uses it now and the JIT must generate exactly the same words, so everything
 /// here is constexpr and free of library types except the tensor-filling helper at the end.
 ///
