@@ -7,7 +7,7 @@
 #include <edifice/core/interpreter.hpp>
 #include <edifice/core/ops.hpp>
 
-#include "../../core/src/philox.hpp"  // internal header, tested directly against Random123
+#include <edifice/core/philox.hpp>
 
 #include <cmath>
 #include <cstdint>
