@@ -11,3 +11,5 @@
 #include <edifice/core/ops.hpp>
 #include <edifice/core/shape.hpp>
 #include <edifice/core/tensor.hpp>
+#include <edifice/jit/jit.hpp>
+#include <edifice/jit/target.hpp>

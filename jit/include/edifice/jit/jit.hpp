@@ -1,0 +1,90 @@
+#pragma once
+/// \file
+/// The JIT: compiles a graph (forward, gradient, or both) into native code for the host CPU.
+///
+///   auto exe = jit::compile(graph, {{32, 60, 1024}});   // specialised to these input shapes
+///   std::vector<Tensor> out = exe->run(inputs);
+///
+/// or, caching one executable per input shape, `jit::Function f(graph); f(inputs)`.
+///
+/// Environment: EDIFICE_THREADS (worker count), EDIFICE_ISA (cap: avx512|avx2|sse4.2|generic),
+/// EDIFICE_CACHE=0 (no disk cache), EDIFICE_CACHE_DIR, EDIFICE_DUMP=graph,plan,ir,opt-ir,asm|all
+/// and EDIFICE_DUMP_DIR (see docs/architecture.md).
+
+#include <edifice/core/graph.hpp>
+#include <edifice/core/tensor.hpp>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace edifice::jit {
+
+struct Options {
+  /// Worker threads; 0 means EDIFICE_THREADS if set, else every hardware thread.
+  int threads = 0;
+  /// Reuse and store compiled objects in the on-disk cache (EDIFICE_CACHE=0 turns it off).
+  bool disk_cache = true;
+  /// Cache directory; empty means EDIFICE_CACHE_DIR, else $XDG_CACHE_HOME/edifice, else
+  /// ~/.cache/edifice.
+  std::string cache_dir;
+};
+
+/// Per-kernel statistics, from the fusion plan.
+struct KernelInfo {
+  std::string name;   ///< "k3_loop", "k4_gemm", ...
+  std::string kind;   ///< loop, reduce, gemm, softmax, layer_norm, attention, lstm, ...
+  std::vector<std::string> ops;  ///< ops computed inside, in order
+  double flops = 0;   ///< floating-point operations per run (estimated: 1 per elementwise op)
+  double bytes = 0;   ///< bytes read from and written to buffers per run
+};
+
+class Program;  // internal: the plan, the memory plan and the linked code
+
+/// A graph compiled for fixed input shapes. Thread-safe to run concurrently.
+class Executable {
+ public:
+  explicit Executable(std::shared_ptr<Program> program);
+  ~Executable();
+
+  /// Runs on `inputs` (dtypes and shapes exactly as compiled). Same inputs give bit-identical
+  /// outputs, whatever the thread count.
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs) const;
+
+  const std::vector<KernelInfo>& kernels() const;
+  /// The fusion plan: one block per kernel with the ops inside and why it ends there.
+  std::string plan() const;
+  /// One line per kernel: name, ops fused, FLOPs, bytes.
+  std::string summary() const;
+  /// True when the code came from the disk cache (nothing was compiled).
+  bool loaded_from_cache() const;
+  /// Seconds spent compiling (or loading from the disk cache).
+  double compile_seconds() const;
+
+ private:
+  std::shared_ptr<Program> program_;
+};
+
+/// Compiles `graph` for inputs of `input_shapes` (binding its dynamic batch extent). Uses the
+/// in-process cache (graph hash, shapes, ISA) and the disk cache.
+std::shared_ptr<const Executable> compile(const Graph& graph,
+                                          const std::vector<Shape>& input_shapes,
+                                          const Options& options = {});
+
+/// A graph plus a per-shape cache of executables: call it like a function.
+class Function {
+ public:
+  explicit Function(Graph graph, Options options = {});
+  std::vector<Tensor> operator()(const std::vector<Tensor>& inputs) const;
+  /// The executable for these input shapes (compiled on first use).
+  std::shared_ptr<const Executable> executable(const std::vector<Shape>& input_shapes) const;
+  const Graph& graph() const { return graph_; }
+
+ private:
+  Graph graph_;
+  Options options_;
+};
+
+}  // namespace edifice::jit

@@ -1,0 +1,84 @@
+// Pass: gives every dot_general operand a layout the GEMM kernel reads directly. Dots that
+// already fit (see gemm_layout.hpp) are left alone, so the common cases (x.W, x.W^T, x^T.dy,
+// batched q.k^T) need no copy; the rest get explicit transposes of their operands into
+// [batch..., M..., K...] and [batch..., K..., N...].
+#include <edifice/core/ops.hpp>
+
+#include "gemm_layout.hpp"
+#include "plan.hpp"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+
+namespace edifice::jit {
+namespace {
+
+using Axes = std::vector<std::int64_t>;
+
+Axes others(std::int64_t rank, const Axes& a, const Axes& b) {
+  Axes r;
+  for (std::int64_t i = 0; i < rank; ++i)
+    if (std::find(a.begin(), a.end(), i) == a.end() && std::find(b.begin(), b.end(), i) == b.end())
+      r.push_back(i);
+  return r;
+}
+
+Axes iota_axes(std::size_t from, std::size_t count) {
+  Axes r;
+  for (std::size_t i = 0; i < count; ++i) r.push_back(static_cast<std::int64_t>(from + i));
+  return r;
+}
+
+std::vector<Value> canonical_dot(const Node& n, const Value& lhs, const Value& rhs) {
+  const Attributes& at = n.attrs();
+  const Axes &lc = at.get_ints("lhs_contract"), &rc = at.get_ints("rhs_contract");
+  const Axes &lb = at.get_ints("lhs_batch"), &rb = at.get_ints("rhs_batch");
+  Axes fl = others(lhs.rank(), lc, lb), fr = others(rhs.rank(), rc, rb);
+  // lhs -> [batch, free, contract]; rhs -> [batch, contract (paired order), free].
+  Axes lperm = lb, rperm = rb;
+  lperm.insert(lperm.end(), fl.begin(), fl.end());
+  lperm.insert(lperm.end(), lc.begin(), lc.end());
+  rperm.insert(rperm.end(), rc.begin(), rc.end());
+  rperm.insert(rperm.end(), fr.begin(), fr.end());
+  const std::size_t nb = lb.size(), nc = lc.size();
+  Value l = ops::transpose(lhs, lperm, n.location());
+  Value r = ops::transpose(rhs, rperm, n.location());
+  return {ops::dot_general(l, r,
+                           {iota_axes(nb + fl.size(), nc), iota_axes(nb, nc), iota_axes(0, nb),
+                            iota_axes(0, nb)},
+                           n.location())};
+}
+
+}  // namespace
+
+Graph canonicalize_dot(const Graph& graph) {
+  std::map<const Node*, std::vector<Value>> rebuilt;
+  bool changed = false;
+  auto mapped = [&](const Value& v) {
+    auto it = rebuilt.find(&v.node());
+    return it == rebuilt.end() ? v : it->second[v.index()];
+  };
+  for (const Node* n : graph.nodes()) {
+    std::vector<Value> inputs;
+    bool inputs_changed = false;
+    for (const Value& in : n->inputs()) {
+      inputs.push_back(mapped(in));
+      inputs_changed |= !(inputs.back() == in);
+    }
+    std::optional<LayerScope> scope;
+    if (!n->scope().empty()) scope.emplace(n->scope(), "", n->location());
+    if (n->op() == Op::dot_general && !try_gemm_layout(*n)) {
+      rebuilt[n] = canonical_dot(*n, inputs[0], inputs[1]);
+      changed = true;
+    } else if (inputs_changed) {
+      rebuilt[n] = make_node(n->op(), inputs, n->attrs(), n->location());
+    }
+  }
+  if (!changed) return graph;
+  std::vector<Value> outputs;
+  for (const Value& v : graph.outputs()) outputs.push_back(mapped(v));
+  return Graph(graph.inputs(), outputs);
+}
+
+}  // namespace edifice::jit

@@ -1,0 +1,48 @@
+#pragma once
+// Emits the value of a fused expression at a multi-index: walks from a kernel's root through
+// inlined elementwise and layout nodes down to buffers, mapping the index through each layout
+// op (broadcast, transpose, reshape, slice, pad, concat, gather) on the way.
+
+#include "../plan.hpp"
+#include "emitter.hpp"
+
+#include <functional>
+#include <map>
+
+namespace edifice::jit::codegen {
+
+using Index = std::vector<llvm::Value*>;
+
+class ExpressionEmitter {
+ public:
+  ExpressionEmitter(Emitter& e, const Plan& plan, const Kernel& kernel, const KernelArgs& args);
+
+  /// The value of `v` at `index` (one i64 per axis of v's shape).
+  llvm::Value* at(const Value& v, const Index& index);
+  /// Makes `node`'s first output evaluate through `f` instead of its op (the GEMM epilogue
+  /// uses it for the dot's accumulator).
+  void override_node(const Node* node, std::function<llvm::Value*(const Index&)> f);
+  /// The buffer pointer of a value the kernel reads or writes.
+  llvm::Value* buffer(const Value& v) const;
+  /// Forget memoised values (call when the insertion point leaves their scope).
+  void clear_memo() { memo_.clear(); }
+
+  llvm::Value* linearize(const Index& index, const Shape& shape);
+  Index delinearize(llvm::Value* flat, const Shape& shape);
+
+ private:
+  llvm::Value* compute(const Value& v, const Index& index);
+  llvm::Value* random_uniform(const Node& n, const Index& index);
+  llvm::Value* take(const Node& n, const Index& index);
+
+  Emitter& e_;
+  const Plan& plan_;
+  const Kernel& kernel_;
+  const KernelArgs& args_;
+  std::map<std::pair<const Node*, int>, llvm::Value*> buffers_;
+  std::map<const Node*, std::function<llvm::Value*(const Index&)>> overrides_;
+  std::map<std::pair<const Node*, std::vector<llvm::Value*>>, llvm::Value*> memo_;
+  int constant_count_ = 0;
+};
+
+}  // namespace edifice::jit::codegen

@@ -1,0 +1,134 @@
+// GEMM with a fused elementwise epilogue: C[b] = epilogue(A[b] . B[b]), in the canonical
+// layouts of ../gemm_layout.hpp (A as M x K or K x M, B as K x N or N x K, read in place).
+//
+// Blocking (GotoBLAS/BLIS style, sizes from gemm_tiling in ../gemm_layout.cpp):
+//
+//   work item = one C tile of tile_m x tile_n (one batch entry) over all of K
+//     C tile buffer Ct (stack, tile_m x tile_n, rows padded to nr)
+//     for each K block of kc steps:
+//       pack B[kc x tile_n] -> Bp: nr-column panels, each kc rows of nr contiguous elements
+//       pack A[tile_m x kc] -> Ap: mr-row panels, each kc columns of mr contiguous elements
+//       for each nr-column panel of Bp      (kc x nr, 16 KiB for f32: stays in L1)
+//         for each mr-row panel of Ap       (streams from L2; Ap is ~96 KiB)
+//           micro-kernel: Ct[mr x nr] (+)= Ap panel . Bp panel
+//     epilogue: out[b, m, n] = epilogue(Ct[m][n]) for the valid part of the tile, one store
+//
+// Packing reads whichever layout the operand has: a K-contiguous operand (A as M x K, B as
+// N x K) is transposed lane-block by lane-block in registers, the other is a vector copy per
+// k step. Partial panels are zero-padded, so the micro-kernel always computes full mr x nr
+// tiles and the tails of M and N only shorten the epilogue loop; K tails are a shorter k loop.
+//
+// Micro-kernel register layout (gemm_microkernel.cpp), with L lanes per vector (8 f32 / 4 f64
+// on AVX2, 16 / 8 on AVX-512, 4 / 2 on SSE): nr = 2 vectors, mr = (registers - 3) / 2 rows,
+// i.e. 6 x 16 on AVX2 (12 accumulators c[r][0..1], 2 B vectors, 1 broadcast A register; 16
+// ymm) and 14 x 32 on AVX-512 (32 zmm). Per k step: 2 vector loads of B, mr broadcasts of A,
+// 2*mr FMAs into independent accumulators (more than FMA latency x FMA ports), unrolled x4.
+//
+// Determinism: every element of C is one chain of multiply-adds in k order starting from 0
+// (K blocks store and reload the running sum exactly), whatever the tiling or the thread that
+// runs the item. Integer dtypes use the same code with wrapping multiply-add.
+#include "../gemm_layout.hpp"
+#include "gemm_microkernel.hpp"
+#include "kernels.hpp"
+
+namespace edifice::jit::codegen {
+namespace {
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
+  auto& b = e.builder();
+  const Node& dot = *k.anchor;
+  const GemmLayout g = gemm_layout(dot);
+  const DType d = dot.outputs()[0].dtype;
+  const GemmTiling t = gemm_tiling(g, d);
+  const Value root = k.root->output(0);
+  const Shape& out_shape = dot.outputs()[0].shape;
+  llvm::Value* a_ptr = expr.buffer(dot.inputs()[0]);
+  llvm::Value* b_ptr = expr.buffer(dot.inputs()[1]);
+  llvm::Value* c_ptr = expr.buffer(root);
+
+  // Element strides of A as (m, k) and B as (n, k).
+  const std::int64_t a_sm = g.trans_a ? 1 : g.k, a_sk = g.trans_a ? g.m : 1;
+  const std::int64_t b_sn = g.trans_b ? g.k : 1, b_sk = g.trans_b ? 1 : g.n;
+  llvm::Function* ukernel = gemm_microkernel(e, d, t);
+  llvm::Function* pack_a = gemm_packer(e, d, t, t.mr, /*transpose=*/a_sm != 1);
+  llvm::Function* pack_b = gemm_packer(e, d, t, t.nr, /*transpose=*/b_sn != 1);
+
+  const std::int64_t tm = t.tile_m, tn = t.tile_n;
+  llvm::AllocaInst* ct = e.local_array(d, tm * tn);
+  llvm::AllocaInst* ap = e.local_array(d, tm * t.kc);
+  llvm::AllocaInst* bp = e.local_array(d, t.kc * tn);
+
+  // Output axes: batch axes, then M's, then N's; each group delinearised on its own so the
+  // common single-axis case is plain index arithmetic (vectorisable epilogue).
+  const auto nb = static_cast<std::ptrdiff_t>(dot.attrs().get_ints("lhs_batch").size());
+  const auto nm = static_cast<std::ptrdiff_t>(dot.inputs()[0].rank()) - nb -
+                  static_cast<std::ptrdiff_t>(dot.attrs().get_ints("lhs_contract").size());
+  const Shape batch_shape(out_shape.begin(), out_shape.begin() + nb);
+  const Shape m_shape(out_shape.begin() + nb, out_shape.begin() + nb + nm);
+  const Shape n_shape(out_shape.begin() + nb + nm, out_shape.end());
+
+  auto min = [&](llvm::Value* x, llvm::Value* y) {
+    return b.CreateSelect(b.CreateICmpSLT(x, y), x, y);
+  };
+  const std::int64_t per_batch = t.m_tiles * t.n_tiles;
+  e.loop(args.begin, args.end, [&](llvm::Value* item) {
+    llvm::Value* batch = b.CreateUDiv(item, e.i64(per_batch));
+    llvm::Value* in_batch = b.CreateURem(item, e.i64(per_batch));
+    llvm::Value* m0 = b.CreateMul(b.CreateUDiv(in_batch, e.i64(t.n_tiles)), e.i64(tm));
+    llvm::Value* n0 = b.CreateMul(b.CreateURem(in_batch, e.i64(t.n_tiles)), e.i64(tn));
+    llvm::Value* mi = min(e.i64(tm), b.CreateSub(e.i64(g.m), m0));
+    llvm::Value* ni = min(e.i64(tn), b.CreateSub(e.i64(g.n), n0));
+    llvm::Value* m_panels = b.CreateUDiv(b.CreateAdd(mi, e.i64(t.mr - 1)), e.i64(t.mr));
+    llvm::Value* n_panels = b.CreateUDiv(b.CreateAdd(ni, e.i64(t.nr - 1)), e.i64(t.nr));
+    llvm::Value* a_item = e.element_ptr(
+        d, a_ptr, b.CreateAdd(b.CreateMul(batch, e.i64(g.m * g.k)), b.CreateMul(m0, e.i64(a_sm))));
+    llvm::Value* b_item = e.element_ptr(
+        d, b_ptr, b.CreateAdd(b.CreateMul(batch, e.i64(g.k * g.n)), b.CreateMul(n0, e.i64(b_sn))));
+
+    if (g.k == 0) e.loop(0, tm * tn, [&](llvm::Value* i) { e.store(d, e.constant(0, d), ct, i); });
+    e.loop(0, ceil_div(g.k, t.kc), [&](llvm::Value* block) {
+      llvm::Value* pc = b.CreateMul(block, e.i64(t.kc));
+      llvm::Value* kc = min(e.i64(t.kc), b.CreateSub(e.i64(g.k), pc));
+      b.CreateCall(pack_b, {bp, e.element_ptr(d, b_item, b.CreateMul(pc, e.i64(b_sk))),
+                            e.i64(b_sn), e.i64(b_sk), ni, kc});
+      b.CreateCall(pack_a, {ap, e.element_ptr(d, a_item, b.CreateMul(pc, e.i64(a_sk))),
+                            e.i64(a_sm), e.i64(a_sk), mi, kc});
+      llvm::Value* accumulate = b.CreateICmpNE(block, e.i64(0));
+      e.loop(e.i64(0), n_panels, [&](llvm::Value* jr) {
+        llvm::Value* b_panel = e.element_ptr(d, bp, b.CreateMul(jr, b.CreateMul(kc, e.i64(t.nr))));
+        e.loop(e.i64(0), m_panels, [&](llvm::Value* ir) {
+          llvm::Value* a_panel = e.element_ptr(d, ap, b.CreateMul(ir, b.CreateMul(kc, e.i64(t.mr))));
+          llvm::Value* c_tile = e.element_ptr(
+              d, ct, b.CreateAdd(b.CreateMul(ir, e.i64(t.mr * tn)), b.CreateMul(jr, e.i64(t.nr))));
+          b.CreateCall(ukernel, {kc, a_panel, b_panel, c_tile, e.i64(tn), accumulate});
+        });
+      });
+    });
+
+    // Epilogue: each finished element goes through the fused expression, then one store.
+    Index batch_index = expr.delinearize(batch, batch_shape);
+    e.loop(e.i64(0), mi, [&](llvm::Value* r) {
+      llvm::Value* m = b.CreateAdd(m0, r);
+      Index prefix = batch_index;
+      for (llvm::Value* i : expr.delinearize(m, m_shape)) prefix.push_back(i);
+      llvm::Value* out_row = b.CreateMul(b.CreateAdd(b.CreateMul(batch, e.i64(g.m)), m), e.i64(g.n));
+      e.loop(e.i64(0), ni, [&](llvm::Value* j) {
+        llvm::Value* n = b.CreateAdd(n0, j);
+        expr.clear_memo();
+        expr.override_node(&dot, [&](const Index&) {
+          return e.load(d, ct, b.CreateAdd(b.CreateMul(r, e.i64(tn)), j));
+        });
+        Index index = prefix;
+        for (llvm::Value* i : expr.delinearize(n, n_shape)) index.push_back(i);
+        e.store(root.dtype(), expr.at(root, index), c_ptr, b.CreateAdd(out_row, n));
+        expr.clear_memo();
+      });
+    });
+  });
+}
+
+}  // namespace edifice::jit::codegen

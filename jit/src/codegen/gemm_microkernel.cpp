@@ -1,0 +1,225 @@
+// The GEMM micro-kernel and panel packers (see gemm_microkernel.hpp; the blocking scheme and
+// register layout are described at the top of gemm.cpp).
+#include "gemm_microkernel.hpp"
+
+#include <llvm/IR/Intrinsics.h>
+
+namespace edifice::jit::codegen {
+namespace {
+
+llvm::Function* new_helper(Emitter& e, const std::string& name,
+                           const std::vector<llvm::Type*>& params) {
+  auto& ctx = e.context();
+  auto* fn = llvm::Function::Create(
+      llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), params, false),
+      llvm::Function::InternalLinkage, name, e.module());
+  // Called from many loops of many kernels: keep one copy.
+  fn->addFnAttr(llvm::Attribute::NoInline);
+  fn->addFnAttr(llvm::Attribute::NoUnwind);
+  for (unsigned i = 0; i < params.size(); ++i)
+    if (params[i]->isPointerTy()) fn->addParamAttr(i, llvm::Attribute::NoAlias);
+  return fn;
+}
+
+// acc + x * y, fused for floats (FMA where the ISA has it), wrapping for integers.
+llvm::Value* mul_add(llvm::IRBuilder<>& b, DType d, llvm::Value* x, llvm::Value* y,
+                     llvm::Value* acc) {
+  if (is_floating(d))
+    return b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {acc->getType()}, {x, y, acc});
+  return b.CreateAdd(acc, b.CreateMul(x, y));
+}
+
+// Transposes L vectors of L lanes in place (v[i][j] -> v[j][i]) in log2(L) stages of
+// two-input shuffles; each stage swaps blocks of s lanes between vectors s apart, which
+// lowers to the usual unpack / shuffle / permute-128 sequences.
+void transpose_in_registers(llvm::IRBuilder<>& b, std::vector<llvm::Value*>& v) {
+  const int L = static_cast<int>(v.size());
+  for (int s = L / 2; s >= 1; s /= 2) {
+    std::vector<int> lo(L), hi(L);
+    for (int j = 0; j < L; ++j) {
+      lo[j] = (j & s) == 0 ? j : L + j - s;
+      hi[j] = (j & s) == 0 ? j + s : L + j;
+    }
+    for (int i = 0; i < L; ++i) {
+      if (i & s) continue;
+      llvm::Value* a = v[i];
+      llvm::Value* c = v[i + s];
+      v[i] = b.CreateShuffleVector(a, c, lo);
+      v[i + s] = b.CreateShuffleVector(a, c, hi);
+    }
+  }
+}
+
+}  // namespace
+
+llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
+  const int L = t.lanes;
+  const auto mr = static_cast<int>(t.mr);
+  const auto nv = static_cast<int>(t.nr / t.lanes);
+  const std::string name =
+      fmt::format("edifice.gemm.ukernel.{}.{}x{}", dtype_name(d), t.mr, t.nr);
+  if (auto* existing = e.module().getFunction(name)) return existing;
+
+  auto& ctx = e.context();
+  auto& b = e.builder();
+  llvm::IRBuilderBase::InsertPointGuard guard(b);
+  auto* ptr = llvm::PointerType::getUnqual(ctx);
+  auto* i64t = llvm::Type::getInt64Ty(ctx);
+  llvm::Function* fn =
+      new_helper(e, name, {i64t, ptr, ptr, ptr, i64t, llvm::Type::getInt1Ty(ctx)});
+  llvm::Value* kc = fn->getArg(0);
+  llvm::Value* a = fn->getArg(1);
+  llvm::Value* bp = fn->getArg(2);
+  llvm::Value* c = fn->getArg(3);
+  llvm::Value* ldc = fn->getArg(4);
+  llvm::Value* accumulate = fn->getArg(5);
+
+  llvm::Type* et = e.type(d);
+  auto* vt = llvm::FixedVectorType::get(et, static_cast<unsigned>(L));
+  const llvm::Align vec_align(static_cast<std::uint64_t>(L) * dtype_size(d));
+  const llvm::Align elem_align(dtype_size(d));
+
+  // Accumulators live in allocas that SROA turns into phis: mr x nv vector registers.
+  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+  std::vector<llvm::AllocaInst*> slots(static_cast<std::size_t>(mr * nv));
+  for (auto& s : slots) s = b.CreateAlloca(vt);
+  auto c_at = [&](int r, int v) {
+    return b.CreateInBoundsGEP(et, c, b.CreateAdd(b.CreateMul(e.i64(r), ldc), e.i64(v * L)));
+  };
+  for (auto* s : slots) b.CreateStore(llvm::Constant::getNullValue(vt), s);
+  e.if_then(accumulate, [&] {
+    for (int r = 0; r < mr; ++r)
+      for (int v = 0; v < nv; ++v)
+        b.CreateStore(b.CreateAlignedLoad(vt, c_at(r, v), vec_align), slots[r * nv + v]);
+  });
+
+  // One k step: nv vector loads of B, mr broadcasts of A, mr*nv FMAs.
+  auto steps = [&](llvm::Value* k0, int count) {
+    std::vector<llvm::Value*> acc(slots.size());
+    for (std::size_t i = 0; i < slots.size(); ++i) acc[i] = b.CreateLoad(vt, slots[i]);
+    for (int u = 0; u < count; ++u) {
+      llvm::Value* k = b.CreateAdd(k0, e.i64(u));
+      llvm::Value* pa = b.CreateInBoundsGEP(et, a, b.CreateMul(k, e.i64(mr)));
+      llvm::Value* pb = b.CreateInBoundsGEP(et, bp, b.CreateMul(k, e.i64(t.nr)));
+      std::vector<llvm::Value*> bv(static_cast<std::size_t>(nv));
+      for (int v = 0; v < nv; ++v)
+        bv[v] = b.CreateAlignedLoad(vt, b.CreateConstInBoundsGEP1_64(et, pb, v * L), vec_align);
+      for (int r = 0; r < mr; ++r) {
+        llvm::Value* s =
+            b.CreateAlignedLoad(et, b.CreateConstInBoundsGEP1_64(et, pa, r), elem_align);
+        llvm::Value* splat = b.CreateVectorSplat(static_cast<unsigned>(L), s);
+        for (int v = 0; v < nv; ++v) acc[r * nv + v] = mul_add(b, d, splat, bv[v], acc[r * nv + v]);
+      }
+    }
+    for (std::size_t i = 0; i < slots.size(); ++i) b.CreateStore(acc[i], slots[i]);
+  };
+  // Unrolled by 4 (fewer loop-carried pointer updates), then the remaining 0-3 steps.
+  constexpr int kUnroll = 4;
+  llvm::Value* main_steps = b.CreateMul(b.CreateUDiv(kc, e.i64(kUnroll)), e.i64(kUnroll));
+  llvm::Value* main_iters = b.CreateUDiv(kc, e.i64(kUnroll));
+  e.loop(e.i64(0), main_iters,
+         [&](llvm::Value* i) { steps(b.CreateMul(i, e.i64(kUnroll)), kUnroll); });
+  e.loop(main_steps, kc, [&](llvm::Value* k) { steps(k, 1); });
+
+  for (int r = 0; r < mr; ++r)
+    for (int v = 0; v < nv; ++v)
+      b.CreateAlignedStore(b.CreateLoad(vt, slots[r * nv + v]), c_at(r, v), vec_align);
+  b.CreateRetVoid();
+  return fn;
+}
+
+llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64_t panel,
+                            bool transpose) {
+  const std::string name = fmt::format("edifice.gemm.pack.{}.{}.{}.{}", dtype_name(d),
+                                       transpose ? "transpose" : "copy", panel, t.lanes);
+  if (auto* existing = e.module().getFunction(name)) return existing;
+
+  auto& ctx = e.context();
+  auto& b = e.builder();
+  llvm::IRBuilderBase::InsertPointGuard guard(b);
+  auto* ptr = llvm::PointerType::getUnqual(ctx);
+  auto* i64t = llvm::Type::getInt64Ty(ctx);
+  llvm::Function* fn = new_helper(e, name, {ptr, ptr, i64t, i64t, i64t, i64t});
+  llvm::Value* dst = fn->getArg(0);
+  llvm::Value* src = fn->getArg(1);
+  llvm::Value* row_stride = fn->getArg(2);
+  llvm::Value* k_stride = fn->getArg(3);
+  llvm::Value* rows = fn->getArg(4);
+  llvm::Value* kc = fn->getArg(5);
+  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+
+  const int L = t.lanes;
+  const auto R = static_cast<int>(panel);
+  llvm::Type* et = e.type(d);
+  auto* vt = llvm::FixedVectorType::get(et, static_cast<unsigned>(L));
+  const llvm::Align elem_align(dtype_size(d));
+  auto src_at = [&](llvm::Value* base, llvm::Value* r, llvm::Value* k) {
+    return b.CreateInBoundsGEP(
+        et, base, b.CreateAdd(b.CreateMul(r, row_stride), b.CreateMul(k, k_stride)));
+  };
+  auto dst_at = [&](llvm::Value* base, llvm::Value* k, std::int64_t r) {
+    return b.CreateInBoundsGEP(et, base, b.CreateAdd(b.CreateMul(k, e.i64(R)), e.i64(r)));
+  };
+
+  llvm::Value* full = b.CreateUDiv(rows, e.i64(R));
+  e.loop(e.i64(0), full, [&](llvm::Value* p) {
+    llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(p, e.i64(R)), row_stride));
+    llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
+    if (!transpose) {
+      // Each k step is `R` contiguous elements.
+      auto* pt = llvm::FixedVectorType::get(et, static_cast<unsigned>(R));
+      e.loop(e.i64(0), kc, [&](llvm::Value* k) {
+        b.CreateAlignedStore(b.CreateAlignedLoad(pt, src_at(s, e.i64(0), k), elem_align),
+                             dst_at(o, k, 0), elem_align);
+      });
+      return;
+    }
+    // Rows are contiguous along k: L x L blocks transposed in registers.
+    llvm::Value* chunks = b.CreateUDiv(kc, e.i64(L));
+    e.loop(e.i64(0), chunks, [&](llvm::Value* chunk) {
+      llvm::Value* k0 = b.CreateMul(chunk, e.i64(L));
+      for (int g = 0; g * L < R; ++g) {
+        const int width = std::min(L, R - g * L);
+        std::vector<llvm::Value*> v(static_cast<std::size_t>(L));
+        for (int i = 0; i < L; ++i)
+          v[i] = i < width ? static_cast<llvm::Value*>(b.CreateAlignedLoad(
+                                 vt, src_at(s, e.i64(g * L + i), k0), elem_align))
+                           : llvm::Constant::getNullValue(vt);
+        transpose_in_registers(b, v);
+        std::vector<int> head(static_cast<std::size_t>(width));
+        for (int j = 0; j < width; ++j) head[j] = j;
+        for (int j = 0; j < L; ++j) {
+          llvm::Value* col = width == L ? v[j] : b.CreateShuffleVector(v[j], head);
+          b.CreateAlignedStore(col, dst_at(o, b.CreateAdd(k0, e.i64(j)), g * L), elem_align);
+        }
+      }
+    });
+    e.loop(b.CreateMul(chunks, e.i64(L)), kc, [&](llvm::Value* k) {
+      for (int r = 0; r < R; ++r)
+        b.CreateAlignedStore(b.CreateAlignedLoad(et, src_at(s, e.i64(r), k), elem_align),
+                             dst_at(o, k, r), elem_align);
+    });
+  });
+
+  // The last, partial panel: rows past the end read as zero (the micro-kernel always runs
+  // full panels; the extra rows/columns of C are never stored).
+  llvm::Value* rest = b.CreateSub(rows, b.CreateMul(full, e.i64(R)));
+  e.if_then(b.CreateICmpSGT(rest, e.i64(0)), [&] {
+    llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(full, e.i64(R)), row_stride));
+    llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(full, kc), e.i64(R)));
+    e.loop(e.i64(0), kc, [&](llvm::Value* k) {
+      for (int r = 0; r < R; ++r) {
+        llvm::Value* valid = b.CreateICmpSLT(e.i64(r), rest);
+        // Read row 0 in place of missing rows (always in bounds), then choose zero.
+        llvm::Value* x = b.CreateAlignedLoad(
+            et, src_at(s, b.CreateSelect(valid, e.i64(r), e.i64(0)), k), elem_align);
+        b.CreateAlignedStore(b.CreateSelect(valid, x, llvm::Constant::getNullValue(et)),
+                             dst_at(o, k, r), elem_align);
+      }
+    });
+  });
+  b.CreateRetVoid();
+  return fn;
+}
+
+}  // namespace edifice::jit::codegen

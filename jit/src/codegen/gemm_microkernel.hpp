@@ -1,0 +1,29 @@
+#pragma once
+// The GEMM building blocks shared by every GEMM kernel of a module: the register-blocked
+// micro-kernel and the panel packers. Each is emitted once per module (per dtype and shape)
+// as an internal, non-inlined function, so a graph with many GEMMs stays quick to compile.
+// The scheme that drives them is described at the top of gemm.cpp.
+
+#include "../gemm_layout.hpp"
+#include "emitter.hpp"
+
+namespace edifice::jit::codegen {
+
+/// void ukernel(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate)
+///
+/// C[r][j] = (accumulate ? C[r][j] : 0) + sum_k a[k*mr + r] * b[k*nr + j] for r < mr, j < nr,
+/// with C[r][j] at c[r*ldc + j]. `a` and `b` are packed micro-panels, `b` and every row of `c`
+/// aligned to a vector. Each C element is one chain of fused multiply-adds in k order.
+llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t);
+
+/// void pack(ptr dst, ptr src, i64 row_stride, i64 k_stride, i64 rows, i64 kc)
+///
+/// Packs a rows x kc block (element (i, k) at src[i*row_stride + k*k_stride]) into panels of
+/// `panel` rows: dst[(p*kc + k)*panel + r] = element (p*panel + r, k), zero past `rows`.
+/// `transpose` selects the variant for k_stride == 1 (rows contiguous along k: loads vectors
+/// along k and transposes them in registers); otherwise row_stride must be 1 (each k step is a
+/// contiguous run of `panel` elements, copied as one vector).
+llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64_t panel,
+                            bool transpose);
+
+}  // namespace edifice::jit::codegen

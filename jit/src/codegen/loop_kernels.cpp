@@ -1,0 +1,105 @@
+// Loop kernels (fused elementwise/layout expressions), reductions and scatter_add.
+#include "kernels.hpp"
+
+#include <algorithm>
+
+namespace edifice::jit::codegen {
+
+// One work item is one row (all axes but the last) of the root; the inner loop runs over the
+// last axis, contiguous in the output, which is what the loop vectoriser wants.
+void emit_loop(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
+  auto& b = e.builder();
+  const Value root = k.root->output(0);
+  const Shape& shape = root.shape();
+  const std::int64_t inner = shape.empty() ? 1 : shape.back();
+  const Shape outer_shape(shape.begin(), shape.end() - (shape.empty() ? 0 : 1));
+  llvm::Value* out = expr.buffer(root);
+  e.loop(args.begin, args.end, [&](llvm::Value* row) {
+    Index outer = expr.delinearize(row, outer_shape);
+    llvm::Value* base = b.CreateMul(row, e.i64(inner));
+    e.loop(0, inner, [&](llvm::Value* col) {
+      expr.clear_memo();
+      Index index = outer;
+      if (!shape.empty()) index.push_back(col);
+      e.store(root.dtype(), expr.at(root, index), out, b.CreateAdd(base, col));
+      expr.clear_memo();
+    });
+  });
+}
+
+// One work item is one output element; nested loops walk the reduced axes in order, so the
+// innermost loop runs over the last reduced axis (contiguous when it is the input's last).
+void emit_reduce(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
+  auto& b = e.builder();
+  const Node& n = *k.anchor;
+  const Value x = n.inputs()[0];
+  const Value out = n.output(0);
+  const DType d = out.dtype();
+  const auto& axes = n.attrs().get_ints("axes");
+  std::int64_t count = 1;
+  for (auto a : axes) count *= x.shape()[a];
+  e.loop(args.begin, args.end, [&](llvm::Value* o) {
+    Index out_index = expr.delinearize(o, out.shape());
+    llvm::AllocaInst* acc =
+        e.local(d, n.op() == Op::reduce_max ? e.lowest(d) : e.constant(0, d));
+    // Recursively open one loop per reduced axis.
+    Index in_index(x.rank());
+    std::function<void(std::size_t)> open = [&](std::size_t level) {
+      if (level == axes.size()) {
+        std::size_t kept = 0;
+        for (std::int64_t i = 0; i < x.rank(); ++i)
+          if (std::find(axes.begin(), axes.end(), i) == axes.end()) in_index[i] = out_index[kept++];
+        expr.clear_memo();
+        llvm::Value* v = expr.at(x, in_index);
+        e.set(acc, n.op() == Op::reduce_max ? e.maximum(d, e.get(acc), v)
+                                            : e.accumulate(d, e.get(acc), v));
+        expr.clear_memo();
+        return;
+      }
+      e.loop(0, x.shape()[axes[level]], [&](llvm::Value* i) {
+        in_index[axes[level]] = i;
+        open(level + 1);
+      });
+    };
+    open(0);
+    llvm::Value* result = e.get(acc);
+    if (n.op() == Op::reduce_mean) result = b.CreateFDiv(result, e.constant(static_cast<double>(count), d));
+    e.store(d, result, expr.buffer(out), o);
+  });
+}
+
+// A single work item: zero the output, then add every update at its index, in order.
+void emit_scatter_add(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
+  auto& b = e.builder();
+  const Node& n = *k.anchor;
+  const Value indices = n.inputs()[0];
+  const Value updates = n.inputs()[1];
+  const Value out = n.output(0);
+  const DType d = out.dtype();
+  const auto axis = static_cast<std::size_t>(n.attrs().get_int("axis"));
+  const auto irank = static_cast<std::size_t>(indices.rank());
+  const std::int64_t dim = out.shape()[axis];
+  llvm::Value* out_ptr = expr.buffer(out);
+  e.loop(args.begin, args.end, [&](llvm::Value*) {
+    e.loop(0, shape_numel(out.shape()), [&](llvm::Value* i) { e.store(d, e.constant(0, d), out_ptr, i); });
+    e.loop(0, shape_numel(updates.shape()), [&](llvm::Value* u) {
+      Index ui = expr.delinearize(u, updates.shape());
+      Index ii(ui.begin() + axis, ui.begin() + axis + irank);
+      llvm::Value* j = e.cast(e.load(indices.dtype(), expr.buffer(indices), expr.linearize(ii, indices.shape())),
+                              indices.dtype(), DType::i64);
+      llvm::Value* bad = b.CreateOr(b.CreateICmpSLT(j, e.i64(0)), b.CreateICmpSGE(j, e.i64(dim)));
+      e.set_status(args.status, bad, kIndexOutOfRange);
+      j = b.CreateSelect(bad, e.i64(0), j);
+      Index oi(ui.begin(), ui.begin() + axis);
+      oi.push_back(j);
+      oi.insert(oi.end(), ui.begin() + axis + irank, ui.end());
+      llvm::Value* at = expr.linearize(oi, out.shape());
+      llvm::Value* v = e.load(d, expr.buffer(updates), u);
+      // Out-of-range updates are dropped (the status reports them).
+      llvm::Value* sum = e.binary(Op::add, d, e.load(d, out_ptr, at), v, args.status);
+      e.store(d, b.CreateSelect(bad, e.load(d, out_ptr, at), sum), out_ptr, at);
+    });
+  });
+}
+
+}  // namespace edifice::jit::codegen

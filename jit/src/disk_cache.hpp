@@ -1,0 +1,39 @@
+#pragma once
+// The on-disk object cache: one file per compiled graph, named by a content key (graph hash,
+// shapes, target, code generator version). Files carry a header with the key, the size and a
+// checksum of the object; anything that does not verify is treated as a miss and replaced,
+// never executed. The directory is created owner-only (0700) and not used if anyone else can
+// write to it, since a cached object is code this process will run.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace edifice::jit {
+
+class DiskCache {
+ public:
+  /// `dir` empty: EDIFICE_CACHE_DIR, else $XDG_CACHE_HOME/edifice, else ~/.cache/edifice.
+  explicit DiskCache(std::string dir);
+
+  /// False when the cache is disabled (EDIFICE_CACHE=0) or its directory is unsafe.
+  bool usable() const { return usable_; }
+  const std::string& directory() const { return dir_; }
+  /// Why the cache is not usable (empty when it is).
+  const std::string& problem() const { return problem_; }
+
+  std::optional<std::string> load(const std::string& key) const;
+  /// Writes atomically (temporary file, fsync, rename); failures are silent (a cache).
+  void store(const std::string& key, const std::string& object) const;
+  std::string path_for(const std::string& key) const;
+
+ private:
+  std::string dir_;
+  std::string problem_;
+  bool usable_ = false;
+};
+
+/// 64-bit FNV-1a of bytes, printed as 16 hex digits.
+std::string content_hash(const std::string& bytes);
+
+}  // namespace edifice::jit

@@ -1,0 +1,274 @@
+// Fusion: decides which values live in buffers and groups every other node into the kernel
+// that reads it. Rules, in order:
+//  - parameters, graph outputs and the outputs of anchor ops (reductions, dot_general and the
+//    structured ops) are materialised;
+//  - an elementwise or layout node is inlined into its single consumer; with several
+//    consumers it is materialised unless recomputing it is free (constants, iota, and pure
+//    index remaps of such values or of buffers);
+//  - inputs of buffer-reading anchors (everything but reductions) are materialised, and so are
+//    values an expanding broadcast or a gather would recompute many times;
+//  - a dot_general whose single consumer chain is elementwise over its own shape becomes the
+//    anchor of that chain's kernel: a GEMM with an epilogue.
+#include "plan.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <set>
+#include <unordered_map>
+
+namespace edifice::jit {
+namespace {
+
+using Key = std::pair<const Node*, int>;
+Key key(const Value& v) { return {&v.node(), v.index()}; }
+
+bool is_elementwise(Op op) {
+  OpKind k = op_kind(op);
+  return k == OpKind::unary || k == OpKind::binary || k == OpKind::compare || op == Op::select ||
+         op == Op::cast;
+}
+
+bool is_remap(Op op) {
+  return op == Op::broadcast_in_dim || op == Op::reshape || op == Op::transpose || op == Op::slice;
+}
+
+bool inlinable(Op op) {
+  return is_elementwise(op) || is_remap(op) || op == Op::pad || op == Op::concat ||
+         op == Op::constant || op == Op::iota || op == Op::random_uniform || op == Op::take;
+}
+
+bool reads_expressions(Op op) {
+  return op == Op::reduce_sum || op == Op::reduce_max || op == Op::reduce_mean;
+}
+
+KernelKind anchor_kind(Op op) {
+  switch (op) {
+    case Op::reduce_sum:
+    case Op::reduce_max:
+    case Op::reduce_mean: return KernelKind::reduce;
+    case Op::dot_general: return KernelKind::gemm;
+    case Op::softmax: return KernelKind::softmax;
+    case Op::layer_norm: return KernelKind::layer_norm;
+    case Op::layer_norm_backward: return KernelKind::layer_norm_backward;
+    case Op::attention: return KernelKind::attention;
+    case Op::attention_backward: return KernelKind::attention_backward;
+    case Op::lstm: return KernelKind::lstm;
+    case Op::lstm_backward: return KernelKind::lstm_backward;
+    case Op::scatter_add: return KernelKind::scatter_add;
+    default: fail("jit: internal error: {} is not an anchor op", op_name(op));
+  }
+}
+
+std::int64_t numel(const Value& v) { return shape_numel(v.shape()); }
+
+class Fuser {
+ public:
+  explicit Fuser(const Graph& g) : graph_(g), order_(g.nodes()) {
+    for (const Node* n : order_)
+      for (const Value& in : n->inputs()) consumers_[key(in)].push_back(n);
+    for (const Value& out : g.outputs()) graph_outputs_.insert(key(out));
+  }
+
+  Plan run() {
+    decide_materialised();
+    absorb_dots_into_epilogues();
+    Plan plan;
+    plan.graph = graph_;
+    for (const Node* n : order_) {
+      if (n->op() == Op::parameter) continue;
+      if (absorbed_dots_.count(n)) continue;
+      if (!inlinable(n->op())) {
+        plan.kernels.push_back(anchor_kernel(n));
+      } else if (materialised_.count({n, 0})) {
+        plan.kernels.push_back(loop_kernel(n));
+      }
+    }
+    for (std::size_t i = 0; i < plan.kernels.size(); ++i)
+      plan.kernels[i].name =
+          fmt::format("k{}_{}", i, kernel_kind_name(plan.kernels[i].kind));
+    return plan;
+  }
+
+ private:
+  int uses(const Value& v) const {
+    auto it = consumers_.find(key(v));
+    int n = it == consumers_.end() ? 0 : static_cast<int>(it->second.size());
+    return n + static_cast<int>(graph_outputs_.count(key(v)));
+  }
+
+  // Free to recompute anywhere: no arithmetic, only index math over buffers or constants.
+  bool cheap(const Node* n) const {
+    if (n->op() == Op::constant || n->op() == Op::iota) return true;
+    if (!is_remap(n->op())) return false;
+    const Value& in = n->inputs()[0];
+    return materialised_.count(key(in)) || cheap(&in.node());
+  }
+
+  void note(const Value& v, std::string why) {
+    if (materialised_.insert(key(v)).second) why_[key(v)] = std::move(why);
+  }
+
+  // One topological sweep: a node's inputs are decided before it, so `cheap` sees them.
+  void decide_materialised() {
+    for (const Node* n : order_) {
+      if (n->op() == Op::parameter) {
+        note(n->output(0), "graph input");
+        continue;
+      }
+      if (!inlinable(n->op())) {
+        for (int i = 0; i < n->num_outputs(); ++i)
+          note(n->output(i), fmt::format("output of {}", op_name(n->op())));
+        // Kernels other than reductions read their operands from buffers.
+        if (!reads_expressions(n->op()))
+          for (const Value& in : n->inputs())
+            note(in, fmt::format("operand of {}", op_name(n->op())));
+        continue;
+      }
+      Value v = n->output(0);
+      if (graph_outputs_.count(key(v))) note(v, "graph output");
+      if (uses(v) > 1 && !cheap(n)) note(v, fmt::format("used {} times", uses(v)));
+      if (n->op() == Op::take) note(n->inputs()[0], "operand of a gather");
+      if (n->op() == Op::broadcast_in_dim && numel(v) > numel(n->inputs()[0]) &&
+          !cheap(&n->inputs()[0].node()))
+        note(n->inputs()[0], "input of an expanding broadcast (would be recomputed per copy)");
+    }
+  }
+
+  // A dot whose only consumer chain is elementwise over the dot's shape up to a materialised
+  // root becomes that root's kernel anchor.
+  void absorb_dots_into_epilogues() {
+    for (const Node* n : order_) {
+      if (n->op() != Op::dot_general) continue;
+      Value d = n->output(0);
+      if (graph_outputs_.count(key(d)) || uses(d) != 1) continue;
+      const Node* c = consumers_.at(key(d))[0];
+      const Node* root = nullptr;
+      while (is_elementwise(c->op()) && c->outputs()[0].shape == d.shape()) {
+        if (materialised_.count({c, 0})) {
+          root = c;
+          break;
+        }
+        Value cv = c->output(0);
+        if (uses(cv) != 1) break;
+        c = consumers_.at(key(cv))[0];
+      }
+      // One dot per epilogue: a second one stays a kernel of its own.
+      if (!root || epilogue_anchor_.count(root)) continue;
+      absorbed_dots_.insert(n);
+      epilogue_anchor_[root] = n;
+      materialised_.erase(key(d));
+    }
+  }
+
+  // DFS over the inlined expression feeding `root`'s inputs; leaves are materialised values.
+  void collect(const Node* n, Kernel& k, std::set<const Node*>& seen, std::set<Key>& leaves) {
+    if (!seen.insert(n).second) return;
+    for (const Value& in : n->inputs()) {
+      bool leaf = materialised_.count(key(in)) && !absorbed_dots_.count(&in.node());
+      if (leaf) {
+        if (leaves.insert(key(in)).second) k.inputs.push_back(in);
+      } else if (absorbed_dots_.count(&in.node())) {
+        // The dot's operands are the GEMM's inputs.
+        const Node* dot = &in.node();
+        if (seen.insert(dot).second) {
+          for (const Value& op : dot->inputs())
+            if (leaves.insert(key(op)).second) k.inputs.push_back(op);
+          k.nodes.push_back(dot);
+        }
+      } else {
+        collect(&in.node(), k, seen, leaves);
+      }
+    }
+    k.nodes.push_back(n);
+  }
+
+  Kernel loop_kernel(const Node* root) {
+    Kernel k;
+    k.kind = KernelKind::loop;
+    k.anchor = root;
+    k.root = root;
+    k.outputs = {root->output(0)};
+    auto it = epilogue_anchor_.find(root);
+    if (it != epilogue_anchor_.end()) {
+      k.kind = KernelKind::gemm;
+      k.anchor = it->second;
+    }
+    std::set<const Node*> seen;
+    std::set<Key> leaves;
+    collect(root, k, seen, leaves);
+    k.boundary = why_.at({root, 0});
+    return k;
+  }
+
+  Kernel anchor_kernel(const Node* n) {
+    Kernel k;
+    k.kind = anchor_kind(n->op());
+    k.anchor = n;
+    k.root = n;
+    for (int i = 0; i < n->num_outputs(); ++i) k.outputs.push_back(n->output(i));
+    if (reads_expressions(n->op())) {
+      std::set<const Node*> seen;
+      std::set<Key> leaves;
+      collect(n, k, seen, leaves);
+    } else {
+      k.nodes = {n};
+      std::set<Key> leaves;
+      for (const Value& in : n->inputs())
+        if (leaves.insert(key(in)).second) k.inputs.push_back(in);
+    }
+    k.boundary = why_.at({n, 0});
+    return k;
+  }
+
+  const Graph& graph_;
+  std::vector<const Node*> order_;
+  std::map<Key, std::vector<const Node*>> consumers_;
+  std::set<Key> graph_outputs_;
+  std::set<Key> materialised_;
+  std::map<Key, std::string> why_;
+  std::set<const Node*> absorbed_dots_;
+  std::map<const Node*, const Node*> epilogue_anchor_;
+};
+
+}  // namespace
+
+std::string kernel_kind_name(KernelKind kind) {
+  switch (kind) {
+    case KernelKind::loop: return "loop";
+    case KernelKind::reduce: return "reduce";
+    case KernelKind::gemm: return "gemm";
+    case KernelKind::softmax: return "softmax";
+    case KernelKind::layer_norm: return "layer_norm";
+    case KernelKind::layer_norm_backward: return "layer_norm_backward";
+    case KernelKind::attention: return "attention";
+    case KernelKind::attention_backward: return "attention_backward";
+    case KernelKind::lstm: return "lstm";
+    case KernelKind::lstm_backward: return "lstm_backward";
+    case KernelKind::scatter_add: return "scatter_add";
+  }
+  return "?";
+}
+
+Plan fuse(const Graph& graph) { return Fuser(graph).run(); }
+
+std::string Plan::to_string() const {
+  std::string out;
+  for (const Kernel& k : kernels) {
+    out += fmt::format("{}: {} -> {}", k.name, kernel_kind_name(k.kind),
+                       k.root->outputs()[0].to_string());
+    out += fmt::format("  (ends here: {})\n", k.boundary);
+    out += "    ops:";
+    for (const Node* n : k.nodes) out += " " + std::string(op_name(n->op()));
+    out += "\n    reads:";
+    for (const Value& in : k.inputs)
+      out += fmt::format(" {}{}", in.type().to_string(),
+                         in.node().op() == Op::parameter
+                             ? "(" + in.node().attrs().get_string("name") + ")"
+                             : "");
+    out += "\n";
+  }
+  if (arena_bytes) out += fmt::format("arena: {} bytes\n", arena_bytes);
+  return out;
+}
+
+}  // namespace edifice::jit

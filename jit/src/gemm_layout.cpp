@@ -1,0 +1,141 @@
+#include "gemm_layout.hpp"
+
+#include <edifice/core/error.hpp>
+#include <edifice/jit/target.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+namespace edifice::jit {
+namespace {
+
+using Axes = std::vector<std::int64_t>;
+
+Axes range(std::int64_t from, std::int64_t count) {
+  Axes r;
+  for (std::int64_t i = 0; i < count; ++i) r.push_back(from + i);
+  return r;
+}
+
+Axes free_axes(std::int64_t rank, const Axes& contract, const Axes& batch) {
+  Axes f;
+  for (std::int64_t i = 0; i < rank; ++i)
+    if (std::find(contract.begin(), contract.end(), i) == contract.end() &&
+        std::find(batch.begin(), batch.end(), i) == batch.end())
+      f.push_back(i);
+  return f;
+}
+
+std::int64_t product(const Shape& s, const Axes& axes) {
+  std::int64_t p = 1;
+  for (auto a : axes) p *= s[a];
+  return p;
+}
+
+}  // namespace
+
+std::optional<GemmLayout> try_gemm_layout(const Node& dot) {
+  const Attributes& at = dot.attrs();
+  const Axes &lc = at.get_ints("lhs_contract"), &rc = at.get_ints("rhs_contract");
+  const Axes &lb = at.get_ints("lhs_batch"), &rb = at.get_ints("rhs_batch");
+  const Shape& ls = dot.inputs()[0].shape();
+  const Shape& rs = dot.inputs()[1].shape();
+  const auto nb = static_cast<std::int64_t>(lb.size());
+  if (lb != range(0, nb) || rb != range(0, nb)) return std::nullopt;
+  if (!std::is_sorted(lc.begin(), lc.end()) || !std::is_sorted(rc.begin(), rc.end()))
+    return std::nullopt;
+  const auto nc = static_cast<std::int64_t>(lc.size());
+  Axes fl = free_axes(static_cast<std::int64_t>(ls.size()), lc, lb);
+  Axes fr = free_axes(static_cast<std::int64_t>(rs.size()), rc, rb);
+  const auto nfl = static_cast<std::int64_t>(fl.size()), nfr = static_cast<std::int64_t>(fr.size());
+
+  GemmLayout g;
+  if (fl == range(nb, nfl) && lc == range(nb + nfl, nc)) g.trans_a = false;
+  else if (lc == range(nb, nc) && fl == range(nb + nc, nfl)) g.trans_a = true;
+  else return std::nullopt;
+  if (rc == range(nb, nc) && fr == range(nb + nc, nfr)) g.trans_b = false;
+  else if (fr == range(nb, nfr) && rc == range(nb + nfr, nc)) g.trans_b = true;
+  else return std::nullopt;
+  g.batch = product(ls, lb);
+  g.m = product(ls, fl);
+  g.k = product(ls, lc);
+  g.n = product(rs, fr);
+  return g;
+}
+
+GemmLayout gemm_layout(const Node& dot) {
+  auto g = try_gemm_layout(dot);
+  if (!g) fail("jit: internal error: dot_general was not canonicalised before code generation");
+  return *g;
+}
+
+namespace {
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+std::int64_t round_up(std::int64_t a, std::int64_t b) { return ceil_div(a, b) * b; }
+
+// Splits `extent` into `count` near-equal tiles that are multiples of `unit`; returns the tile.
+std::int64_t balanced_tile(std::int64_t extent, std::int64_t count, std::int64_t unit) {
+  return round_up(ceil_div(std::max<std::int64_t>(extent, 1), count), unit);
+}
+
+}  // namespace
+
+GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
+  const Target& target = host_target();
+  GemmTiling t;
+  // Integer lanes are counted as for 32-bit elements: u8 products need widening anyway.
+  const int element = std::max<int>(static_cast<int>(dtype_size(dtype)), 4);
+  t.lanes = std::max(1, target.vector_bytes / element);
+  t.registers = target.isa == Isa::avx512 ? 32 : 16;
+  // Two vectors per row of the micro-tile; as many rows as the registers allow with one
+  // register for the broadcast A value and two for the B row: 6 x 2 on 16 registers,
+  // 14 x 2 on 32.
+  std::int64_t kc_max = 256, tm_max = 96, tn_max = 512;
+  std::int64_t nrv = 2;
+  t.mr = (t.registers - nrv - 1) / nrv;
+  if (const char* tune = std::getenv("EDIFICE_GEMM_TUNE")) {
+    long mr = 0, v = 0, kc = 0, tm = 0, tn = 0;
+    if (std::sscanf(tune, "%ld,%ld,%ld,%ld,%ld", &mr, &v, &kc, &tm, &tn) == 5) {
+      t.mr = mr;
+      nrv = v;
+      kc_max = kc;
+      tm_max = tm;
+      tn_max = tn;
+    }
+  }
+  t.nr = nrv * t.lanes;
+
+  // K blocks of near-equal size (a 300-deep product runs as 2 x 150, not 256 + 44).
+  const std::int64_t k = std::max<std::int64_t>(g.k, 1);
+  t.kc = ceil_div(k, ceil_div(k, kc_max));
+
+  // Item tiles: at most tm_max x tn_max, balanced over the extent.
+  std::int64_t mt = ceil_div(std::max<std::int64_t>(g.m, 1), tm_max);
+  std::int64_t nt = ceil_div(std::max<std::int64_t>(g.n, 1), tn_max);
+  auto update = [&] {
+    t.tile_m = std::min(balanced_tile(g.m, mt, t.mr), round_up(std::max<std::int64_t>(g.m, 1), t.mr));
+    t.tile_n = std::min(balanced_tile(g.n, nt, t.nr), round_up(std::max<std::int64_t>(g.n, 1), t.nr));
+    t.m_tiles = ceil_div(g.m, t.tile_m);
+    t.n_tiles = ceil_div(g.n, t.tile_n);
+    t.items = g.batch * t.m_tiles * t.n_tiles;
+  };
+  update();
+  // Enough items to keep a few threads busy when the product is big enough to be worth
+  // splitting: halve the tile that holds more micro-panels, while an item keeps >= 1M FMAs.
+  constexpr std::int64_t kMinItems = 4;
+  constexpr double kMinItemFmas = 1 << 20;
+  const double fmas = static_cast<double>(g.batch) * static_cast<double>(g.m) *
+                      static_cast<double>(g.n) * static_cast<double>(g.k);
+  while (t.items > 0 && t.items < kMinItems && fmas / static_cast<double>(t.items * 2) >= kMinItemFmas) {
+    const std::int64_t m_panels = t.tile_m / t.mr, n_panels = t.tile_n / t.nr;
+    if (n_panels >= m_panels && n_panels > 1) nt = t.n_tiles * 2;
+    else if (m_panels > 1) mt = t.m_tiles * 2;
+    else break;
+    update();
+  }
+  return t;
+}
+
+}  // namespace edifice::jit

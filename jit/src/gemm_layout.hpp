@@ -1,0 +1,40 @@
+#pragma once
+// How a dot_general maps onto the GEMM kernel: C[b] (M x N) = A[b] (M x K) . B[b] (K x N) with
+// batch axes leading in both operands, M, K and N each a contiguous group of axes, and either
+// operand possibly stored transposed (A as K x M, B as N x K). canonicalize_dot rewrites the
+// dots that do not fit.
+
+#include <edifice/core/graph.hpp>
+
+#include <optional>
+
+namespace edifice::jit {
+
+struct GemmLayout {
+  std::int64_t batch = 1, m = 1, n = 1, k = 1;
+  bool trans_a = false;  ///< A stored as [batch, K, M]
+  bool trans_b = false;  ///< B stored as [batch, N, K]
+};
+
+/// The layout of a dot_general node, or nullopt when its axes do not fit the kernel.
+std::optional<GemmLayout> try_gemm_layout(const Node& dot);
+/// As above; throws for a dot that canonicalize_dot should have rewritten.
+GemmLayout gemm_layout(const Node& dot);
+
+/// How the GEMM kernel blocks one dot for the host's vector width (the scheme is described at
+/// the top of codegen/gemm.cpp). One work item computes one C tile of tile_m x tile_n for one
+/// batch entry, over all of K, so items never share an output element.
+struct GemmTiling {
+  int lanes = 1;                        ///< lanes of one vector register for the dtype
+  int registers = 16;                   ///< vector registers of the ISA
+  std::int64_t mr = 1, nr = 1;          ///< micro-tile: mr rows x nr columns (nr = 2 vectors)
+  std::int64_t kc = 1;                  ///< K block: packed panels hold kc steps
+  std::int64_t tile_m = 1, tile_n = 1;  ///< C tile of one item (multiples of mr and nr)
+  std::int64_t m_tiles = 0, n_tiles = 0;
+  std::int64_t items = 0;  ///< batch * m_tiles * n_tiles
+};
+
+/// The tiling of a GEMM with layout `g` and element type `dtype` on the host target.
+GemmTiling gemm_tiling(const GemmLayout& g, DType dtype);
+
+}  // namespace edifice::jit

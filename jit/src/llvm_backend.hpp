@@ -1,0 +1,45 @@
+#pragma once
+// The LLVM end of the JIT, kept behind this small interface so that LLVM's heavy headers are
+// compiled in few translation units: optimise a module for the target and emit an object,
+// then link objects into the process with ORC LLJIT and look up symbols.
+
+#include <edifice/jit/target.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace llvm {
+class Module;
+}
+
+namespace edifice::jit {
+
+/// What to dump while compiling (from EDIFICE_DUMP, a comma list of: graph, plan, ir, opt-ir,
+/// asm; or "all"). Dumps go to the directory EDIFICE_DUMP_DIR, else to stderr.
+struct DumpOptions {
+  bool graph = false, plan = false, ir = false, opt_ir = false, assembly = false;
+  std::string dir;
+  static const DumpOptions& from_environment();
+  /// Writes `text` to "<dir>/<name>" or to stderr under a header line.
+  void write(const std::string& name, const std::string& text) const;
+};
+
+/// Runs the O3 pipeline (with the target's cost model and glibc's libmvec for vector math)
+/// on `module`, then emits a relocatable object for `target`. `dump_prefix` names dumps.
+std::string optimize_to_object(llvm::Module& module, const Target& target,
+                               const std::string& dump_prefix);
+
+/// Code linked into the process. Unlinked when the last reference goes away.
+class LoadedObject {
+ public:
+  virtual ~LoadedObject() = default;
+  /// Address of a symbol defined by the object; throws edifice::Error if missing.
+  virtual void* symbol(const std::string& name) const = 0;
+};
+
+/// Links an object produced by optimize_to_object (possibly read back from the disk cache).
+std::shared_ptr<LoadedObject> load_object(const std::string& object_bytes,
+                                          const std::string& debug_name);
+
+}  // namespace edifice::jit

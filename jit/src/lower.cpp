@@ -1,0 +1,106 @@
+// The lowering driver: one numbered step per pass, each stage printable with EDIFICE_DUMP.
+#include "codegen/codegen.hpp"
+#include "disk_cache.hpp"
+#include "program.hpp"
+#include "work_items.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+namespace edifice::jit {
+namespace {
+
+// Bump when generated code changes for the same graph, so stale cache entries are not used.
+constexpr const char* kCodegenVersion = "edifice-codegen-1";
+
+std::vector<KernelInfo> describe(const Plan& plan) {
+  std::vector<KernelInfo> infos;
+  for (const Kernel& k : plan.kernels) {
+    KernelInfo info;
+    info.name = k.name;
+    info.kind = kernel_kind_name(k.kind);
+    for (const Node* n : k.nodes) info.ops.emplace_back(op_name(n->op()));
+    info.flops = work_item_cost(k) * static_cast<double>(std::max<std::int64_t>(work_items(k), 1));
+    for (const Value& v : k.outputs)
+      info.bytes += static_cast<double>(shape_numel(v.shape()) * dtype_size(v.dtype()));
+    for (const Value& v : k.inputs)
+      info.bytes += static_cast<double>(shape_numel(v.shape()) * dtype_size(v.dtype()));
+    infos.push_back(std::move(info));
+  }
+  return infos;
+}
+
+// Splits small kernels less: below ~32k elementary operations a thread hand-off costs more
+// than it saves.
+int choose_tasks(const Kernel& k, std::int64_t items, int threads) {
+  double total = work_item_cost(k) * static_cast<double>(items);
+  if (threads <= 1 || items <= 1 || total < 32768) return 1;
+  return static_cast<int>(std::min<std::int64_t>(threads, items));
+}
+
+}  // namespace
+
+int resolve_threads(const Options& options) {
+  if (options.threads > 0) return options.threads;
+  if (const char* t = std::getenv("EDIFICE_THREADS"); t && std::atoi(t) > 0) return std::atoi(t);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Shape>& input_shapes,
+                                       const Options& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const Target& target = host_target();
+  const DumpOptions& dump = DumpOptions::from_environment();
+  auto program = std::make_shared<Program>();
+  program->threads = resolve_threads(options);
+
+  // 1. Bind the dynamic batch extent: every later stage sees static shapes.
+  Graph g = specialize(graph, input_shapes);
+  // 2. Give every dot_general operand a layout the GEMM kernel reads in place.
+  g = canonicalize_dot(g);
+  // 3. Group nodes into kernels.
+  Plan& plan = program->plan;
+  plan = fuse(g);
+  // 4. Give every intermediate an arena offset by liveness.
+  plan_memory(plan);
+
+  program->cache_key = content_hash(fmt::format("{:016x}|{}|{}|{}|{}", g.hash(), target.triple,
+                                                target.cpu, target.features, kCodegenVersion));
+  const std::string name = "edifice_" + program->cache_key;
+  if (dump.graph) dump.write(name + ".graph.txt", g.to_string());
+  if (dump.plan) dump.write(name + ".plan.txt", plan.to_string());
+
+  // 5. Native code: from the disk cache, or generated, optimised and stored.
+  DiskCache cache(options.cache_dir);
+  std::optional<std::string> object;
+  if (options.disk_cache) object = cache.load(program->cache_key);
+  program->from_cache = object.has_value();
+  if (!object) {
+    object = compile_plan(plan, target, name);
+    if (options.disk_cache) cache.store(program->cache_key, *object);
+  }
+  // 6. Link it and bind one step per kernel.
+  program->code = load_object(*object, name);
+  for (const Kernel& k : plan.kernels) {
+    Step step;
+    step.kernel = &k;
+    step.fn = reinterpret_cast<KernelFn>(program->code->symbol(k.name));
+    for (const Value& v : k.outputs) step.slots.push_back(plan.slot(v));
+    for (const Value& v : k.inputs) step.slots.push_back(plan.slot(v));
+    step.items = work_items(k);
+    step.tasks = choose_tasks(k, step.items, program->threads);
+    program->steps.push_back(std::move(step));
+  }
+  for (std::size_t i = 0; i < plan.kernels.size(); ++i)
+    if (plan.kernels[i].workspace_bytes > 0)
+      program->steps[i].slots.push_back({BufferSlot::Place::arena, -1,
+                                         plan.workspace_offsets[i],
+                                         plan.kernels[i].workspace_bytes});
+  program->infos = describe(plan);
+  program->seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return program;
+}
+
+}  // namespace edifice::jit

@@ -1,0 +1,87 @@
+#pragma once
+// The kernel plan: what the fusion pass decides and code generation consumes. Pure data over
+// the graph IR (no LLVM), printable at every stage.
+
+#include <edifice/core/graph.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace edifice::jit {
+
+enum class KernelKind {
+  loop,        // elementwise and layout ops fused into one loop over the root's elements
+  reduce,      // reduce_sum/max/mean over fused producers
+  gemm,        // dot_general, optionally with an elementwise epilogue
+  softmax,
+  layer_norm,
+  layer_norm_backward,
+  attention,
+  attention_backward,
+  lstm,
+  lstm_backward,
+  scatter_add,
+};
+
+std::string kernel_kind_name(KernelKind kind);
+
+/// One kernel: an anchor node computed from buffers, with producers inlined into its input
+/// expressions (loop and reduce kernels) or consumers inlined into its epilogue (gemm).
+struct Kernel {
+  KernelKind kind = KernelKind::loop;
+  std::string name;
+  /// The node whose computation shapes the kernel: the reduction, the dot, the structured op,
+  /// or for loop kernels the root of the expression.
+  const Node* anchor = nullptr;
+  /// For loop, reduce and gemm kernels: the node whose value is stored (the expression root;
+  /// for a gemm with an epilogue, the last epilogue op). Equal to anchor otherwise.
+  const Node* root = nullptr;
+  /// Values written to buffers.
+  std::vector<Value> outputs;
+  /// Values read from buffers, in buffer order after the outputs.
+  std::vector<Value> inputs;
+  /// Nodes computed inside the kernel, topological, anchor and root included.
+  std::vector<const Node*> nodes;
+  /// Why the kernel ends at its root (printed in the plan).
+  std::string boundary;
+  /// Scratch bytes the kernel needs (shared by all its work items; see work_items.hpp). When
+  /// nonzero it is passed as one more buffer after the inputs.
+  std::int64_t workspace_bytes = 0;
+};
+
+/// Where a materialised value lives at run time.
+struct BufferSlot {
+  enum class Place { input, output, arena, constant } place = Place::arena;
+  int index = 0;              // input position, output position, or -1
+  std::int64_t offset = 0;    // byte offset in the arena
+  std::int64_t bytes = 0;
+};
+
+struct Plan {
+  Graph graph;                  // the specialised graph the plan is for
+  std::vector<Kernel> kernels;  // in execution order
+  /// Buffer of every materialised value (node, output index).
+  std::map<std::pair<const Node*, int>, BufferSlot> buffers;
+  /// Arena offset of each kernel's workspace (same order as kernels; 0 when it has none).
+  std::vector<std::int64_t> workspace_offsets;
+  std::int64_t arena_bytes = 0;
+
+  const BufferSlot& slot(const Value& v) const { return buffers.at({&v.node(), v.index()}); }
+  std::string to_string() const;
+};
+
+// ---- passes, one per file ----
+
+/// Rewrites dot_general operands into the layouts the GEMM kernel reads
+/// ([batch..., M, K] x [batch..., K, N], either operand possibly transposed in place).
+/// Defined in canonicalize_dot.cpp.
+Graph canonicalize_dot(const Graph& graph);
+
+/// Partitions the graph into kernels. Defined in fuse.cpp.
+Plan fuse(const Graph& graph);
+
+/// Assigns every intermediate buffer an arena offset by liveness. Defined in plan_memory.cpp.
+void plan_memory(Plan& plan);
+
+}  // namespace edifice::jit

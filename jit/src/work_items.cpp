@@ -1,0 +1,88 @@
+#include "work_items.hpp"
+
+#include "gemm_layout.hpp"
+
+namespace edifice::jit {
+namespace {
+
+std::int64_t numel(const Shape& s) { return shape_numel(s); }
+
+std::int64_t rows(const Shape& s) {
+  if (s.empty()) return 1;
+  return s.back() == 0 ? 0 : numel(s) / s.back();
+}
+
+// Product of the leading (batch) axes of an attention operand [..., S, D].
+std::int64_t leading(const Shape& s) {
+  std::int64_t n = 1;
+  for (std::size_t i = 0; i + 2 < s.size(); ++i) n *= s[i];
+  return n;
+}
+
+}  // namespace
+
+std::int64_t work_items(const Kernel& k) {
+  const Node& a = *k.anchor;
+  switch (k.kind) {
+    case KernelKind::loop: return rows(k.root->outputs()[0].shape);
+    case KernelKind::reduce: return numel(a.outputs()[0].shape);
+    case KernelKind::gemm:
+      // One C tile (tile_m x tile_n of one batch entry, all of K) per item.
+      return gemm_tiling(gemm_layout(a), a.outputs()[0].dtype).items;
+    case KernelKind::softmax: {
+      const Shape& s = a.outputs()[0].shape;
+      std::int64_t extent = s[a.attrs().get_int("axis")];
+      return extent == 0 ? 0 : numel(s) / extent;
+    }
+    case KernelKind::layer_norm: return rows(a.outputs()[0].shape);
+    case KernelKind::layer_norm_backward: {
+      // Rows of dx, then (with gamma) one item per block of kLayerNormColumnBlock features
+      // for the dgamma/dbeta column sums.
+      const Shape& x = a.inputs()[0].shape();
+      const std::int64_t blocks = (x.back() + kLayerNormColumnBlock - 1) / kLayerNormColumnBlock;
+      return rows(x) + (a.num_outputs() == 3 ? blocks : 0);
+    }
+    case KernelKind::attention: {
+      const Shape& q = a.inputs()[0].shape();
+      return leading(q) * q[q.size() - 2];
+    }
+    case KernelKind::attention_backward: {
+      // Query rows (dq), then key rows (dk, dv).
+      const Shape& q = a.inputs()[0].shape();
+      const Shape& kk = a.inputs()[1].shape();
+      return leading(q) * (q[q.size() - 2] + kk[kk.size() - 2]);
+    }
+    case KernelKind::lstm: return a.inputs()[0].shape()[0];
+    case KernelKind::lstm_backward: return 1;
+    case KernelKind::scatter_add: return 1;
+  }
+  return 1;
+}
+
+double work_item_cost(const Kernel& k) {
+  std::int64_t items = std::max<std::int64_t>(work_items(k), 1);
+  double total = 0;
+  for (const Node* n : k.nodes) {
+    double out = 0;
+    for (const auto& t : n->outputs()) out += static_cast<double>(numel(t.shape));
+    if (n->op() == Op::dot_general) {
+      GemmLayout g = gemm_layout(*n);
+      out = 2.0 * static_cast<double>(g.batch * g.m * g.n * g.k);
+    } else if (n->op() == Op::attention || n->op() == Op::attention_backward) {
+      const Shape& q = n->inputs()[0].shape();
+      const Shape& kk = n->inputs()[1].shape();
+      out = 4.0 * static_cast<double>(numel(q)) * static_cast<double>(kk[kk.size() - 2]);
+    } else if (n->op() == Op::lstm || n->op() == Op::lstm_backward) {
+      const Shape& x = n->inputs()[0].shape();
+      const Shape& w = n->inputs()[2].shape();
+      out = 2.0 * static_cast<double>(x[0] * x[1]) * static_cast<double>(x[2] + w[0]) *
+            static_cast<double>(w[1]);
+    } else {
+      for (const Value& in : n->inputs()) out = std::max(out, static_cast<double>(numel(in.shape())));
+    }
+    total += out;
+  }
+  return total / static_cast<double>(items);
+}
+
+}  // namespace edifice::jit
