@@ -1,0 +1,245 @@
+// models::multi_head: shapes and parameter counts of the original's tests, plus numeric checks
+// the original lacks (masks, positional encoding, QK layer norm, RoPE, attention paths).
+#include <edifice/core/interpreter.hpp>
+#include <edifice/models/multi_head.hpp>
+#include <edifice/nn/init.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+using namespace edifice;
+namespace mh = edifice::models::multi_head;
+namespace o = edifice::ops;
+
+namespace {
+
+std::string error_of(auto&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    std::string s = e.what();
+    return s.substr(0, s.find('\n'));
+  }
+  return "<no error>";
+}
+
+Tensor uniform(const Shape& shape, std::uint64_t stream, double limit = 1.0) {
+  return nn::initialize(nn::Initializer::uniform(limit), shape, DType::f32, 42, stream);
+}
+
+// Runs a model through the reference interpreter.
+Tensor run(const nn::Model& model, const nn::Params& params, const Tensor& input) {
+  nn::TracedModel t = model.trace(nn::Mode::inference);
+  std::vector<Tensor> args;
+  for (const auto& n : t.param_names) args.push_back(params.at(n));
+  args.push_back(input);
+  return interpret(t.graph, args)[0];
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  double m = 0;
+  for (std::int64_t i = 0; i < a.numel(); ++i)
+    m = std::max(m, std::abs(a.get_as_double(i) - b.get_as_double(i)));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("the original's test shapes and parameter count", "[models]") {
+  auto built = mh::build_sliding_window(
+      {.embed_dim = 64, .window_size = 12, .num_heads = 4, .head_dim = 8, .num_layers = 2});
+  nn::Model model(built.output);
+  CHECK(built.output.shape() == Shape{nn::dynamic, 32});
+  CHECK(model.parameter_count() == 42016);
+  CHECK(mh::output_size({.num_heads = 4, .head_dim = 8}) == 32);
+  nn::Params p = model.init(1);
+  Tensor y = run(model, p, uniform({4, 12, 64}, 7));
+  CHECK(y.shape() == Shape{4, 32});
+  for (std::int64_t i = 0; i < y.numel(); ++i) CHECK(std::isfinite(y.get_as_double(i)));
+
+  auto hybrid = mh::build_hybrid({.embed_dim = 16, .lstm_hidden = 16, .num_heads = 2, .head_dim = 8,
+                                  .window_size = 8});
+  CHECK(hybrid.output.shape() == Shape{nn::dynamic, 16});
+  auto mlp = mh::build_hybrid_mlp({.embed_dim = 16, .lstm_hidden = 16, .num_heads = 2,
+                                   .head_dim = 8, .window_size = 8, .mlp_sizes = {16, 8}});
+  CHECK(mlp.output.shape() == Shape{nn::dynamic, 8});
+  CHECK(mh::output_size({.mlp_sizes = std::vector<std::int64_t>{16, 8}}) == 8);
+  CHECK(mh::output_size({.num_heads = 2, .hidden_size = 16}) == 16);
+  CHECK(mh::output_size() == 256);
+  auto b = mh::build({.embed_dim = 16, .hidden_size = 16, .window_size = 8, .num_heads = 2,
+                      .num_layers = 1});
+  CHECK(b.output.shape() == Shape{nn::dynamic, 16});
+}
+
+TEST_CASE("parameter names follow the original", "[models]") {
+  auto built = mh::build_sliding_window({.embed_dim = 8, .window_size = 4, .num_heads = 2,
+                                         .head_dim = 2, .num_layers = 1, .ffn_dim = 4});
+  nn::Model model(built.output);
+  std::vector<std::string> names;
+  for (const auto& p : model.parameters()) names.push_back(p.name);
+  CHECK(names == std::vector<std::string>{
+                     "input_proj.bias", "input_proj.kernel", "layer_1_attn_qkv.bias",
+                     "layer_1_attn_qkv.kernel", "layer_1_ffn1.bias", "layer_1_ffn1.kernel",
+                     "layer_1_ffn2.bias", "layer_1_ffn2.kernel", "layer_1_norm1.beta",
+                     "layer_1_norm1.gamma", "layer_1_norm2.beta", "layer_1_norm2.gamma"});
+}
+
+TEST_CASE("masks", "[models]") {
+  Tensor c = mh::causal_mask(4);
+  CHECK(c.dtype() == DType::u8);
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) CHECK(c.at<std::uint8_t>({i, j}) == (j <= i ? 1 : 0));
+  Tensor w = mh::window_mask(6, 3);
+  CHECK(w.at<std::uint8_t>({4, 2}) == 1);
+  CHECK(w.at<std::uint8_t>({4, 4}) == 1);
+  CHECK(w.at<std::uint8_t>({4, 1}) == 0);
+  CHECK(w.at<std::uint8_t>({4, 5}) == 0);
+  CHECK(mh::window_mask(5, 9).bitwise_equal(mh::causal_mask(5)));
+}
+
+TEST_CASE("positional encoding check values", "[models]") {
+  auto x = nn::input("x", {1, 60, 256});
+  nn::Model model(mh::add_positional_encoding(x));
+  Tensor pe = run(model, {}, Tensor(DType::f32, {1, 60, 256}));
+  CHECK(pe.at<float>({0, 1, 0}) == Approx(0.841471).margin(1e-6));
+  CHECK(pe.at<float>({0, 1, 1}) == Approx(0.836080).margin(1e-6));
+  CHECK(pe.at<float>({0, 1, 2}) == Approx(0.830716).margin(1e-6));
+  CHECK(pe.at<float>({0, 59, 255}) == Approx(-0.790580).margin(1e-6));
+  for (int d = 0; d < 256; ++d) CHECK(pe.at<float>({0, 0, d}) == 0.0f);
+}
+
+TEST_CASE("qk_layer_norm", "[models]") {
+  auto t = o::parameter("t", DType::f64, {1, 4});
+  Graph g({t}, {mh::qk_layer_norm(t)});
+  Tensor y = interpret(g, {Tensor::from_vector<double>({1, 4}, {1, 2, 3, 4})})[0];
+  const double want[] = {-1.341640, -0.447213, 0.447213, 1.341640};
+  for (int i = 0; i < 4; ++i) CHECK(y.get_as_double(i) == Approx(want[i]).margin(1e-6));
+}
+
+TEST_CASE("constant Q = K = 0.1, V = 0.5 gives 0.5 on every path and mask", "[models]") {
+  auto q = o::parameter("q", DType::f32, {2, 8, 16});
+  auto k = o::parameter("k", DType::f32, {2, 8, 16});
+  auto v = o::parameter("v", DType::f32, {2, 8, 16});
+  Value causal2 = o::constant(mh::causal_mask(8));
+  std::vector<Value> outs = {
+      mh::scaled_dot_product_attention(q, k, v),
+      mh::scaled_dot_product_attention(q, k, v, {.mask = causal2}),
+      mh::chunked_attention(q, k, v, {.chunk_size = 4}),
+      mh::chunked_attention(q, k, v, {.chunk_size = 3, .mask = causal2}),
+      mh::memory_efficient_attention(q, k, v, {.chunk_size = 4}),
+      mh::memory_efficient_attention(q, k, v, {.chunk_size = 3, .causal = true}),
+      mh::memory_efficient_attention(q, k, v, {.chunk_size = 3, .causal = true, .window = 2}),
+  };
+  Graph g({q, k, v}, outs);
+  auto results = interpret(g, {Tensor::full(DType::f32, {2, 8, 16}, 0.1),
+                               Tensor::full(DType::f32, {2, 8, 16}, 0.1),
+                               Tensor::full(DType::f32, {2, 8, 16}, 0.5)});
+  for (const Tensor& r : results) {
+    CHECK(r.shape() == Shape{2, 8, 16});
+    for (std::int64_t i = 0; i < r.numel(); ++i) CHECK(r.get_as_double(i) == Approx(0.5).margin(1e-6));
+  }
+}
+
+TEST_CASE("chunked and memory-efficient attention agree with the standard path", "[models]") {
+  auto q = o::parameter("q", DType::f32, {2, 13, 8});
+  auto k = o::parameter("k", DType::f32, {2, 13, 8});
+  auto v = o::parameter("v", DType::f32, {2, 13, 8});
+  for (int mask_kind = 0; mask_kind < 3; ++mask_kind) {
+    Value mask;
+    std::int64_t window = 0;
+    if (mask_kind == 1) mask = o::constant(mh::causal_mask(13));
+    if (mask_kind == 2) {
+      window = 4;
+      mask = o::constant(mh::window_mask(13, 4));
+    }
+    Graph g({q, k, v},
+            {mh::scaled_dot_product_attention(q, k, v, {.mask = mask}),
+             mh::chunked_attention(q, k, v, {.chunk_size = 5, .mask = mask}),
+             mh::memory_efficient_attention(
+                 q, k, v, {.chunk_size = 5, .causal = mask_kind > 0, .window = window})});
+    auto r = interpret(g, {uniform({2, 13, 8}, 1, 2.0), uniform({2, 13, 8}, 2, 2.0),
+                           uniform({2, 13, 8}, 3)});
+    INFO("mask kind " << mask_kind);
+    CHECK(max_abs_diff(r[0], r[1]) <= 1e-6);
+    CHECK(max_abs_diff(r[0], r[2]) <= 1e-5);
+  }
+}
+
+TEST_CASE("RoPE makes q.k depend only on the position difference", "[models]") {
+  // A single head whose q and k are the same vector at every position: after RoPE the score
+  // between positions m and n depends on m - n only.
+  auto x = nn::input("x", {1, 6, 4});
+  std::vector<nn::Layer> weights;
+  auto y = mh::self_attention(x, {.hidden_size = 4, .num_heads = 1, .dropout = 0, .causal = false,
+                                  .rope = true, .name = "sa", .weights = &weights});
+  nn::Model model(std::vector<nn::Layer>{y, weights[0]});
+  nn::Params p = model.init(3);
+  // q = k = x . W (per position): feed the same row everywhere.
+  Tensor in(DType::f32, {1, 6, 4});
+  for (int s = 0; s < 6; ++s)
+    for (int d = 0; d < 4; ++d) in.at<float>({0, s, d}) = 0.3f * (d + 1);
+  nn::TracedModel t = model.trace(nn::Mode::inference);
+  std::vector<Tensor> args;
+  for (const auto& n : t.param_names) args.push_back(p.at(n));
+  args.push_back(in);
+  Tensor w = interpret(t.graph, args)[1];  // [1, 1, 6, 6] softmax weights
+  // log w(i, j) - log w(i, j') = s(i, j) - s(i, j') = f(i - j) - f(i - j') when scores depend
+  // only on the offset, so shifting both positions by one leaves it unchanged.
+  auto logw = [&](int i, int j) { return std::log(w.at<float>({0, 0, i, j})); };
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; j < 5; ++j)
+      for (int j2 = 0; j2 < 5; ++j2)
+        CHECK(logw(i, j) - logw(i, j2) ==
+              Approx(logw(i + 1, j + 1) - logw(i + 1, j2 + 1)).margin(1e-4));
+}
+
+TEST_CASE("attention weights: rows sum to 1 and masked entries are exactly 0", "[models]") {
+  auto built = mh::build_sliding_window({.embed_dim = 8, .window_size = 3, .num_heads = 2,
+                                         .head_dim = 4, .num_layers = 2, .seq_len = 7});
+  REQUIRE(built.attention_weights.size() == 2);
+  std::vector<nn::Layer> outs = {built.output};
+  outs.insert(outs.end(), built.attention_weights.begin(), built.attention_weights.end());
+  nn::Model model(outs);
+  nn::Params p = model.init(5);
+  nn::TracedModel t = model.trace(nn::Mode::inference);
+  std::vector<Tensor> args;
+  for (const auto& n : t.param_names) args.push_back(p.at(n));
+  args.push_back(uniform({2, 7, 8}, 11));
+  auto r = interpret(t.graph, args);
+  for (int layer = 1; layer <= 2; ++layer) {
+    const Tensor& w = r[layer];
+    CHECK(w.shape() == Shape{2, 2, 7, 7});
+    for (int b = 0; b < 2; ++b)
+      for (int h = 0; h < 2; ++h)
+        for (int i = 0; i < 7; ++i) {
+          double sum = 0;
+          for (int j = 0; j < 7; ++j) {
+            double x = w.at<float>({b, h, i, j});
+            if (j > i || j < i - 2) CHECK(x == 0.0);
+            sum += x;
+          }
+          CHECK(sum == Approx(1.0).margin(1e-6));
+        }
+  }
+}
+
+TEST_CASE("bad options are rejected before anything is compiled", "[models]") {
+  CHECK(error_of([] { mh::build_sliding_window({}); }) == "build_sliding_window: embed_dim is required");
+  CHECK(error_of([] { mh::build({.embed_dim = 8, .hidden_size = 10, .num_heads = 4}); }) ==
+        "build: hidden_size 10 is not divisible by num_heads 4");
+  auto x = nn::input("x", {2, 5, 8});
+  CHECK(error_of([&] { mh::self_attention(x, {.hidden_size = 10, .num_heads = 2, .rope = true}); }) ==
+        "self_attention: rope needs an even head_dim, got 5");
+  CHECK(error_of([] { mh::build_sliding_window({.embed_dim = 8, .window_size = 0}); }) ==
+        "build_sliding_window: window_size must be >= 1, got 0");
+  CHECK(error_of([&] { mh::self_attention(x, {.hidden_size = 8, .chunked = true, .chunk_size = 0}); }) ==
+        "self_attention: chunk_size must be >= 1, got 0");
+  CHECK(error_of([] { mh::build_sliding_window({.embed_dim = 8, .dropout = 1.0}); }) ==
+        "build_sliding_window: dropout must be in [0, 1), got 1");
+  CHECK(error_of([] { mh::build_sliding_window({.embed_dim = 8, .num_layers = 0}); }) ==
+        "build_sliding_window: num_layers must be >= 1, got 0");
+  CHECK(error_of([] { mh::build_hybrid({.embed_dim = 8, .lstm_layers = 0}); }) ==
+        "build_hybrid: lstm_layers must be >= 1, got 0");
+}
