@@ -1,8 +1,9 @@
 // GEMM benchmark: the JIT's f32 GEMM (jit::compile on a dot_general graph) against OpenBLAS
 // sgemm and the machine's measured FMA peak, single thread and all threads, in one run.
 //
-//   ./build/bench/gemm_bench [FILTER]   (run it alone: timings are wall-clock; FILTER keeps
-//                                        the rows whose label contains it)
+//   ./build/bench/gemm_bench [FILTER [1]]   (run it alone: timings are wall-clock; FILTER
+//                                            keeps the rows whose label contains it, 1 runs
+//                                            single-threaded only)
 //
 // Results are checked against OpenBLAS before anything is timed.
 #include <edifice/core/ops.hpp>
@@ -204,6 +205,7 @@ struct Case {
 
 int main(int argc, char** argv) {
   const std::string filter = argc > 1 ? argv[1] : "";
+  const bool single_only = argc > 2 && std::string(argv[2]) == "1";
   const jit::Target& target = jit::host_target();
   const int all = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::printf("host: %s, %d hardware threads, OpenBLAS %s\n", target.describe().c_str(), all,
@@ -261,7 +263,7 @@ int main(int argc, char** argv) {
       std::printf("%-26s %3d | %9.1f %9.1f | %6.1f%% %6.1f%% | %7.2fx%s\n", c.label, threads,
                   jit_gf, blas_gf, 100 * jit_gf / peak, 100 * blas_gf / peak, jit_gf / blas_gf,
                   agree ? "" : "  RESULTS DIFFER");
-      if (all == 1) break;
+      if (all == 1 || single_only) break;
     }
   }
   std::printf("\nJIT time includes run(): output allocation and dispatch, as a user sees it.\n");

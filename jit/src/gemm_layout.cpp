@@ -89,12 +89,12 @@ GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   const int element = std::max<int>(static_cast<int>(dtype_size(dtype)), 4);
   t.lanes = std::max(1, target.vector_bytes / element);
   t.registers = target.isa == Isa::avx512 ? 32 : 16;
-  // Two vectors per row of the micro-tile; as many rows as the registers allow with one
-  // register for the broadcast A value and two for the B row: 6 x 2 on 16 registers,
-  // 14 x 2 on 32.
+  // Two vectors per row of the micro-tile. 16 registers: 6 rows (12 accumulators, 2 B
+  // vectors, 1 broadcast). 32 registers: 12 rows (24 accumulators; 14 would leave LLVM too
+  // few registers for the broadcasts it hoists and it spills an accumulator).
   std::int64_t kc_max = 256, tm_max = 96, tn_max = 512;
   std::int64_t nrv = 2;
-  t.mr = (t.registers - nrv - 1) / nrv;
+  t.mr = t.registers == 32 ? 12 : 6;
   if (const char* tune = std::getenv("EDIFICE_GEMM_TUNE")) {
     long mr = 0, v = 0, kc = 0, tm = 0, tn = 0;
     if (std::sscanf(tune, "%ld,%ld,%ld,%ld,%ld", &mr, &v, &kc, &tm, &tn) == 5) {
@@ -111,6 +111,13 @@ GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   const std::int64_t k = std::max<std::int64_t>(g.k, 1);
   t.kc = ceil_div(k, ceil_div(k, kc_max));
 
+  // B packed for all of K must fit the stack budget; narrow the n tile until it does.
+  constexpr std::int64_t kWholeKBudget = 2 << 20;  // bytes
+  const auto esize = static_cast<std::int64_t>(dtype_size(dtype));
+  const std::int64_t fit = kWholeKBudget / (k * esize) / t.nr * t.nr;
+  t.whole_k_b = fit >= 2 * t.nr;
+  if (t.whole_k_b) tn_max = std::min(tn_max, fit);
+
   // Item tiles: at most tm_max x tn_max, balanced over the extent.
   std::int64_t mt = ceil_div(std::max<std::int64_t>(g.m, 1), tm_max);
   std::int64_t nt = ceil_div(std::max<std::int64_t>(g.n, 1), tn_max);
@@ -123,15 +130,15 @@ GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   };
   update();
   // Enough items to keep a few threads busy when the product is big enough to be worth
-  // splitting: halve the tile that holds more micro-panels, while an item keeps >= 1M FMAs.
+  // splitting: halve the larger tile (less packing per item), while an item keeps >= 1M FMAs.
   constexpr std::int64_t kMinItems = 4;
   constexpr double kMinItemFmas = 1 << 20;
   const double fmas = static_cast<double>(g.batch) * static_cast<double>(g.m) *
                       static_cast<double>(g.n) * static_cast<double>(g.k);
   while (t.items > 0 && t.items < kMinItems && fmas / static_cast<double>(t.items * 2) >= kMinItemFmas) {
-    const std::int64_t m_panels = t.tile_m / t.mr, n_panels = t.tile_n / t.nr;
-    if (n_panels >= m_panels && n_panels > 1) nt = t.n_tiles * 2;
-    else if (m_panels > 1) mt = t.m_tiles * 2;
+    const bool n_splits = t.tile_n > t.nr, m_splits = t.tile_m > t.mr;
+    if (n_splits && (t.tile_n >= t.tile_m || !m_splits)) nt = t.n_tiles * 2;
+    else if (m_splits) mt = t.m_tiles * 2;
     else break;
     update();
   }

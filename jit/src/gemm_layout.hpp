@@ -31,7 +31,10 @@ struct GemmTiling {
   std::int64_t kc = 1;                  ///< K block: packed panels hold kc steps
   std::int64_t tile_m = 1, tile_n = 1;  ///< C tile of one item (multiples of mr and nr)
   std::int64_t m_tiles = 0, n_tiles = 0;
-  std::int64_t items = 0;  ///< batch * m_tiles * n_tiles
+  std::int64_t items = 0;  ///< batch * m_tiles * n_tiles, ordered (batch, n tile, m tile)
+  /// B is packed for all of K at once and reused by consecutive items of the same (batch, n
+  /// tile); otherwise it is packed per K block inside each item (for very deep K).
+  bool whole_k_b = true;
 };
 
 /// The tiling of a GEMM with layout `g` and element type `dtype` on the host target.

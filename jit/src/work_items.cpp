@@ -30,9 +30,16 @@ std::int64_t work_items(const Kernel& k) {
       // One C tile (tile_m x tile_n of one batch entry, all of K) per item.
       return gemm_tiling(gemm_layout(a), a.outputs()[0].dtype).items;
     case KernelKind::softmax: {
+      // One row when the axis is last; otherwise one block of kSoftmaxColumnBlock positions of
+      // the axes after it (for one index of the axes before it).
       const Shape& s = a.outputs()[0].shape;
-      std::int64_t extent = s[a.attrs().get_int("axis")];
-      return extent == 0 ? 0 : numel(s) / extent;
+      const auto axis = static_cast<std::size_t>(a.attrs().get_int("axis"));
+      std::int64_t outer = 1, inner = 1;
+      for (std::size_t i = 0; i < axis; ++i) outer *= s[i];
+      for (std::size_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
+      if (s[axis] == 0) return 0;
+      if (inner == 1) return outer;
+      return outer * ((inner + kSoftmaxColumnBlock - 1) / kSoftmaxColumnBlock);
     }
     case KernelKind::layer_norm: return rows(a.outputs()[0].shape);
     case KernelKind::layer_norm_backward: {
@@ -52,7 +59,8 @@ std::int64_t work_items(const Kernel& k) {
       const Shape& kk = a.inputs()[1].shape();
       return leading(q) * (q[q.size() - 2] + kk[kk.size() - 2]);
     }
-    case KernelKind::lstm: return a.inputs()[0].shape()[0];
+    case KernelKind::lstm:  // blocks of kLstmRowBlock batch rows
+      return (a.inputs()[0].shape()[0] + kLstmRowBlock - 1) / kLstmRowBlock;
     case KernelKind::lstm_backward: return 1;
     case KernelKind::scatter_add: return 1;
   }

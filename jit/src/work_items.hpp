@@ -10,6 +10,10 @@ namespace edifice::jit {
 
 /// Feature columns per dgamma/dbeta work item of a layer_norm_backward kernel.
 constexpr std::int64_t kLayerNormColumnBlock = 64;
+/// Softmax over a non-last axis: inner positions per work item (vectorised across them).
+constexpr std::int64_t kSoftmaxColumnBlock = 64;
+/// Batch rows per lstm work item (each weight load serves this many rows).
+constexpr std::int64_t kLstmRowBlock = 4;
 
 /// Number of independent work items of `kernel`.
 std::int64_t work_items(const Kernel& kernel);

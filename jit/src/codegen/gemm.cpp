@@ -58,9 +58,13 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   llvm::Function* pack_b = gemm_packer(e, d, t, t.nr, /*transpose=*/b_sn != 1);
 
   const std::int64_t tm = t.tile_m, tn = t.tile_n;
+  // B panels hold b_depth k steps: all of K (packed once per (batch, n tile) and reused by the
+  // following items) or one K block.
+  const std::int64_t b_depth = t.whole_k_b ? std::max<std::int64_t>(g.k, 1) : t.kc;
   llvm::AllocaInst* ct = e.local_array(d, tm * tn);
   llvm::AllocaInst* ap = e.local_array(d, tm * t.kc);
-  llvm::AllocaInst* bp = e.local_array(d, t.kc * tn);
+  llvm::AllocaInst* bp = e.local_array(d, b_depth * tn);
+  llvm::AllocaInst* packed_key = e.local(DType::i64, e.i64(-1));
 
   // Output axes: batch axes, then M's, then N's; each group delinearised on its own so the
   // common single-axis case is plain index arithmetic (vectorisable epilogue).
@@ -74,12 +78,12 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   auto min = [&](llvm::Value* x, llvm::Value* y) {
     return b.CreateSelect(b.CreateICmpSLT(x, y), x, y);
   };
-  const std::int64_t per_batch = t.m_tiles * t.n_tiles;
   e.loop(args.begin, args.end, [&](llvm::Value* item) {
-    llvm::Value* batch = b.CreateUDiv(item, e.i64(per_batch));
-    llvm::Value* in_batch = b.CreateURem(item, e.i64(per_batch));
-    llvm::Value* m0 = b.CreateMul(b.CreateUDiv(in_batch, e.i64(t.n_tiles)), e.i64(tm));
-    llvm::Value* n0 = b.CreateMul(b.CreateURem(in_batch, e.i64(t.n_tiles)), e.i64(tn));
+    // item = (batch * n_tiles + n tile) * m_tiles + m tile
+    llvm::Value* key = b.CreateUDiv(item, e.i64(t.m_tiles));
+    llvm::Value* batch = b.CreateUDiv(key, e.i64(t.n_tiles));
+    llvm::Value* m0 = b.CreateMul(b.CreateURem(item, e.i64(t.m_tiles)), e.i64(tm));
+    llvm::Value* n0 = b.CreateMul(b.CreateURem(key, e.i64(t.n_tiles)), e.i64(tn));
     llvm::Value* mi = min(e.i64(tm), b.CreateSub(e.i64(g.m), m0));
     llvm::Value* ni = min(e.i64(tn), b.CreateSub(e.i64(g.n), n0));
     llvm::Value* m_panels = b.CreateUDiv(b.CreateAdd(mi, e.i64(t.mr - 1)), e.i64(t.mr));
@@ -89,17 +93,31 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
     llvm::Value* b_item = e.element_ptr(
         d, b_ptr, b.CreateAdd(b.CreateMul(batch, e.i64(g.k * g.n)), b.CreateMul(n0, e.i64(b_sn))));
 
+    if (t.whole_k_b && g.k > 0) {
+      // Packing is exact, so reusing the panel changes no bits.
+      e.if_then(b.CreateICmpNE(key, e.get(packed_key)), [&] {
+        b.CreateCall(pack_b, {bp, b_item, e.i64(b_sn), e.i64(b_sk), ni, e.i64(g.k)});
+        e.set(packed_key, key);
+      });
+    }
     if (g.k == 0) e.loop(0, tm * tn, [&](llvm::Value* i) { e.store(d, e.constant(0, d), ct, i); });
     e.loop(0, ceil_div(g.k, t.kc), [&](llvm::Value* block) {
       llvm::Value* pc = b.CreateMul(block, e.i64(t.kc));
       llvm::Value* kc = min(e.i64(t.kc), b.CreateSub(e.i64(g.k), pc));
-      b.CreateCall(pack_b, {bp, e.element_ptr(d, b_item, b.CreateMul(pc, e.i64(b_sk))),
-                            e.i64(b_sn), e.i64(b_sk), ni, kc});
+      // Offset of this K block inside each B panel.
+      llvm::Value* b_block = b.CreateMul(pc, e.i64(t.nr));
+      if (!t.whole_k_b) {
+        b.CreateCall(pack_b, {bp, e.element_ptr(d, b_item, b.CreateMul(pc, e.i64(b_sk))),
+                              e.i64(b_sn), e.i64(b_sk), ni, kc});
+        b_block = e.i64(0);
+      }
+      llvm::Value* b_panel_size = t.whole_k_b ? e.i64(b_depth * t.nr) : b.CreateMul(kc, e.i64(t.nr));
       b.CreateCall(pack_a, {ap, e.element_ptr(d, a_item, b.CreateMul(pc, e.i64(a_sk))),
                             e.i64(a_sm), e.i64(a_sk), mi, kc});
       llvm::Value* accumulate = b.CreateICmpNE(block, e.i64(0));
       e.loop(e.i64(0), n_panels, [&](llvm::Value* jr) {
-        llvm::Value* b_panel = e.element_ptr(d, bp, b.CreateMul(jr, b.CreateMul(kc, e.i64(t.nr))));
+        llvm::Value* b_panel =
+            e.element_ptr(d, bp, b.CreateAdd(b.CreateMul(jr, b_panel_size), b_block));
         e.loop(e.i64(0), m_panels, [&](llvm::Value* ir) {
           llvm::Value* a_panel = e.element_ptr(d, ap, b.CreateMul(ir, b.CreateMul(kc, e.i64(t.mr))));
           llvm::Value* c_tile = e.element_ptr(

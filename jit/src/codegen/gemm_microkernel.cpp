@@ -3,6 +3,9 @@
 #include "gemm_microkernel.hpp"
 
 #include <llvm/IR/Intrinsics.h>
+#include <llvm/IR/Metadata.h>
+
+#include <functional>
 
 namespace edifice::jit::codegen {
 namespace {
@@ -19,6 +22,42 @@ llvm::Function* new_helper(Emitter& e, const std::string& name,
   for (unsigned i = 0; i < params.size(); ++i)
     if (params[i]->isPointerTy()) fn->addParamAttr(i, llvm::Attribute::NoAlias);
   return fn;
+}
+
+// for (i = lo; i < hi; ++i) body(i), like Emitter::loop, but marked so that LLVM neither
+// vectorises nor unrolls it: the helpers are vectorised by hand, and the loop vectoriser
+// would otherwise re-vectorise them across k into shuffle-heavy, spilling code.
+void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
+                const std::function<void(llvm::Value*)>& body) {
+  auto& b = e.builder();
+  auto& ctx = e.context();
+  llvm::Function* f = b.GetInsertBlock()->getParent();
+  auto* pre = b.GetInsertBlock();
+  auto* header = llvm::BasicBlock::Create(ctx, "loop", f);
+  auto* inner = llvm::BasicBlock::Create(ctx, "body", f);
+  auto* exit = llvm::BasicBlock::Create(ctx, "done", f);
+  b.CreateBr(header);
+  b.SetInsertPoint(header);
+  auto* i = b.CreatePHI(b.getInt64Ty(), 2, "i");
+  i->addIncoming(lo, pre);
+  b.CreateCondBr(b.CreateICmpSLT(i, hi), inner, exit);
+  b.SetInsertPoint(inner);
+  body(i);
+  auto* next = b.CreateAdd(i, e.i64(1), "i.next", /*HasNUW=*/false, /*HasNSW=*/true);
+  i->addIncoming(next, b.GetInsertBlock());
+  auto* latch = b.CreateBr(header);
+  auto flag = [&](const char* name) -> llvm::Metadata* {
+    return llvm::MDNode::get(ctx, {llvm::MDString::get(ctx, name)});
+  };
+  llvm::Metadata* ops[] = {
+      nullptr,
+      llvm::MDNode::get(ctx, {llvm::MDString::get(ctx, "llvm.loop.vectorize.enable"),
+                              llvm::ConstantAsMetadata::get(b.getFalse())}),
+      flag("llvm.loop.unroll.disable")};
+  auto* md = llvm::MDNode::getDistinct(ctx, ops);
+  md->replaceOperandWith(0, md);
+  latch->setMetadata(llvm::LLVMContext::MD_loop, md);
+  b.SetInsertPoint(exit);
 }
 
 // acc + x * y, fused for floats (FMA where the ISA has it), wrapping for integers.
@@ -117,9 +156,9 @@ llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
   constexpr int kUnroll = 4;
   llvm::Value* main_steps = b.CreateMul(b.CreateUDiv(kc, e.i64(kUnroll)), e.i64(kUnroll));
   llvm::Value* main_iters = b.CreateUDiv(kc, e.i64(kUnroll));
-  e.loop(e.i64(0), main_iters,
+  plain_loop(e, e.i64(0), main_iters,
          [&](llvm::Value* i) { steps(b.CreateMul(i, e.i64(kUnroll)), kUnroll); });
-  e.loop(main_steps, kc, [&](llvm::Value* k) { steps(k, 1); });
+  plain_loop(e, main_steps, kc, [&](llvm::Value* k) { steps(k, 1); });
 
   for (int r = 0; r < mr; ++r)
     for (int v = 0; v < nv; ++v)
@@ -161,45 +200,69 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
     return b.CreateInBoundsGEP(et, base, b.CreateAdd(b.CreateMul(k, e.i64(R)), e.i64(r)));
   };
 
+  // Software prefetch: a wide source matrix puts every k step (copy) or every row
+  // (transpose) on a new 4 KiB page, where hardware prefetchers stop.
+  auto prefetch = [&](llvm::Value* base, llvm::Value* offset) {
+    // Not inbounds: the address may run past the operand (prefetches never fault).
+    b.CreateIntrinsic(llvm::Intrinsic::prefetch, {ptr},
+                      {b.CreateGEP(et, base, offset), e.i32(0), e.i32(3), e.i32(1)});
+  };
+  const std::int64_t line = std::max<std::int64_t>(1, 64 / static_cast<std::int64_t>(dtype_size(d)));
   llvm::Value* full = b.CreateUDiv(rows, e.i64(R));
-  e.loop(e.i64(0), full, [&](llvm::Value* p) {
-    llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(p, e.i64(R)), row_stride));
-    llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
-    if (!transpose) {
-      // Each k step is `R` contiguous elements.
-      auto* pt = llvm::FixedVectorType::get(et, static_cast<unsigned>(R));
-      e.loop(e.i64(0), kc, [&](llvm::Value* k) {
-        b.CreateAlignedStore(b.CreateAlignedLoad(pt, src_at(s, e.i64(0), k), elem_align),
-                             dst_at(o, k, 0), elem_align);
+  if (!transpose) {
+    // Step k of the block is `rows` contiguous elements, split over the panels: walk k
+    // outermost so the source is read as whole contiguous runs.
+    constexpr std::int64_t kAhead = 4;  // k steps
+    llvm::Value* lines = b.CreateUDiv(b.CreateAdd(rows, e.i64(line - 1)), e.i64(line));
+    auto* pt = llvm::FixedVectorType::get(et, static_cast<unsigned>(R));
+    plain_loop(e, e.i64(0), kc, [&](llvm::Value* k) {
+      llvm::Value* ahead = b.CreateMul(b.CreateAdd(k, e.i64(kAhead)), k_stride);
+      plain_loop(e, e.i64(0), lines, [&](llvm::Value* l) {
+        prefetch(src, b.CreateAdd(ahead, b.CreateMul(l, e.i64(line))));
       });
-      return;
-    }
-    // Rows are contiguous along k: L x L blocks transposed in registers.
-    llvm::Value* chunks = b.CreateUDiv(kc, e.i64(L));
-    e.loop(e.i64(0), chunks, [&](llvm::Value* chunk) {
-      llvm::Value* k0 = b.CreateMul(chunk, e.i64(L));
-      for (int g = 0; g * L < R; ++g) {
-        const int width = std::min(L, R - g * L);
-        std::vector<llvm::Value*> v(static_cast<std::size_t>(L));
-        for (int i = 0; i < L; ++i)
-          v[i] = i < width ? static_cast<llvm::Value*>(b.CreateAlignedLoad(
-                                 vt, src_at(s, e.i64(g * L + i), k0), elem_align))
-                           : llvm::Constant::getNullValue(vt);
-        transpose_in_registers(b, v);
-        std::vector<int> head(static_cast<std::size_t>(width));
-        for (int j = 0; j < width; ++j) head[j] = j;
-        for (int j = 0; j < L; ++j) {
-          llvm::Value* col = width == L ? v[j] : b.CreateShuffleVector(v[j], head);
-          b.CreateAlignedStore(col, dst_at(o, b.CreateAdd(k0, e.i64(j)), g * L), elem_align);
+      llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(k, k_stride));
+      plain_loop(e, e.i64(0), full, [&](llvm::Value* p) {
+        llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
+        b.CreateAlignedStore(
+            b.CreateAlignedLoad(pt, b.CreateInBoundsGEP(et, s, b.CreateMul(p, e.i64(R))), elem_align),
+            dst_at(o, k, 0), elem_align);
+      });
+    });
+  } else {
+    plain_loop(e, e.i64(0), full, [&](llvm::Value* p) {
+      llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(p, e.i64(R)), row_stride));
+      llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
+      // Rows are contiguous along k: L x L blocks transposed in registers.
+      llvm::Value* chunks = b.CreateUDiv(kc, e.i64(L));
+      plain_loop(e, e.i64(0), chunks, [&](llvm::Value* chunk) {
+        llvm::Value* k0 = b.CreateMul(chunk, e.i64(L));
+        constexpr std::int64_t kAhead = 128;  // bytes ahead along each row
+        for (int r = 0; r < R; ++r)
+          prefetch(s, b.CreateAdd(b.CreateMul(e.i64(r), row_stride),
+                                  b.CreateAdd(k0, e.i64(kAhead / static_cast<std::int64_t>(dtype_size(d))))));
+        for (int g = 0; g * L < R; ++g) {
+          const int width = std::min(L, R - g * L);
+          std::vector<llvm::Value*> v(static_cast<std::size_t>(L));
+          for (int i = 0; i < L; ++i)
+            v[i] = i < width ? static_cast<llvm::Value*>(b.CreateAlignedLoad(
+                                   vt, src_at(s, e.i64(g * L + i), k0), elem_align))
+                             : llvm::Constant::getNullValue(vt);
+          transpose_in_registers(b, v);
+          std::vector<int> head(static_cast<std::size_t>(width));
+          for (int j = 0; j < width; ++j) head[j] = j;
+          for (int j = 0; j < L; ++j) {
+            llvm::Value* col = width == L ? v[j] : b.CreateShuffleVector(v[j], head);
+            b.CreateAlignedStore(col, dst_at(o, b.CreateAdd(k0, e.i64(j)), g * L), elem_align);
+          }
         }
-      }
+      });
+      plain_loop(e, b.CreateMul(chunks, e.i64(L)), kc, [&](llvm::Value* k) {
+        for (int r = 0; r < R; ++r)
+          b.CreateAlignedStore(b.CreateAlignedLoad(et, src_at(s, e.i64(r), k), elem_align),
+                               dst_at(o, k, r), elem_align);
+      });
     });
-    e.loop(b.CreateMul(chunks, e.i64(L)), kc, [&](llvm::Value* k) {
-      for (int r = 0; r < R; ++r)
-        b.CreateAlignedStore(b.CreateAlignedLoad(et, src_at(s, e.i64(r), k), elem_align),
-                             dst_at(o, k, r), elem_align);
-    });
-  });
+  }
 
   // The last, partial panel: rows past the end read as zero (the micro-kernel always runs
   // full panels; the extra rows/columns of C are never stored).
@@ -207,7 +270,7 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
   e.if_then(b.CreateICmpSGT(rest, e.i64(0)), [&] {
     llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(full, e.i64(R)), row_stride));
     llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(full, kc), e.i64(R)));
-    e.loop(e.i64(0), kc, [&](llvm::Value* k) {
+    plain_loop(e, e.i64(0), kc, [&](llvm::Value* k) {
       for (int r = 0; r < R; ++r) {
         llvm::Value* valid = b.CreateICmpSLT(e.i64(r), rest);
         // Read row 0 in place of missing rows (always in bounds), then choose zero.

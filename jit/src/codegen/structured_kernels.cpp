@@ -9,9 +9,11 @@
 #include "kernels.hpp"
 
 #include <edifice/core/error.hpp>
+#include <edifice/jit/target.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
 
@@ -81,9 +83,14 @@ std::int64_t extent_product(const Shape& s, std::size_t begin, std::size_t end) 
 // ---------------------------------------------------------------------------------------------
 // softmax
 //
-// x and y are [outer, n, inner] around the softmax axis (extent n). Work item r is one row:
-// o = r / inner, i = r % inner, elements at o*n*inner + j*inner + i (stride `inner`, unit when
-// the axis is last). Three passes: max, exp(x - max) stored into y while summing, y /= sum.
+// x and y are [outer, n, inner] around the softmax axis (extent n). Three passes: max,
+// exp(x - max) stored into y while summing, y /= sum.
+// - Axis last (inner = 1): work item r is row r, contiguous; the max and the sum are
+//   reassociable reductions (vectorised).
+// - Otherwise: work item r is o = r / blocks, positions [c0, c0 + width) of the inner axes with
+//   c0 = (r % blocks) * kSoftmaxColumnBlock; each pass walks j and updates per-position max and
+//   sum (stack arrays) across the contiguous block, so loads are unit stride and each
+//   position's reductions run over j in order.
 void emit_softmax(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
   const Node& node = *k.anchor;
   const Value x = node.inputs()[0];
@@ -94,20 +101,52 @@ void emit_softmax(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Ke
   const std::int64_t n = shape[axis], inner = extent_product(shape, axis + 1, shape.size());
   V src = expr.buffer(x);
   V dst = expr.buffer(node.output(0));
-  e.loop(args.begin, args.end, [&](V r) {
-    V base = ir.add(ir.mul(ir.div(r, inner), n * inner), ir.rem(r, inner));
-    auto at = [&](V j) { return ir.add(base, ir.mul(j, inner)); };
-    llvm::AllocaInst* m = e.local(d, e.lowest(d));
-    e.loop(0, n, [&](V j) { e.set(m, e.maximum(d, e.get(m), ir.ld(src, at(j)))); });
-    V mx = e.get(m);
-    llvm::AllocaInst* sum = e.local(d, ir.c(0));
-    e.loop(0, n, [&](V j) {
-      V p = e.exp(d, ir.fsub(ir.ld(src, at(j)), mx));
-      ir.st(p, dst, at(j));
-      e.set(sum, e.accumulate(d, e.get(sum), p));
+  if (inner == 1) {
+    e.loop(args.begin, args.end, [&](V r) {
+      V base = ir.mul(r, n);
+      llvm::AllocaInst* m = e.local(d, e.lowest(d));
+      e.loop(0, n, [&](V j) { e.set(m, e.maximum(d, e.get(m), ir.ld(src, ir.add(base, j)))); });
+      V mx = e.get(m);
+      llvm::AllocaInst* sum = e.local(d, ir.c(0));
+      e.loop(0, n, [&](V j) {
+        V p = e.exp(d, ir.fsub(ir.ld(src, ir.add(base, j)), mx));
+        ir.st(p, dst, ir.add(base, j));
+        e.set(sum, e.accumulate(d, e.get(sum), p));
+      });
+      V s = e.get(sum);
+      e.loop(0, n,
+             [&](V j) { ir.st(ir.fdiv(ir.ld(dst, ir.add(base, j)), s), dst, ir.add(base, j)); });
     });
-    V s = e.get(sum);
-    e.loop(0, n, [&](V j) { ir.st(ir.fdiv(ir.ld(dst, at(j)), s), dst, at(j)); });
+    return;
+  }
+  const std::int64_t block = kSoftmaxColumnBlock;
+  const std::int64_t blocks = (inner + block - 1) / block;
+  llvm::AllocaInst* m = e.local_array(d, block);
+  llvm::AllocaInst* sum = e.local_array(d, block);
+  e.loop(args.begin, args.end, [&](V r) {
+    V c0 = ir.mul(ir.rem(r, blocks), block);
+    V base = ir.add(ir.mul(ir.div(r, blocks), n * inner), c0);
+    V width = ir.imin(ir.i(block), ir.sub(ir.i(inner), c0));
+    auto at = [&](V j, V t) { return ir.add(ir.add(base, ir.mul(j, inner)), t); };
+    e.loop(ir.i(0), width, [&](V t) {
+      ir.st(e.lowest(d), m, t);
+      ir.st(ir.c(0), sum, t);
+    });
+    e.loop(0, n, [&](V j) {
+      e.loop(ir.i(0), width,
+             [&](V t) { ir.st(e.maximum(d, ir.ld(m, t), ir.ld(src, at(j, t))), m, t); });
+    });
+    e.loop(0, n, [&](V j) {
+      e.loop(ir.i(0), width, [&](V t) {
+        V p = e.exp(d, ir.fsub(ir.ld(src, at(j, t)), ir.ld(m, t)));
+        ir.st(p, dst, at(j, t));
+        ir.st(ir.fadd(ir.ld(sum, t), p), sum, t);
+      });
+    });
+    e.loop(0, n, [&](V j) {
+      e.loop(ir.i(0), width,
+             [&](V t) { ir.st(ir.fdiv(ir.ld(dst, at(j, t)), ir.ld(sum, t)), dst, at(j, t)); });
+    });
   });
 }
 
@@ -422,10 +461,21 @@ void emit_attention(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const 
       e.set(sum, ir.fadd(e.get(sum), p));
       ir.axpy(acc, ir.i(0), p, vp, ir.add(vb, ir.mul(j, at.dv)), at.dv);
     };
-    e.loop(lo, hi, [&](V j) {
-      V s = keep ? ir.ld(scores, ir.sub(j, lo)) : score(j);
-      add_key(j, e.exp(d, ir.fsub(s, mx)));
-    });
+    if (keep) {
+      // The exponentials over the stored row first (a vectorised exp and a reassociable sum),
+      // then the weighted sum of v.
+      e.loop(ir.i(0), ir.sub(hi, lo), [&](V t) {
+        V p = e.exp(d, ir.fsub(ir.ld(scores, t), mx));
+        ir.st(p, scores, t);
+        e.set(sum, e.accumulate(d, e.get(sum), p));
+      });
+      e.loop(lo, hi, [&](V j) {
+        ir.axpy(acc, ir.i(0), ir.ld(scores, ir.sub(j, lo)), vp, ir.add(vb, ir.mul(j, at.dv)),
+                at.dv);
+      });
+    } else {
+      e.loop(lo, hi, [&](V j) { add_key(j, e.exp(d, ir.fsub(score(j), mx))); });
+    }
     if (at.predicate()) {
       V pm = e.exp(d, ir.fsub(fill, mx));
       // une: also true for NaN, which must propagate as in the interpreter.
@@ -447,15 +497,23 @@ void emit_attention(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const 
 // inputs q, k, v [, mask], out, lse, dout; outputs dq, dk, dv. With p_ij = exp(s_ij - lse_i)
 // (s the filled, scaled scores), delta_i = dout_i.out_i, dp_ij = dout_i.v_j and
 // ds_ij = p_ij (dp_ij - delta_i) where allowed, 0 where masked:
-//   dq_i = scale * sum_j ds_ij k_j,  dk_j = scale * sum_i ds_ij q_i,  dv_j = sum_i p_ij dout_i.
+//   dq_i = sum_j (ds_ij scale) k_j,  dk_j = sum_i (ds_ij scale) q_i,  dv_j = sum_i p_ij dout_i.
 // Work items: the B*Sq query rows first (item: dq_i, summing over its allowed keys), then the
 // B*Sk key rows (item: dk_j and dv_j, summing over the queries that attend key j). Each item
-// recomputes the scores and delta it needs, so no item reads another's output.
-// Masked pairs contribute only to dv, with p = exp(fill - lse_i). Under predicate masks the key
-// items visit only the allowed queries and then check, with one vectorisable pass over the
-// masked queries' lse, whether any such p can be nonzero (lse_i <= fill + a margin beyond
-// exp's underflow); only then do they add the masked contributions (fully masked rows, or a
-// fill close to the scores).
+// recomputes the scores it needs, so no item reads another's output.
+// An item walks its pairs in chunks of kPairChunk: pass 1 stores each pair's exponent
+// (s - lse) and gradient factor (dp - delta) in stack arrays, pass 2 turns them into p and
+// ds*scale (a vectorised exp), pass 3 accumulates the rows. Key items form dp - delta as one
+// dot, dout_i.(v_j - out_i). Accumulation runs over pairs in index order.
+// Masked pairs contribute only to dv, with p = exp(fill - lse_i). Under predicate masks the
+// items visit only the allowed pairs; key items then check, with one vectorisable pass over
+// the masked queries' lse, whether any such p can be nonzero (lse_i <= fill + a margin beyond
+// exp's underflow), and only then add those contributions (fully masked rows, or a fill close
+// to the scores). Tensor masks visit every pair and branch per pair.
+namespace {
+constexpr std::int64_t kPairChunk = 256;
+}  // namespace
+
 void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& k,
                              const KernelArgs& args) {
   const Node& node = *k.anchor;
@@ -481,6 +539,27 @@ void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
   llvm::AllocaInst* gq = e.local_array(d, std::max<std::int64_t>(at.dim, 1));
   llvm::AllocaInst* gk = e.local_array(d, std::max<std::int64_t>(at.dim, 1));
   llvm::AllocaInst* gv = e.local_array(d, std::max<std::int64_t>(at.dv, 1));
+  llvm::AllocaInst* ex = e.local_array(d, kPairChunk);  // s - lse, then p
+  llvm::AllocaInst* gf = e.local_array(d, kPairChunk);  // dp - delta, then ds * scale
+
+  // Runs stage(first, t, index) for the pair indices [lo, hi) chunk by chunk (t = index -
+  // first is the slot in ex/gf), with pass 2 (p = exp(ex), gf = p * gf * scale) in between,
+  // then accumulate(t, index) for each.
+  auto chunked = [&](V lo, V hi, const std::function<void(V, V)>& stage,
+                     const std::function<void(V, V)>& accumulate) {
+    V chunks = b.CreateUDiv(ir.add(ir.sub(hi, lo), kPairChunk - 1), ir.i(kPairChunk));
+    e.loop(ir.i(0), chunks, [&](V c) {
+      V first = ir.add(lo, ir.mul(c, kPairChunk));
+      V last = ir.imin(hi, ir.add(first, kPairChunk));
+      e.loop(first, last, [&](V idx) { stage(ir.sub(idx, first), idx); });
+      e.loop(ir.i(0), ir.sub(last, first), [&](V t) {
+        V p = e.exp(d, ir.ld(ex, t));
+        ir.st(p, ex, t);
+        ir.st(ir.fmul(ir.fmul(p, ir.ld(gf, t)), scale), gf, t);
+      });
+      e.loop(first, last, [&](V idx) { accumulate(ir.sub(idx, first), idx); });
+    });
+  };
 
   // Query rows: dq.
   e.loop(args.begin, ir.imin(args.end, ir.i(nq)), [&](V it) {
@@ -488,25 +567,27 @@ void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
     V i = ir.rem(it, at.sq);
     V qrow = ir.mul(it, at.dim);
     V orow = ir.mul(it, at.dv);
+    V kb = ir.mul(bi, at.sk * at.dim);
+    V vb = ir.mul(bi, at.sk * at.dv);
     V mbase = at.mask_base(ir, expr, bi);
     V row_lse = ir.ld(lse, it);
     V delta = ir.dot(dout, orow, outp, orow, at.dv);
     ir.fill(gq, ir.c(0), at.dim);
     auto [lo, hi] = at.key_range(ir, i);
-    e.loop(lo, hi, [&](V j) {
+    auto stage = [&](V t, V j) {
       auto pair = [&] {
-        V krow = ir.add(ir.mul(bi, at.sk * at.dim), ir.mul(j, at.dim));
-        V vrow = ir.add(ir.mul(bi, at.sk * at.dv), ir.mul(j, at.dv));
-        V s = ir.fmul(ir.dot(q, qrow, kp, krow, at.dim), scale);
-        V p = e.exp(d, ir.fsub(s, row_lse));
-        V dp = ir.dot(dout, orow, vp, vrow, at.dv);
-        V ds = ir.fmul(ir.fmul(p, ir.fsub(dp, delta)), scale);
-        ir.axpy(gq, ir.i(0), ds, kp, krow, at.dim);
+        V s = ir.fmul(ir.dot(q, qrow, kp, ir.add(kb, ir.mul(j, at.dim)), at.dim), scale);
+        ir.st(ir.fsub(s, row_lse), ex, t);
+        ir.st(ir.fsub(ir.dot(dout, orow, vp, ir.add(vb, ir.mul(j, at.dv)), at.dv), delta), gf, t);
       };
-      if (at.kind == Mask::tensor)
-        e.if_then(at.allowed(ir, mask, mbase, i, j), pair);
-      else
-        pair();
+      if (at.kind != Mask::tensor) return pair();
+      // Masked: p = 0 and a zero factor, so ds = 0 exactly.
+      ir.st(e.lowest(d), ex, t);
+      ir.st(ir.c(0), gf, t);
+      e.if_then(at.allowed(ir, mask, mbase, i, j), pair);
+    };
+    chunked(lo, hi, stage, [&](V t, V j) {
+      ir.axpy(gq, ir.i(0), ir.ld(gf, t), kp, ir.add(kb, ir.mul(j, at.dim)), at.dim);
     });
     e.loop(0, at.dim, [&](V t) { ir.st(ir.ld(gq, t), dq, ir.add(qrow, t)); });
   });
@@ -535,34 +616,39 @@ void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
     V mbase = at.mask_base(ir, expr, bi);
     ir.fill(gk, ir.c(0), at.dim);
     ir.fill(gv, ir.c(0), at.dv);
-    // dv += p * dout_i for a masked pair (p = exp(fill - lse_i)), skipping p == 0.
-    auto masked_pair = [&](V i) {
-      V p = e.exp(d, ir.fsub(fill, ir.ld(lse, ir.add(lb, i))));
-      e.if_then(b.CreateFCmpUNE(p, ir.c(0)),
-                [&] { ir.axpy(gv, ir.i(0), p, dout, ir.add(ob, ir.mul(i, at.dv)), at.dv); });
-    };
     auto [lo, hi] = at.query_range(ir, j);
-    e.loop(lo, hi, [&](V i) {
+    auto stage = [&](V t, V i) {
+      V row_lse = ir.ld(lse, ir.add(lb, i));
       auto pair = [&] {
         V qrow = ir.add(qb, ir.mul(i, at.dim));
         V orow = ir.add(ob, ir.mul(i, at.dv));
         V s = ir.fmul(ir.dot(q, qrow, kp, krow, at.dim), scale);
-        V p = e.exp(d, ir.fsub(s, ir.ld(lse, ir.add(lb, i))));
-        ir.axpy(gv, ir.i(0), p, dout, orow, at.dv);
-        V dp = ir.dot(dout, orow, vp, vrow, at.dv);
-        V delta = ir.dot(dout, orow, outp, orow, at.dv);
-        V ds = ir.fmul(ir.fmul(p, ir.fsub(dp, delta)), scale);
-        ir.axpy(gk, ir.i(0), ds, q, qrow, at.dim);
+        ir.st(ir.fsub(s, row_lse), ex, t);
+        // dp - delta = dout_i.(v_j - out_i)
+        llvm::AllocaInst* acc = e.local(d, ir.c(0));
+        e.loop(0, at.dv, [&](V u) {
+          V diff = ir.fsub(ir.ld(vp, ir.add(vrow, u)), ir.ld(outp, ir.add(orow, u)));
+          e.set(acc, e.accumulate(d, e.get(acc), ir.fmul(ir.ld(dout, ir.add(orow, u)), diff)));
+        });
+        ir.st(e.get(acc), gf, t);
       };
-      if (at.kind == Mask::tensor) {
-        V ok = at.allowed(ir, mask, mbase, i, j);
-        e.if_then(ok, pair);
-        e.if_then(b.CreateNot(ok), [&] { masked_pair(i); });
-      } else {
-        pair();
-      }
+      if (at.kind != Mask::tensor) return pair();
+      // Masked: s = fill (p = exp(fill - lse_i) still reaches dv) and a zero factor (ds = 0).
+      ir.st(ir.fsub(fill, row_lse), ex, t);
+      ir.st(ir.c(0), gf, t);
+      e.if_then(at.allowed(ir, mask, mbase, i, j), pair);
+    };
+    chunked(lo, hi, stage, [&](V t, V i) {
+      ir.axpy(gv, ir.i(0), ir.ld(ex, t), dout, ir.add(ob, ir.mul(i, at.dv)), at.dv);
+      ir.axpy(gk, ir.i(0), ir.ld(gf, t), q, ir.add(qb, ir.mul(i, at.dim)), at.dim);
     });
     if (at.predicate()) {
+      // dv += p * dout_i for a masked pair (p = exp(fill - lse_i)), skipping p == 0.
+      auto masked_pair = [&](V i) {
+        V p = e.exp(d, ir.fsub(fill, ir.ld(lse, ir.add(lb, i))));
+        e.if_then(b.CreateFCmpUNE(p, ir.c(0)),
+                  [&] { ir.axpy(gv, ir.i(0), p, dout, ir.add(ob, ir.mul(i, at.dv)), at.dv); });
+      };
       // Masked queries are [0, lo) and [hi, Sq). "lse_i <= threshold or NaN" as an OR-reduction.
       llvm::AllocaInst* any = e.local(DType::u8, b.getInt8(0));
       auto check = [&](V i) {
@@ -585,18 +671,102 @@ void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
 // lstm
 //
 // x [B, S, I], w_ih [I, 4U], w_hh [U, 4U], b [4U], h0, c0 [B, U]; outputs h_seq, c_seq
-// [B, S, U]. Work item b is batch row b through all S steps. Per step the gate
-// pre-activations z [4U] (stack) are b + x_t.w_ih + h.w_hh, accumulated row by row of the
-// weights (unit stride over the 4U columns, vectorised); then c' = f*c + i*g and
-// h' = o*tanh(c') are stored, and the stored (rounded) h', c' are the next step's state, as in
-// the interpreter.
+// [B, S, U]. Work item r is the batch rows [r*R, min(r*R + R, B)) (R = kLstmRowBlock) through
+// all S steps. Per step each row's gate pre-activations z [4U] (stack) are
+// b + x_t.w_ih + h.w_hh, accumulated weight row by weight row (unit stride over the 4U
+// columns, vectorised), each weight load serving every row of the block; then c' = f*c + i*g
+// and h' = o*tanh(c') are stored, and the stored (rounded) h', c' are the next step's state, as
+// in the interpreter. A row's arithmetic is the same whether its block is full (R rows,
+// unrolled) or the last, partial one (one row at a time).
+namespace {
+
+// The pre-activations z_r = b + x_r.w_ih + h_r.w_hh of rows r < z.size(): xrow[r] is the
+// element offset of row r's input in x, hp[r] points at its state h. Register-tiled: for each
+// tile of NV vectors of columns the rows' accumulators stay in vector registers through all
+// I + U weight rows (each weight vector load feeds every row; a broadcast per row and weight
+// row); columns past the last full tile are done one at a time. Either way every z_r[col] is
+// one multiply-add chain from b[col] in weight-row order.
+void lstm_preactivations(Ir& ir, const std::vector<llvm::AllocaInst*>& z, V xp,
+                         const std::vector<V>& xrow, const std::vector<V>& hp, V wih, V whh, V bias,
+                         std::int64_t in, std::int64_t un) {
+  Emitter& e = ir.e;
+  auto& b = ir.b;
+  const DType d = ir.d;
+  const std::int64_t g4 = 4 * un;
+  const std::size_t rows = z.size();
+  const Target& target = host_target();
+  const unsigned lanes =
+      static_cast<unsigned>(std::max<std::int64_t>(1, target.vector_bytes / dtype_size(d)));
+  const std::int64_t nv = target.isa == Isa::avx512 ? 4 : 2;
+  const std::int64_t tile = nv * lanes, tiles = g4 / tile;
+  llvm::Type* et = e.type(d);
+  auto* vt = llvm::FixedVectorType::get(et, lanes);
+  const llvm::Align align(dtype_size(d));
+  auto vload = [&](V base, V index) {
+    return b.CreateAlignedLoad(vt, e.element_ptr(d, base, index), align);
+  };
+  auto vstore = [&](V v, V base, V index) {
+    b.CreateAlignedStore(v, e.element_ptr(d, base, index), align);
+  };
+  // Vector accumulators: allocas in the entry block, promoted to registers by SROA.
+  llvm::Function* f = b.GetInsertBlock()->getParent();
+  llvm::IRBuilder<> entry(&f->getEntryBlock(), f->getEntryBlock().begin());
+  std::vector<llvm::AllocaInst*> acc(rows * static_cast<std::size_t>(nv));
+  for (auto& a : acc) a = entry.CreateAlloca(vt);
+
+  e.loop(0, tiles, [&](V t) {
+    V c0 = ir.mul(t, tile);
+    for (std::int64_t v = 0; v < nv; ++v) {
+      V bv = vload(bias, ir.add(c0, v * lanes));
+      for (std::size_t r = 0; r < rows; ++r) b.CreateStore(bv, acc[r * nv + v]);
+    }
+    // acc_r += a_r(k) * w[k, c0 ..] for k < count.
+    auto update = [&](std::int64_t count, V w, const std::function<V(std::size_t, V)>& a) {
+      e.loop(0, count, [&](V kk) {
+        V wrow = ir.add(ir.mul(kk, g4), c0);
+        std::vector<V> wv;
+        for (std::int64_t v = 0; v < nv; ++v) wv.push_back(vload(w, ir.add(wrow, v * lanes)));
+        for (std::size_t r = 0; r < rows; ++r) {
+          V s = b.CreateVectorSplat(lanes, a(r, kk));
+          for (std::int64_t v = 0; v < nv; ++v) {
+            llvm::AllocaInst* slot = acc[r * nv + v];
+            V sum = b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {vt},
+                                      {s, wv[v], b.CreateLoad(vt, slot)});
+            b.CreateStore(sum, slot);
+          }
+        }
+      });
+    };
+    update(in, wih, [&](std::size_t r, V kk) { return ir.ld(xp, ir.add(xrow[r], kk)); });
+    update(un, whh, [&](std::size_t r, V kk) { return ir.ld(hp[r], kk); });
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::int64_t v = 0; v < nv; ++v)
+        vstore(b.CreateLoad(vt, acc[r * nv + v]), z[r], ir.add(c0, v * lanes));
+  });
+  // Remaining columns: the same chains, one column at a time.
+  e.loop(tiles * tile, g4, [&](V col) {
+    for (std::size_t r = 0; r < rows; ++r) {
+      llvm::AllocaInst* sum = e.local(d, ir.ld(bias, col));
+      auto chain = [&](V kk, V a, V w) {
+        V wv = ir.ld(w, ir.add(ir.mul(kk, g4), col));
+        e.set(sum, b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {et}, {a, wv, e.get(sum)}));
+      };
+      e.loop(0, in, [&](V kk) { chain(kk, ir.ld(xp, ir.add(xrow[r], kk)), wih); });
+      e.loop(0, un, [&](V kk) { chain(kk, ir.ld(hp[r], kk), whh); });
+      ir.st(e.get(sum), z[r], col);
+    }
+  });
+}
+
+}  // namespace
+
 void emit_lstm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
   const Node& node = *k.anchor;
   const Value x = node.inputs()[0];
   const DType d = x.dtype();
   Ir ir(e, d);
   auto& b = e.builder();
-  const std::int64_t steps = x.shape()[1], in = x.shape()[2];
+  const std::int64_t batch = x.shape()[0], steps = x.shape()[1], in = x.shape()[2];
   const std::int64_t un = node.inputs()[2].shape()[0], g4 = 4 * un;
   V xp = expr.buffer(x);
   V wih = expr.buffer(node.inputs()[1]);
@@ -606,35 +776,53 @@ void emit_lstm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   V c0 = expr.buffer(node.inputs()[5]);
   V hs = expr.buffer(node.output(0));
   V cs = expr.buffer(node.output(1));
-  llvm::AllocaInst* z = e.local_array(d, std::max<std::int64_t>(g4, 1));
   llvm::Type* t = e.type(d);
+  const std::int64_t block = kLstmRowBlock, full = batch / block;
+  std::vector<llvm::AllocaInst*> z;
+  for (std::int64_t r = 0; r < block; ++r)
+    z.push_back(e.local_array(d, std::max<std::int64_t>(g4, 1)));
 
-  e.loop(args.begin, args.end, [&](V bi) {
+  // Rows b0 + r for r < rows, all steps.
+  auto run_rows = [&](V b0, std::size_t rows) {
+    std::vector<llvm::AllocaInst*> zr(z.begin(), z.begin() + static_cast<std::ptrdiff_t>(rows));
     e.loop(0, steps, [&](V step) {
-      V row = ir.add(ir.mul(bi, steps), step);  // (b, t) in the [B, S, *] arrays
-      // The previous state: h0/c0 at t = 0, else the stored step t-1.
       V first = b.CreateICmpEQ(step, ir.i(0));
-      V prev = ir.mul(ir.sub(row, ir.i(1)), un);
-      V hp = b.CreateSelect(first, b.CreateGEP(t, h0, ir.mul(bi, un)), b.CreateGEP(t, hs, prev));
-      V cp = b.CreateSelect(first, b.CreateGEP(t, c0, ir.mul(bi, un)), b.CreateGEP(t, cs, prev));
-      e.loop(0, g4, [&](V col) { ir.st(ir.ld(bias, col), z, col); });
-      V xrow = ir.mul(row, in);
-      e.loop(0, in, [&](V ii) {
-        V xv = ir.ld(xp, ir.add(xrow, ii));
-        ir.axpy(z, ir.i(0), xv, wih, ir.mul(ii, g4), g4);
-      });
-      e.loop(0, un, [&](V u) { ir.axpy(z, ir.i(0), ir.ld(hp, u), whh, ir.mul(u, g4), g4); });
-      V srow = ir.mul(row, un);
-      e.loop(0, un, [&](V u) {
-        V ig = e.sigmoid(d, ir.ld(z, u));
-        V fg = e.sigmoid(d, ir.ld(z, ir.add(u, un)));
-        V gg = e.tanh(d, ir.ld(z, ir.add(u, 2 * un)));
-        V og = e.sigmoid(d, ir.ld(z, ir.add(u, 3 * un)));
-        V cn = ir.fadd(ir.fmul(fg, ir.ld(cp, u)), ir.fmul(ig, gg));
-        ir.st(cn, cs, ir.add(srow, u));
-        ir.st(ir.fmul(og, e.tanh(d, cn)), hs, ir.add(srow, u));
-      });
+      std::vector<V> rowi, xrow, hp, cp;
+      for (std::size_t r = 0; r < rows; ++r) {
+        V bi = ir.add(b0, static_cast<std::int64_t>(r));
+        V row = ir.add(ir.mul(bi, steps), step);  // (b, t) in the [B, S, *] arrays
+        // The previous state: h0/c0 at t = 0, else the stored step t-1.
+        V prev = ir.mul(ir.sub(row, ir.i(1)), un);
+        rowi.push_back(row);
+        xrow.push_back(ir.mul(row, in));
+        hp.push_back(
+            b.CreateSelect(first, b.CreateGEP(t, h0, ir.mul(bi, un)), b.CreateGEP(t, hs, prev)));
+        cp.push_back(
+            b.CreateSelect(first, b.CreateGEP(t, c0, ir.mul(bi, un)), b.CreateGEP(t, cs, prev)));
+      }
+      lstm_preactivations(ir, zr, xp, xrow, hp, wih, whh, bias, in, un);
+      for (std::size_t r = 0; r < rows; ++r) {
+        V srow = ir.mul(rowi[r], un);
+        e.loop(0, un, [&](V u) {
+          V ig = e.sigmoid(d, ir.ld(zr[r], u));
+          V fg = e.sigmoid(d, ir.ld(zr[r], ir.add(u, un)));
+          V gg = e.tanh(d, ir.ld(zr[r], ir.add(u, 2 * un)));
+          V og = e.sigmoid(d, ir.ld(zr[r], ir.add(u, 3 * un)));
+          V cn = ir.fadd(ir.fmul(fg, ir.ld(cp[r], u)), ir.fmul(ig, gg));
+          ir.st(cn, cs, ir.add(srow, u));
+          ir.st(ir.fmul(og, e.tanh(d, cn)), hs, ir.add(srow, u));
+        });
+      }
     });
+  };
+
+  e.loop(args.begin, args.end, [&](V item) {
+    if (full > 0)
+      e.if_then(b.CreateICmpSLT(item, ir.i(full)),
+                [&] { run_rows(ir.mul(item, block), static_cast<std::size_t>(block)); });
+    if (batch % block != 0)
+      e.if_then(b.CreateICmpSGE(item, ir.i(full)),
+                [&] { e.loop(full * block, batch, [&](V bi) { run_rows(bi, 1); }); });
   });
 }
 
@@ -696,12 +884,8 @@ void emit_lstm_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& k,
         V cp = b.CreateSelect(first, b.CreateGEP(t, c0, ir.mul(bi, un)), b.CreateGEP(t, cs, prev));
         V xrow = ir.mul(row, in);
         V srow = ir.mul(row, un);
-        // Gates, as in the forward.
-        e.loop(0, g4, [&](V col) { ir.st(ir.ld(bias, col), gates, col); });
-        e.loop(0, in, [&](V ii) {
-          ir.axpy(gates, ir.i(0), ir.ld(xp, ir.add(xrow, ii)), wih, ir.mul(ii, g4), g4);
-        });
-        e.loop(0, un, [&](V u) { ir.axpy(gates, ir.i(0), ir.ld(hp, u), whh, ir.mul(u, g4), g4); });
+        // Gate pre-activations, as in the forward.
+        lstm_preactivations(ir, {gates}, xp, {xrow}, {hp}, wih, whh, bias, in, un);
         // dz and the carried dc.
         e.loop(0, un, [&](V u) {
           V ig = e.sigmoid(d, ir.ld(gates, u));
