@@ -13,3 +13,8 @@
 #include <edifice/core/tensor.hpp>
 #include <edifice/jit/jit.hpp>
 #include <edifice/jit/target.hpp>
+#include <edifice/nn/init.hpp>
+#include <edifice/nn/layer.hpp>
+#include <edifice/nn/layers.hpp>
+#include <edifice/nn/model.hpp>
+#include <edifice/models/multi_head.hpp>

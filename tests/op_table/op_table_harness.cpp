@@ -30,6 +30,8 @@ std::int64_t checked_numel(const Shape& s) {
   return n;
 }
 
+}  // namespace
+
 std::string index_to_string(const Shape& shape, std::int64_t flat) {
   Index idx(shape.size());
   for (std::size_t a = shape.size(); a-- > 0;) {
@@ -38,8 +40,6 @@ std::string index_to_string(const Shape& shape, std::int64_t flat) {
   }
   return fmt::format("[{}]", fmt::join(idx, ","));
 }
-
-}  // namespace
 
 Arr::Arr(DType d, Shape s) : dtype(d), shape(std::move(s)) {
   v.assign(static_cast<std::size_t>(checked_numel(shape)), 0.0);
@@ -138,13 +138,13 @@ Arr zip(const Arr& a, const Arr& b, const std::function<double(double, double)>&
 // ---------------------------------------------------------------------------------------------
 // Domains
 
-namespace {
-
 double uniform(std::mt19937_64& rng, double lo, double hi) {
   // 53 random bits: the same stream on every platform (unlike std::uniform_real_distribution).
   double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
   return lo + (hi - lo) * u;
 }
+
+namespace {
 
 std::int64_t uniform_int(std::mt19937_64& rng, std::int64_t lo, std::int64_t hi) {
   return lo + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(hi - lo + 1));
@@ -280,8 +280,22 @@ std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
   return h;
 }
 
-/// Seed for one stream of a sample: depends on the op, the label and the purpose only, so the
-/// f32 run sees the f64 run's inputs rounded.
+Evaluator& evaluator() {
+  static Evaluator e;
+  return e;
+}
+
+}  // namespace
+
+std::vector<Tensor> evaluate(const Graph& graph, const std::vector<Tensor>& inputs) {
+  if (evaluator()) return evaluator()(graph, inputs);
+  return interpret(graph, inputs);
+}
+
+void set_evaluator(Evaluator e) {
+  evaluator() = std::move(e);
+}
+
 std::uint64_t seed_for(const OpEntry& entry, const Sample& sample, std::string_view what) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
   h = fnv1a(h, op_name(entry.op));
@@ -352,6 +366,14 @@ std::string type_name(const std::exception& e) {
   return status == 0 && name ? name.get() : typeid(e).name();
 }
 
+bool close(double got, double want, Tol tol) {
+  if (std::isnan(got) || std::isnan(want)) return std::isnan(got) && std::isnan(want);
+  if (std::isinf(want)) return got == want;
+  return std::abs(got - want) <= tol.atol + tol.rtol * std::abs(want);
+}
+
+namespace {
+
 /// Runs `f`; an exception becomes a test failure naming `phase`. Returns false if it threw.
 template <class F>
 bool attempt(const char* phase, F&& f) {
@@ -362,12 +384,6 @@ bool attempt(const char* phase, F&& f) {
     FAIL_CHECK(phase << " threw " << type_name(e) << ":\n" << e.what());
     return false;
   }
-}
-
-bool close(double got, double want, Tol tol) {
-  if (std::isnan(got) || std::isnan(want)) return std::isnan(got) && std::isnan(want);
-  if (std::isinf(want)) return got == want;
-  return std::abs(got - want) <= tol.atol + tol.rtol * std::abs(want);
 }
 
 /// Compares output `k`: dtype, shape (also of the built Value's inferred type) and values.
@@ -547,15 +563,19 @@ void check_error(const OpEntry& entry, const ErrorCase& error) {
   }
   if (!what) FAIL("no edifice::Error was thrown; expected \"" << error.message << "\"");
   INFO("full message:\n" << *what);
+  CHECK(what->substr(0, what->find('\n')) == error.message);
+  check_error_location(*what, site);
+}
+
+void check_error_location(const std::string& what, const Site& site) {
   std::vector<std::string> lines;
   std::size_t start = 0;
-  while (start <= what->size()) {
-    std::size_t end = what->find('\n', start);
-    if (end == std::string::npos) end = what->size();
-    lines.push_back(what->substr(start, end - start));
+  while (start <= what.size()) {
+    std::size_t end = what.find('\n', start);
+    if (end == std::string::npos) end = what.size();
+    lines.push_back(what.substr(start, end - start));
     start = end + 1;
   }
-  CHECK(lines.front() == error.message);
   REQUIRE(site.line != 0);  // the case forgot `at = EDF_HERE, builder(...)`
   const std::string prefix = "  the op was defined at ";
   std::string file = site.file;
@@ -611,6 +631,106 @@ std::vector<std::string> coverage_problems(const Table& table) {
     }
   }
   return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// JIT tolerances (the table of classes is in the header)
+
+JitOpClass jit_op_class(Op op) {
+  switch (op) {
+    case Op::parameter:
+    case Op::constant:
+    case Op::iota:
+    case Op::random_uniform:
+    case Op::neg:
+    case Op::abs:
+    case Op::relu:
+    case Op::max:
+    case Op::min:
+    case Op::eq:
+    case Op::ne:
+    case Op::lt:
+    case Op::le:
+    case Op::gt:
+    case Op::ge:
+    case Op::select:
+    case Op::cast:
+    case Op::broadcast_in_dim:
+    case Op::reshape:
+    case Op::transpose:
+    case Op::slice:
+    case Op::pad:
+    case Op::concat:
+    case Op::take:
+      return JitOpClass::exact;
+    case Op::add:
+    case Op::sub:
+    case Op::mul:
+    case Op::div:
+    case Op::sqrt:
+      return JitOpClass::elementwise;
+    case Op::exp:
+    case Op::log:
+    case Op::rsqrt:
+    case Op::tanh:
+    case Op::sigmoid:
+    case Op::erf:
+    case Op::sin:
+    case Op::cos:
+    case Op::gelu:
+    case Op::pow:
+      return JitOpClass::transcendental;
+    case Op::reduce_sum:
+    case Op::reduce_max:
+    case Op::reduce_mean:
+    case Op::dot_general:
+    case Op::scatter_add:
+    case Op::softmax:
+    case Op::layer_norm:
+    case Op::layer_norm_backward:
+    case Op::attention:
+    case Op::attention_backward:
+    case Op::lstm:
+    case Op::lstm_backward:
+      return JitOpClass::reduction;
+  }
+  return JitOpClass::reduction;
+}
+
+const char* jit_op_class_name(JitOpClass c) {
+  switch (c) {
+    case JitOpClass::exact:
+      return "exact";
+    case JitOpClass::elementwise:
+      return "elementwise";
+    case JitOpClass::transcendental:
+      return "transcendental";
+    case JitOpClass::reduction:
+      return "reduction";
+  }
+  return "?";
+}
+
+Tol jit_tolerance(JitOpClass c, DType float_dtype) {
+  constexpr double f32_ulp = 0x1p-23, f64_ulp = 0x1p-52;
+  const bool f32 = float_dtype == DType::f32;
+  switch (c) {
+    case JitOpClass::exact:
+      return {0.0, 0.0};
+    case JitOpClass::elementwise:
+      return f32 ? Tol{4 * f32_ulp, 1e-6} : Tol{4 * f64_ulp, 1e-15};
+    case JitOpClass::transcendental:
+      return f32 ? Tol{8 * f32_ulp, 2e-6} : Tol{1e-14, 1e-14};
+    case JitOpClass::reduction:
+      return f32 ? Tol{1e-5, 1e-5} : Tol{1e-12, 1e-12};
+  }
+  return {0.0, 0.0};
+}
+
+JitOpClass jit_op_class(const Graph& graph) {
+  JitOpClass worst = JitOpClass::exact;
+  for (const Node* n : graph.nodes()) worst = std::max(worst, jit_op_class(n->op()));
+  return worst;
 }
 
 }  // namespace edifice::optable

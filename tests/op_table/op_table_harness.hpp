@@ -28,6 +28,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace edifice::optable {
@@ -244,6 +245,20 @@ void add_structured_entries(Table& t);
 Value param(DType dtype, Shape shape);
 
 // ---------------------------------------------------------------------------------------------
+// The backend under test
+
+/// Runs a graph on tensors.
+using Evaluator =
+    std::function<std::vector<Tensor>(const Graph& graph, const std::vector<Tensor>& inputs)>;
+/// Runs `graph` with the backend under test: interpret() by default; the JIT mode
+/// (op_table_jit.cpp) installs jit::compile + run. Error cases that fail at run time (index out
+/// of range, integer division by zero) call this rather than interpret(), so the same entries
+/// hold both backends to them.
+std::vector<Tensor> evaluate(const Graph& graph, const std::vector<Tensor>& inputs);
+/// Installs `e` as the backend of evaluate(); an empty function restores interpret().
+void set_evaluator(Evaluator e);
+
+// ---------------------------------------------------------------------------------------------
 // The harness (Catch2 assertions inside)
 
 /// Interprets the sample with float dtype `ft` and compares with the reference (or runs the
@@ -253,8 +268,70 @@ void check_values(const OpEntry& entry, const Sample& sample, DType ft);
 void check_gradient(const OpEntry& entry, const Sample& sample);
 /// Runs the error case and checks the message's first line and location line.
 void check_error(const OpEntry& entry, const ErrorCase& error);
+/// Checks that the error message `what` has a "  the op was defined at FILE:LINE" line
+/// naming `site`.
+void check_error_location(const std::string& what, const Site& site);
 /// Problems that make the table incomplete (missing entry, no sample, no error case, neither
 /// gradient samples nor a reason...), one string each naming the op.
 std::vector<std::string> coverage_problems(const Table& table);
+
+// ---------------------------------------------------------------------------------------------
+// Pieces of the harness shared with the JIT mode (op_table_jit.cpp)
+
+/// Seed for one random stream of a sample (inputs, cotangents): depends on the op, the label
+/// and `what` only, so the f32 run sees the f64 run's inputs rounded.
+std::uint64_t seed_for(const OpEntry& entry, const Sample& sample, std::string_view what);
+/// The sample's input data for float dtype `ft`.
+Arrs make_inputs(const OpEntry& entry, const Sample& sample, DType ft);
+/// Parameters for the sample's inputs ("in0", "in1", ...; dynamic axes declared kDynamic).
+Vals make_params(const Sample& sample, const Arrs& data);
+/// One line per input: dtype, shape, dynamic axis, domain.
+std::string describe_inputs(const Sample& sample, const Arrs& data);
+Tensor to_tensor(const Arr& a);
+std::vector<Tensor> to_tensors(const Arrs& as);
+Arr from_tensor(const Tensor& t);
+/// |got - want| <= atol + rtol |want|; NaN matches only NaN, an infinity only itself.
+bool close(double got, double want, Tol tol);
+/// "[i,j,...]" of flat index `flat` in `shape`.
+std::string index_to_string(const Shape& shape, std::int64_t flat);
+/// The demangled type of an exception.
+std::string type_name(const std::exception& e);
+/// A uniform double in [lo, hi) from 53 random bits (the same on every platform).
+double uniform(std::mt19937_64& rng, double lo, double hi);
+
+// ---------------------------------------------------------------------------------------------
+// JIT tolerances: the JIT's results against the interpreter's, for the same inputs
+//
+// The interpreter computes elementwise f32 math in float with glibc's scalar libm (<= 1 ulp)
+// and accumulates reductions, contractions and structured ops in double. The JIT contracts
+// a * b + c into FMA, calls libmvec's vector math (<= 4 ulp) and accumulates in the element
+// type, reassociated for vectorisation. So a graph is compared at the tolerance of the loosest
+// class among its ops:
+//
+//   class            ops                                               f32              f64
+//   exact            parameter, constant, iota, random_uniform,       bit-identical    same
+//                    layout ops, take, select, cast, neg, abs, relu,
+//                    max, min, comparisons
+//   elementwise      add, sub, mul, div, sqrt (correctly rounded;      rtol 4 ulp       4 ulp
+//                    differences only from FMA contraction)            (4.8e-7),        (8.9e-16),
+//                                                                      atol 1e-6        atol 1e-15
+//   transcendental   exp, log, rsqrt, tanh, sigmoid, erf, sin, cos,    rtol 8 ulp       rtol 1e-14
+//                    gelu, pow (libmvec ~4 ulp vs libm <= 1 ulp)       (9.5e-7),        atol 1e-14
+//                                                                      atol 2e-6
+//   reduction        reduce_*, dot_general, scatter_add and the        rtol 1e-5        rtol 1e-12
+//                    structured ops (float vs double accumulation,     atol 1e-5        atol 1e-12
+//                    order)
+//
+// The absolute parts cover results near 0 that come out of cancellation (x - y after FMA,
+// 1 + erf(x) in gelu, 1 - tanh^2 in gradients); inputs are O(1) in every sample. f64
+// transcendental classes also cover chains of such ops in gradient graphs (a few ulp each).
+// Integer and u8 outputs are always compared exactly.
+
+enum class JitOpClass { exact = 0, elementwise = 1, transcendental = 2, reduction = 3 };
+JitOpClass jit_op_class(Op op);
+const char* jit_op_class_name(JitOpClass c);
+Tol jit_tolerance(JitOpClass c, DType float_dtype);
+/// The loosest class among the ops `graph` computes.
+JitOpClass jit_op_class(const Graph& graph);
 
 }  // namespace edifice::optable
