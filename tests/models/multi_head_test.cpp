@@ -243,3 +243,27 @@ TEST_CASE("bad options are rejected before anything is compiled", "[models]") {
   CHECK(error_of([] { mh::build_hybrid({.embed_dim = 8, .lstm_layers = 0}); }) ==
         "build_hybrid: lstm_layers must be >= 1, got 0");
 }
+
+#include <edifice/models/registry.hpp>
+
+TEST_CASE("the registry builds by name from string options", "[models]") {
+  CHECK(models::list_architectures() ==
+        std::vector<std::string>{"attention", "attention_hybrid", "attention_hybrid_mlp",
+                                 "attention_sliding_window"});
+  auto built = models::build("attention", {{"input_size", "16"}, {"hidden_size", "16"},
+                                           {"num_heads", "2"}, {"num_layers", "1"},
+                                           {"window_size", "8"}});
+  CHECK(built.output.shape() == Shape{nn::dynamic, 16});
+  auto mlp = models::build("attention_hybrid_mlp", {{"embed_dim", "16"}, {"lstm_hidden", "16"},
+                                                   {"num_heads", "2"}, {"head_dim", "8"},
+                                                   {"window_size", "8"}, {"mlp_sizes", "16, 8"}});
+  CHECK(mlp.output.shape() == Shape{nn::dynamic, 8});
+  CHECK(error_of([] { models::build("transformer", {}); }) ==
+        "models::build: unknown architecture \"transformer\" (known: attention, attention_hybrid, "
+        "attention_hybrid_mlp, attention_sliding_window)");
+  CHECK(error_of([] { models::build("attention", {{"embed_dim", "8"}, {"embed_size", "8"}}); })
+            .rfind("models::build(\"attention\"): unknown option \"embed_size\" (accepted: ", 0) == 0);
+  CHECK(error_of([] { models::build("attention", {{"embed_dim", "8"}, {"num_heads", "four"}}); }) ==
+        "models::build(\"attention\"): option num_heads = \"four\" is not an integer");
+  CHECK(error_of([] { models::build("attention", {}); }) == "build_sliding_window: embed_dim is required");
+}
