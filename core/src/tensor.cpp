@@ -7,13 +7,13 @@
 namespace edifice {
 namespace {
 
-std::shared_ptr<std::byte> allocate(std::size_t bytes) {
+std::shared_ptr<std::byte> allocate(std::size_t bytes, bool zero = true) {
   // Round up so aligned_alloc's size requirement holds and vector loads past a tail stay inside.
   std::size_t rounded = (bytes + Tensor::kAlignment - 1) / Tensor::kAlignment * Tensor::kAlignment;
   if (rounded == 0) rounded = Tensor::kAlignment;
   void* p = std::aligned_alloc(Tensor::kAlignment, rounded);
   if (!p) fail("Tensor: cannot allocate {} bytes", bytes);
-  std::memset(p, 0, rounded);
+  if (zero) std::memset(p, 0, rounded);
   return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
 }
 
@@ -37,6 +37,15 @@ Tensor::Tensor() : Tensor(DType::f32, Shape{0}) {}
 Tensor::Tensor(DType dtype, Shape shape)
     : dtype_(dtype), shape_(std::move(shape)), numel_(checked_numel(shape_)) {
   buffer_ = allocate(nbytes());
+}
+
+Tensor::Tensor(DType dtype, Shape shape, NoFill)
+    : dtype_(dtype), shape_(std::move(shape)), numel_(checked_numel(shape_)) {
+  buffer_ = allocate(nbytes(), /*zero=*/false);
+}
+
+Tensor Tensor::uninitialized(DType dtype, Shape shape) {
+  return Tensor(dtype, std::move(shape), NoFill{});
 }
 
 Tensor Tensor::full(DType dtype, Shape shape, double value) {

@@ -73,12 +73,6 @@ GemmLayout gemm_layout(const Node& dot) {
 namespace {
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
-std::int64_t round_up(std::int64_t a, std::int64_t b) { return ceil_div(a, b) * b; }
-
-// Splits `extent` into `count` near-equal tiles that are multiples of `unit`; returns the tile.
-std::int64_t balanced_tile(std::int64_t extent, std::int64_t count, std::int64_t unit) {
-  return round_up(ceil_div(std::max<std::int64_t>(extent, 1), count), unit);
-}
 
 }  // namespace
 
@@ -92,9 +86,12 @@ GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   // Two vectors per row of the micro-tile. 16 registers: 6 rows (12 accumulators, 2 B
   // vectors, 1 broadcast). 32 registers: 12 rows (24 accumulators; 14 would leave LLVM too
   // few registers for the broadcasts it hoists and it spills an accumulator).
-  std::int64_t kc_max = 256, tm_max = 96, tn_max = 512;
   std::int64_t nrv = 2;
   t.mr = t.registers == 32 ? 12 : 6;
+  // Measured on znver4 (gemm_bench): the micro-kernel streams its A and B panels from L2 at
+  // full speed, so the blocking is mostly about packing less often: deep K blocks, short item
+  // tiles (the A block stays in L1/L2 across the whole row of B panels) and wide n tiles.
+  std::int64_t kc_max = 256, tm_max = 48, tn_max = 1024;
   if (const char* tune = std::getenv("EDIFICE_GEMM_TUNE")) {
     long mr = 0, v = 0, kc = 0, tm = 0, tn = 0;
     if (std::sscanf(tune, "%ld,%ld,%ld,%ld,%ld", &mr, &v, &kc, &tm, &tn) == 5) {
@@ -111,37 +108,43 @@ GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   const std::int64_t k = std::max<std::int64_t>(g.k, 1);
   t.kc = ceil_div(k, ceil_div(k, kc_max));
 
+  // Tiles are counted in micro-panels; tile i of T covers panels [i*P/T, (i+1)*P/T), so tiles
+  // differ by at most one panel and equal item ranges are equal work.
+  const std::int64_t m_panels = ceil_div(g.m, t.mr), n_panels = ceil_div(g.n, t.nr);
+  std::int64_t tm_panels = std::max<std::int64_t>(1, tm_max / t.mr);
+  std::int64_t tn_panels = std::max<std::int64_t>(1, tn_max / t.nr);
   // B packed for all of K must fit the stack budget; narrow the n tile until it does.
   constexpr std::int64_t kWholeKBudget = 2 << 20;  // bytes
-  const auto esize = static_cast<std::int64_t>(dtype_size(dtype));
-  const std::int64_t fit = kWholeKBudget / (k * esize) / t.nr * t.nr;
-  t.whole_k_b = fit >= 2 * t.nr;
-  if (t.whole_k_b) tn_max = std::min(tn_max, fit);
+  const std::int64_t fit = kWholeKBudget / (k * t.nr * static_cast<std::int64_t>(dtype_size(dtype)));
+  t.whole_k_b = fit >= 2;
+  if (t.whole_k_b) tn_panels = std::min(tn_panels, fit);
 
-  // Item tiles: at most tm_max x tn_max, balanced over the extent.
-  std::int64_t mt = ceil_div(std::max<std::int64_t>(g.m, 1), tm_max);
-  std::int64_t nt = ceil_div(std::max<std::int64_t>(g.n, 1), tn_max);
-  auto update = [&] {
-    t.tile_m = std::min(balanced_tile(g.m, mt, t.mr), round_up(std::max<std::int64_t>(g.m, 1), t.mr));
-    t.tile_n = std::min(balanced_tile(g.n, nt, t.nr), round_up(std::max<std::int64_t>(g.n, 1), t.nr));
-    t.m_tiles = ceil_div(g.m, t.tile_m);
-    t.n_tiles = ceil_div(g.n, t.tile_n);
-    t.items = g.batch * t.m_tiles * t.n_tiles;
-  };
-  update();
+  std::int64_t mt = ceil_div(m_panels, tm_panels), nt = ceil_div(n_panels, tn_panels);
+  auto items = [&] { return g.batch * mt * nt; };
   // Enough items to keep a few threads busy when the product is big enough to be worth
-  // splitting: halve the larger tile (less packing per item), while an item keeps >= 1M FMAs.
+  // splitting: halve the larger tile, while an item keeps >= 1M FMAs. A thread packs B once
+  // per n tile it touches and each item packs its own rows of A, so splitting either costs
+  // little packing.
   constexpr std::int64_t kMinItems = 4;
   constexpr double kMinItemFmas = 1 << 20;
   const double fmas = static_cast<double>(g.batch) * static_cast<double>(g.m) *
                       static_cast<double>(g.n) * static_cast<double>(g.k);
-  while (t.items > 0 && t.items < kMinItems && fmas / static_cast<double>(t.items * 2) >= kMinItemFmas) {
-    const bool n_splits = t.tile_n > t.nr, m_splits = t.tile_m > t.mr;
-    if (n_splits && (t.tile_n >= t.tile_m || !m_splits)) nt = t.n_tiles * 2;
-    else if (m_splits) mt = t.m_tiles * 2;
+  auto worth = [&](std::int64_t n) { return fmas / static_cast<double>(n) >= kMinItemFmas; };
+  while (items() > 0 && items() < kMinItems && worth(items() * 2)) {
+    const bool can_m = mt < m_panels, can_n = nt < n_panels;
+    const std::int64_t tile_m = ceil_div(m_panels, mt) * t.mr, tile_n = ceil_div(n_panels, nt) * t.nr;
+    if (can_n && (tile_n >= tile_m || !can_m)) nt = std::min(n_panels, nt * 2);
+    else if (can_m) mt = std::min(m_panels, mt * 2);
     else break;
-    update();
   }
+  // An even item count splits equally over two threads.
+  if (items() > 1 && items() % 2 == 1 && mt < m_panels && worth(items() + 1)) ++mt;
+
+  t.m_tiles = mt;
+  t.n_tiles = nt;
+  t.items = items();
+  t.tile_m = std::max<std::int64_t>(1, ceil_div(m_panels, std::max<std::int64_t>(mt, 1))) * t.mr;
+  t.tile_n = std::max<std::int64_t>(1, ceil_div(n_panels, std::max<std::int64_t>(nt, 1))) * t.nr;
   return t;
 }
 

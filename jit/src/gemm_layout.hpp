@@ -29,7 +29,9 @@ struct GemmTiling {
   int registers = 16;                   ///< vector registers of the ISA
   std::int64_t mr = 1, nr = 1;          ///< micro-tile: mr rows x nr columns (nr = 2 vectors)
   std::int64_t kc = 1;                  ///< K block: packed panels hold kc steps
-  std::int64_t tile_m = 1, tile_n = 1;  ///< C tile of one item (multiples of mr and nr)
+  std::int64_t tile_m = 1, tile_n = 1;  ///< largest C tile of an item (multiples of mr, nr)
+  /// Tile i of m_tiles covers the mr-row panels [i*P/m_tiles, (i+1)*P/m_tiles) of the
+  /// P = ceil(M/mr) panels (likewise for n), so tiles differ by at most one panel.
   std::int64_t m_tiles = 0, n_tiles = 0;
   std::int64_t items = 0;  ///< batch * m_tiles * n_tiles, ordered (batch, n tile, m tile)
   /// B is packed for all of K at once and reused by consecutive items of the same (batch, n

@@ -48,6 +48,39 @@ void initialize_llvm() {
   });
 }
 
+// LLVM 19's libmvec table has exp, log, sin, cos and pow but not tanh and erf, which glibc
+// exports since 2.35. Register the variants this target can execute (and this glibc has).
+void add_libmvec_extras(llvm::TargetLibraryInfoImpl& tlii, const Target& target) {
+  struct Variant {
+    const char* scalar;
+    const char* vector;
+    unsigned lanes;
+    Isa needs;
+    const char* abi;
+  };
+  static const Variant variants[] = {
+      {"tanhf", "_ZGVbN4v_tanhf", 4, Isa::generic, "_ZGV_LLVM_N4v"},
+      {"tanhf", "_ZGVdN8v_tanhf", 8, Isa::avx2, "_ZGV_LLVM_N8v"},
+      {"tanhf", "_ZGVeN16v_tanhf", 16, Isa::avx512, "_ZGV_LLVM_N16v"},
+      {"tanh", "_ZGVbN2v_tanh", 2, Isa::generic, "_ZGV_LLVM_N2v"},
+      {"tanh", "_ZGVdN4v_tanh", 4, Isa::avx2, "_ZGV_LLVM_N4v"},
+      {"tanh", "_ZGVeN8v_tanh", 8, Isa::avx512, "_ZGV_LLVM_N8v"},
+      {"erff", "_ZGVbN4v_erff", 4, Isa::generic, "_ZGV_LLVM_N4v"},
+      {"erff", "_ZGVdN8v_erff", 8, Isa::avx2, "_ZGV_LLVM_N8v"},
+      {"erff", "_ZGVeN16v_erff", 16, Isa::avx512, "_ZGV_LLVM_N16v"},
+      {"erf", "_ZGVbN2v_erf", 2, Isa::generic, "_ZGV_LLVM_N2v"},
+      {"erf", "_ZGVdN4v_erf", 4, Isa::avx2, "_ZGV_LLVM_N4v"},
+      {"erf", "_ZGVeN8v_erf", 8, Isa::avx512, "_ZGV_LLVM_N8v"},
+  };
+  std::vector<llvm::VecDesc> descs;
+  for (const Variant& v : variants) {
+    if (target.isa < v.needs) continue;
+    if (!llvm::sys::DynamicLibrary::SearchForAddressOfSymbol(v.vector)) continue;
+    descs.emplace_back(v.scalar, v.vector, llvm::ElementCount::getFixed(v.lanes), false, v.abi);
+  }
+  tlii.addVectorizableFunctions(descs);
+}
+
 std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
   initialize_llvm();
   std::string error;
@@ -176,6 +209,7 @@ std::string optimize_to_object(llvm::Module& module, const Target& target,
   llvm::Triple triple(target.triple);
   llvm::TargetLibraryInfoImpl tlii(triple);
   tlii.addVectorizableFunctionsFromVecLib(llvm::TargetLibraryInfoImpl::LIBMVEC_X86, triple);
+  add_libmvec_extras(tlii, target);
   fam.registerPass([&] { return llvm::TargetLibraryAnalysis(tlii); });
   llvm::PipelineTuningOptions tuning;
   tuning.LoopVectorization = true;

@@ -1,5 +1,6 @@
 // The lowering driver: one numbered step per pass, each stage printable with EDIFICE_DUMP.
 #include "codegen/codegen.hpp"
+#include "codegen_hash.hpp"
 #include "disk_cache.hpp"
 #include "program.hpp"
 #include "work_items.hpp"
@@ -11,8 +12,9 @@
 namespace edifice::jit {
 namespace {
 
-// Bump when generated code changes for the same graph, so stale cache entries are not used.
-constexpr const char* kCodegenVersion = "edifice-codegen-1";
+// A hash of the JIT's own sources (generated at build time): any change to the code
+// generator invalidates every cached object.
+constexpr const char* kCodegenVersion = "edifice-codegen-" EDIFICE_CODEGEN_HASH;
 
 std::vector<KernelInfo> describe(const Plan& plan) {
   std::vector<KernelInfo> infos;

@@ -44,8 +44,9 @@ std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
   }
   const auto& graph_outputs = plan.graph.outputs();
   std::vector<Tensor> outputs;
-  for (const Value& v : graph_outputs) outputs.emplace_back(v.dtype(), v.shape());
-  Tensor arena(DType::u8, {plan.arena_bytes});
+  // Every output and arena byte is written by a kernel before it is read.
+  for (const Value& v : graph_outputs) outputs.push_back(Tensor::uninitialized(v.dtype(), v.shape()));
+  Tensor arena = Tensor::uninitialized(DType::u8, {plan.arena_bytes});
 
   auto pointer = [&](const BufferSlot& s, const Value* v) -> void* {
     switch (s.place) {

@@ -436,3 +436,12 @@ TEST_CASE("structured kernels give bit-identical results for any thread count",
   for (std::size_t i = 0; i < a.size(); ++i)
     require_close(a[i], want[i], {1e-4, 1e-4}, "gradient " + std::to_string(i));
 }
+
+TEST_CASE("attention with q, k and v the same value", "[jit][structured]") {
+  for (DType d : kFloatTypes) {
+    auto x = o::parameter("x", d, {2, 7, 5});
+    auto y = o::attention(x, x, x, {o::AttentionMask::causal(), 0, -1e9});
+    check_with_gradient({x}, {y}, {random_tensor(d, {2, 7, 5}, 31)}, tol_for(d), "attention",
+                        "attention_backward", 32);
+  }
+}

@@ -249,7 +249,7 @@ void add_binary_entries(Table& t) {
            Value y;
            at = EDF_HERE, y = ops::div(a, b);
            evaluate(Graph({a, b}, {y}), {Tensor::from_vector<std::int32_t>({3}, {4, 5, 6}),
-                                          Tensor::from_vector<std::int32_t>({3}, {2, 0, 3})});
+                                         Tensor::from_vector<std::int32_t>({3}, {2, 0, 3})});
          }});
     t.push_back(std::move(e));
   }

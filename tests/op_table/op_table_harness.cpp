@@ -720,7 +720,7 @@ Tol jit_tolerance(JitOpClass c, DType float_dtype) {
     case JitOpClass::elementwise:
       return f32 ? Tol{4 * f32_ulp, 1e-6} : Tol{4 * f64_ulp, 1e-15};
     case JitOpClass::transcendental:
-      return f32 ? Tol{8 * f32_ulp, 2e-6} : Tol{1e-14, 1e-14};
+      return f32 ? Tol{8 * f32_ulp, 1e-6} : Tol{16 * f64_ulp, 4e-15};
     case JitOpClass::reduction:
       return f32 ? Tol{1e-5, 1e-5} : Tol{1e-12, 1e-12};
   }

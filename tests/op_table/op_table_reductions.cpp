@@ -359,7 +359,7 @@ OpEntry take_entry() {
          Value y;
          at = EDF_HERE, y = ops::take(x, i, 0);
          evaluate(Graph({x, i}, {y}),
-                   {Tensor(DType::f32, {5, 3}), Tensor::from_vector<std::int32_t>({2}, {1, 5})});
+                  {Tensor(DType::f32, {5, 3}), Tensor::from_vector<std::int32_t>({2}, {1, 5})});
        }});
   return e;
 }
@@ -438,7 +438,7 @@ OpEntry scatter_add_entry() {
          Value y;
          at = EDF_HERE, y = ops::scatter_add(i, u, 0, 5);
          evaluate(Graph({i, u}, {y}),
-                   {Tensor::from_vector<std::int64_t>({2}, {0, -1}), Tensor(DType::f32, {2})});
+                  {Tensor::from_vector<std::int64_t>({2}, {0, -1}), Tensor(DType::f32, {2})});
        }});
   return e;
 }

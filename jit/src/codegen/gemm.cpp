@@ -78,14 +78,22 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   auto min = [&](llvm::Value* x, llvm::Value* y) {
     return b.CreateSelect(b.CreateICmpSLT(x, y), x, y);
   };
-  e.loop(args.begin, args.end, [&](llvm::Value* item) {
+  plain_loop(e, args.begin, args.end, [&](llvm::Value* item) {
     // item = (batch * n_tiles + n tile) * m_tiles + m tile
     llvm::Value* key = b.CreateUDiv(item, e.i64(t.m_tiles));
     llvm::Value* batch = b.CreateUDiv(key, e.i64(t.n_tiles));
-    llvm::Value* m0 = b.CreateMul(b.CreateURem(item, e.i64(t.m_tiles)), e.i64(tm));
-    llvm::Value* n0 = b.CreateMul(b.CreateURem(key, e.i64(t.n_tiles)), e.i64(tn));
-    llvm::Value* mi = min(e.i64(tm), b.CreateSub(e.i64(g.m), m0));
-    llvm::Value* ni = min(e.i64(tn), b.CreateSub(e.i64(g.n), n0));
+    // Tile i of T spans panels [i*P/T, (i+1)*P/T) (see GemmTiling).
+    auto span = [&](llvm::Value* i, std::int64_t tiles, std::int64_t unit, std::int64_t extent) {
+      const std::int64_t panels = ceil_div(extent, unit);
+      auto edge = [&](llvm::Value* j) {
+        return min(b.CreateMul(b.CreateUDiv(b.CreateMul(j, e.i64(panels)), e.i64(tiles)), e.i64(unit)),
+                   e.i64(extent));
+      };
+      llvm::Value* lo = edge(i);
+      return std::make_pair(lo, b.CreateSub(edge(b.CreateAdd(i, e.i64(1))), lo));
+    };
+    auto [m0, mi] = span(b.CreateURem(item, e.i64(t.m_tiles)), t.m_tiles, t.mr, g.m);
+    auto [n0, ni] = span(b.CreateURem(key, e.i64(t.n_tiles)), t.n_tiles, t.nr, g.n);
     llvm::Value* m_panels = b.CreateUDiv(b.CreateAdd(mi, e.i64(t.mr - 1)), e.i64(t.mr));
     llvm::Value* n_panels = b.CreateUDiv(b.CreateAdd(ni, e.i64(t.nr - 1)), e.i64(t.nr));
     llvm::Value* a_item = e.element_ptr(
@@ -101,7 +109,7 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
       });
     }
     if (g.k == 0) e.loop(0, tm * tn, [&](llvm::Value* i) { e.store(d, e.constant(0, d), ct, i); });
-    e.loop(0, ceil_div(g.k, t.kc), [&](llvm::Value* block) {
+    plain_loop(e, e.i64(0), e.i64(ceil_div(g.k, t.kc)), [&](llvm::Value* block) {
       llvm::Value* pc = b.CreateMul(block, e.i64(t.kc));
       llvm::Value* kc = min(e.i64(t.kc), b.CreateSub(e.i64(g.k), pc));
       // Offset of this K block inside each B panel.
@@ -115,10 +123,10 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
       b.CreateCall(pack_a, {ap, e.element_ptr(d, a_item, b.CreateMul(pc, e.i64(a_sk))),
                             e.i64(a_sm), e.i64(a_sk), mi, kc});
       llvm::Value* accumulate = b.CreateICmpNE(block, e.i64(0));
-      e.loop(e.i64(0), n_panels, [&](llvm::Value* jr) {
+      plain_loop(e, e.i64(0), n_panels, [&](llvm::Value* jr) {
         llvm::Value* b_panel =
             e.element_ptr(d, bp, b.CreateAdd(b.CreateMul(jr, b_panel_size), b_block));
-        e.loop(e.i64(0), m_panels, [&](llvm::Value* ir) {
+        plain_loop(e, e.i64(0), m_panels, [&](llvm::Value* ir) {
           llvm::Value* a_panel = e.element_ptr(d, ap, b.CreateMul(ir, b.CreateMul(kc, e.i64(t.mr))));
           llvm::Value* c_tile = e.element_ptr(
               d, ct, b.CreateAdd(b.CreateMul(ir, e.i64(t.mr * tn)), b.CreateMul(jr, e.i64(t.nr))));
@@ -129,7 +137,7 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
 
     // Epilogue: each finished element goes through the fused expression, then one store.
     Index batch_index = expr.delinearize(batch, batch_shape);
-    e.loop(e.i64(0), mi, [&](llvm::Value* r) {
+    plain_loop(e, e.i64(0), mi, [&](llvm::Value* r) {
       llvm::Value* m = b.CreateAdd(m0, r);
       Index prefix = batch_index;
       for (llvm::Value* i : expr.delinearize(m, m_shape)) prefix.push_back(i);

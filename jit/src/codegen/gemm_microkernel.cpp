@@ -24,9 +24,37 @@ llvm::Function* new_helper(Emitter& e, const std::string& name,
   return fn;
 }
 
-// for (i = lo; i < hi; ++i) body(i), like Emitter::loop, but marked so that LLVM neither
-// vectorises nor unrolls it: the helpers are vectorised by hand, and the loop vectoriser
-// would otherwise re-vectorise them across k into shuffle-heavy, spilling code.
+// acc + x * y, fused for floats (FMA where the ISA has it), wrapping for integers.
+llvm::Value* mul_add(llvm::IRBuilder<>& b, DType d, llvm::Value* x, llvm::Value* y,
+                     llvm::Value* acc) {
+  if (is_floating(d))
+    return b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {acc->getType()}, {x, y, acc});
+  return b.CreateAdd(acc, b.CreateMul(x, y));
+}
+
+// Transposes L vectors of L lanes in place (v[i][j] -> v[j][i]) in log2(L) stages of
+// two-input shuffles; each stage swaps blocks of s lanes between vectors s apart, which
+// lowers to the usual unpack / shuffle / permute-128 sequences.
+void transpose_in_registers(llvm::IRBuilder<>& b, std::vector<llvm::Value*>& v) {
+  const int L = static_cast<int>(v.size());
+  for (int s = L / 2; s >= 1; s /= 2) {
+    std::vector<int> lo(L), hi(L);
+    for (int j = 0; j < L; ++j) {
+      lo[j] = (j & s) == 0 ? j : L + j - s;
+      hi[j] = (j & s) == 0 ? j + s : L + j;
+    }
+    for (int i = 0; i < L; ++i) {
+      if (i & s) continue;
+      llvm::Value* a = v[i];
+      llvm::Value* c = v[i + s];
+      v[i] = b.CreateShuffleVector(a, c, lo);
+      v[i + s] = b.CreateShuffleVector(a, c, hi);
+    }
+  }
+}
+
+}  // namespace
+
 void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
                 const std::function<void(llvm::Value*)>& body) {
   auto& b = e.builder();
@@ -59,37 +87,6 @@ void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
   latch->setMetadata(llvm::LLVMContext::MD_loop, md);
   b.SetInsertPoint(exit);
 }
-
-// acc + x * y, fused for floats (FMA where the ISA has it), wrapping for integers.
-llvm::Value* mul_add(llvm::IRBuilder<>& b, DType d, llvm::Value* x, llvm::Value* y,
-                     llvm::Value* acc) {
-  if (is_floating(d))
-    return b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {acc->getType()}, {x, y, acc});
-  return b.CreateAdd(acc, b.CreateMul(x, y));
-}
-
-// Transposes L vectors of L lanes in place (v[i][j] -> v[j][i]) in log2(L) stages of
-// two-input shuffles; each stage swaps blocks of s lanes between vectors s apart, which
-// lowers to the usual unpack / shuffle / permute-128 sequences.
-void transpose_in_registers(llvm::IRBuilder<>& b, std::vector<llvm::Value*>& v) {
-  const int L = static_cast<int>(v.size());
-  for (int s = L / 2; s >= 1; s /= 2) {
-    std::vector<int> lo(L), hi(L);
-    for (int j = 0; j < L; ++j) {
-      lo[j] = (j & s) == 0 ? j : L + j - s;
-      hi[j] = (j & s) == 0 ? j + s : L + j;
-    }
-    for (int i = 0; i < L; ++i) {
-      if (i & s) continue;
-      llvm::Value* a = v[i];
-      llvm::Value* c = v[i + s];
-      v[i] = b.CreateShuffleVector(a, c, lo);
-      v[i + s] = b.CreateShuffleVector(a, c, hi);
-    }
-  }
-}
-
-}  // namespace
 
 llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
   const int L = t.lanes;

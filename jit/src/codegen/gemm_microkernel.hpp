@@ -7,7 +7,16 @@
 #include "../gemm_layout.hpp"
 #include "emitter.hpp"
 
+#include <functional>
+
 namespace edifice::jit::codegen {
+
+/// for (i = lo; i < hi; ++i) body(i), like Emitter::loop, but marked so that LLVM neither
+/// vectorises nor unrolls it: the helpers are vectorised by hand (the loop vectoriser would
+/// re-vectorise them across k into shuffle-heavy, spilling code), and unrolling loops of
+/// calls only costs compile time.
+void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
+                const std::function<void(llvm::Value*)>& body);
 
 /// void ukernel(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate)
 ///

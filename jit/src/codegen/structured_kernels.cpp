@@ -154,8 +154,8 @@ void emit_softmax(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Ke
 // layer_norm
 //
 // x, y [rows, C]; mean, rstd [rows]; gamma, beta [C]. Work item r is row r: mean, population
-// variance (two passes, reassociable sums), rstd = 1/sqrt(var + eps), then y. mean and rstd are
-// stored in the node dtype; y uses the unrounded values, as the interpreter does.
+// variance (two passes, reassociable sums), rstd = 1/sqrt(var + eps), then y. Everything is
+// computed in the node dtype, so y uses exactly the stored mean and rstd.
 void emit_layer_norm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
   const Node& node = *k.anchor;
   const Value x = node.inputs()[0];
@@ -385,6 +385,9 @@ struct Attention {
 //   pass 1: s_j = scale * q_i.k_j (fill where masked) and m = max_j s_j,
 //   pass 2: p_j = exp(s_j - m), sum += p_j, acc += p_j * v_j;  out = acc / sum,
 //           lse = m + log(sum).
+// Pass 1 keeps the row's scores on the stack (up to kMaxStoredScores of them; longer rows
+// recompute them in pass 2), so pass 2 is a vectorised exp and sum over the stored row
+// followed by the accumulation of v (acc, Dv wide, stays in registers).
 // Causal and window masks visit only the allowed keys [lo, hi). The masked keys all score
 // exactly `fill`; they enter m through max(m, fill) and the sums through
 // pm = exp(fill - m) each, added in a second loop over the masked keys only when pm != 0 at
@@ -445,13 +448,17 @@ void emit_attention(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const 
     e.loop(lo, hi, [&](V j) {
       V s = score(j);
       if (keep) ir.st(s, scores, ir.sub(j, lo));
-      e.set(m, e.maximum(d, e.get(m), s));
+      // std::max(m, s) as in the interpreter (a NaN score is skipped here but still poisons
+      // the sum); one maxss, where the NaN-propagating maximum is a long serial chain.
+      V cur = e.get(m);
+      e.set(m, b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur));
     });
     V mx = e.get(m);
     V masked = nullptr;  // number of keys outside [lo, hi) under a predicate mask
     if (at.predicate()) {
       masked = ir.sub(ir.i(at.sk), ir.sub(hi, lo));
-      mx = b.CreateSelect(b.CreateICmpSGT(masked, ir.i(0)), e.maximum(d, mx, fill), mx);
+      V with_fill = b.CreateSelect(b.CreateFCmpOLT(mx, fill), fill, mx);
+      mx = b.CreateSelect(b.CreateICmpSGT(masked, ir.i(0)), with_fill, mx);
     }
 
     // Pass 2: exponentials, their sum and the weighted sum of v.
@@ -542,9 +549,9 @@ void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
   llvm::AllocaInst* ex = e.local_array(d, kPairChunk);  // s - lse, then p
   llvm::AllocaInst* gf = e.local_array(d, kPairChunk);  // dp - delta, then ds * scale
 
-  // Runs stage(first, t, index) for the pair indices [lo, hi) chunk by chunk (t = index -
-  // first is the slot in ex/gf), with pass 2 (p = exp(ex), gf = p * gf * scale) in between,
-  // then accumulate(t, index) for each.
+  // For the pair indices [lo, hi), chunk by chunk: stage(t, index) for each (t = index - the
+  // chunk's first index: the slot in ex/gf), then pass 2 (ex = p = exp(ex),
+  // gf = p * gf * scale) over the chunk, then accumulate(t, index) for each.
   auto chunked = [&](V lo, V hi, const std::function<void(V, V)>& stage,
                      const std::function<void(V, V)>& accumulate) {
     V chunks = b.CreateUDiv(ir.add(ir.sub(hi, lo), kPairChunk - 1), ir.i(kPairChunk));
@@ -673,11 +680,11 @@ void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
 // x [B, S, I], w_ih [I, 4U], w_hh [U, 4U], b [4U], h0, c0 [B, U]; outputs h_seq, c_seq
 // [B, S, U]. Work item r is the batch rows [r*R, min(r*R + R, B)) (R = kLstmRowBlock) through
 // all S steps. Per step each row's gate pre-activations z [4U] (stack) are
-// b + x_t.w_ih + h.w_hh, accumulated weight row by weight row (unit stride over the 4U
-// columns, vectorised), each weight load serving every row of the block; then c' = f*c + i*g
-// and h' = o*tanh(c') are stored, and the stored (rounded) h', c' are the next step's state, as
-// in the interpreter. A row's arithmetic is the same whether its block is full (R rows,
-// unrolled) or the last, partial one (one row at a time).
+// b + x_t.w_ih + h.w_hh (lstm_preactivations: register tiles over the 4U columns, each weight
+// load serving every row of the block); then the sigmoid gates (a vectorised loop), and per
+// unit c' = f*c + i*g and h' = o*tanh(c') are stored; the stored (rounded) h', c' are the next
+// step's state, as in the interpreter. A row's arithmetic is the same whether its block is
+// full (R rows, unrolled) or the last, partial one (one row at a time).
 namespace {
 
 // The pre-activations z_r = b + x_r.w_ih + h_r.w_hh of rows r < z.size(): xrow[r] is the
@@ -758,6 +765,15 @@ void lstm_preactivations(Ir& ir, const std::vector<llvm::AllocaInst*>& z, V xp,
   });
 }
 
+// z[col] = sigmoid(z[col]) for the i, f and o gate blocks, in loops of their own: they
+// vectorise (exp has vector variants), while the tanh of the g block and of c' stay in the
+// per-unit loop (libm tanh calls).
+void lstm_sigmoid_gates(Ir& ir, llvm::AllocaInst* z, std::int64_t un) {
+  auto act = [&](V col) { ir.st(ir.e.sigmoid(ir.d, ir.ld(z, col)), z, col); };
+  ir.e.loop(0, 2 * un, act);
+  ir.e.loop(3 * un, 4 * un, act);
+}
+
 }  // namespace
 
 void emit_lstm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
@@ -803,11 +819,12 @@ void emit_lstm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
       lstm_preactivations(ir, zr, xp, xrow, hp, wih, whh, bias, in, un);
       for (std::size_t r = 0; r < rows; ++r) {
         V srow = ir.mul(rowi[r], un);
+        lstm_sigmoid_gates(ir, zr[r], un);
         e.loop(0, un, [&](V u) {
-          V ig = e.sigmoid(d, ir.ld(zr[r], u));
-          V fg = e.sigmoid(d, ir.ld(zr[r], ir.add(u, un)));
+          V ig = ir.ld(zr[r], u);
+          V fg = ir.ld(zr[r], ir.add(u, un));
           V gg = e.tanh(d, ir.ld(zr[r], ir.add(u, 2 * un)));
-          V og = e.sigmoid(d, ir.ld(zr[r], ir.add(u, 3 * un)));
+          V og = ir.ld(zr[r], ir.add(u, 3 * un));
           V cn = ir.fadd(ir.fmul(fg, ir.ld(cp[r], u)), ir.fmul(ig, gg));
           ir.st(cn, cs, ir.add(srow, u));
           ir.st(ir.fmul(og, e.tanh(d, cn)), hs, ir.add(srow, u));
@@ -887,11 +904,12 @@ void emit_lstm_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& k,
         // Gate pre-activations, as in the forward.
         lstm_preactivations(ir, {gates}, xp, {xrow}, {hp}, wih, whh, bias, in, un);
         // dz and the carried dc.
+        lstm_sigmoid_gates(ir, gates, un);
         e.loop(0, un, [&](V u) {
-          V ig = e.sigmoid(d, ir.ld(gates, u));
-          V fg = e.sigmoid(d, ir.ld(gates, ir.add(u, un)));
+          V ig = ir.ld(gates, u);
+          V fg = ir.ld(gates, ir.add(u, un));
           V gg = e.tanh(d, ir.ld(gates, ir.add(u, 2 * un)));
-          V og = e.sigmoid(d, ir.ld(gates, ir.add(u, 3 * un)));
+          V og = ir.ld(gates, ir.add(u, 3 * un));
           V tc = e.tanh(d, ir.ld(cs, ir.add(srow, u)));
           V dh = ir.fadd(ir.ld(dhs, ir.add(srow, u)), ir.ld(dhn, u));
           V dc = ir.fadd(ir.fadd(ir.ld(dcs, ir.add(srow, u)), ir.ld(dcn, u)),

@@ -30,6 +30,9 @@ class Tensor {
   Tensor(DType dtype, Shape shape);
 
   static Tensor zeros(DType dtype, Shape shape) { return Tensor(dtype, std::move(shape)); }
+  /// A tensor whose contents are unspecified: for buffers that are about to be overwritten
+  /// entirely (the JIT's outputs and arena), where zero-filling would be wasted work.
+  static Tensor uninitialized(DType dtype, Shape shape);
   /// Every element set to `value` converted to the dtype.
   static Tensor full(DType dtype, Shape shape, double value);
   /// A rank-0 tensor.
@@ -102,6 +105,8 @@ class Tensor {
   std::string to_string(std::int64_t max_elements = 16) const;
 
  private:
+  struct NoFill {};
+  Tensor(DType dtype, Shape shape, NoFill);
   void check_dtype(DType wanted, const char* accessor) const;
   std::int64_t flat_index(std::span<const std::int64_t> index) const;
 

@@ -1,0 +1,20 @@
+# Writes a header defining EDIFICE_CODEGEN_HASH, a SHA-256 over the JIT's sources, so that
+# objects in the disk cache are never reused by a different code generator.
+# Usage: cmake -DOUTPUT=<header> -DSOURCES=<a|b|...> -P HashSources.cmake
+string(REPLACE "|" ";" files "${SOURCES}")
+set(all "")
+foreach(f IN LISTS files)
+  file(SHA256 "${f}" h)
+  string(APPEND all "${h}")
+endforeach()
+string(SHA256 digest "${all}")
+string(SUBSTRING "${digest}" 0 16 digest)
+set(content "#pragma once\n#define EDIFICE_CODEGEN_HASH \"${digest}\"\n")
+if(EXISTS "${OUTPUT}")
+  file(READ "${OUTPUT}" old)
+else()
+  set(old "")
+endif()
+if(NOT old STREQUAL content)
+  file(WRITE "${OUTPUT}" "${content}")
+endif()
