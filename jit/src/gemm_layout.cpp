@@ -4,8 +4,6 @@
 #include <edifice/jit/target.hpp>
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 
 namespace edifice::jit {
 namespace {
@@ -51,12 +49,18 @@ std::optional<GemmLayout> try_gemm_layout(const Node& dot) {
   const auto nfl = static_cast<std::int64_t>(fl.size()), nfr = static_cast<std::int64_t>(fr.size());
 
   GemmLayout g;
-  if (fl == range(nb, nfl) && lc == range(nb + nfl, nc)) g.trans_a = false;
-  else if (lc == range(nb, nc) && fl == range(nb + nc, nfl)) g.trans_a = true;
-  else return std::nullopt;
-  if (rc == range(nb, nc) && fr == range(nb + nc, nfr)) g.trans_b = false;
-  else if (fr == range(nb, nfr) && rc == range(nb + nfr, nc)) g.trans_b = true;
-  else return std::nullopt;
+  if (fl == range(nb, nfl) && lc == range(nb + nfl, nc))
+    g.trans_a = false;
+  else if (lc == range(nb, nc) && fl == range(nb + nc, nfl))
+    g.trans_a = true;
+  else
+    return std::nullopt;
+  if (rc == range(nb, nc) && fr == range(nb + nc, nfr))
+    g.trans_b = false;
+  else if (fr == range(nb, nfr) && rc == range(nb + nfr, nc))
+    g.trans_b = true;
+  else
+    return std::nullopt;
   g.batch = product(ls, lb);
   g.m = product(ls, fl);
   g.k = product(ls, lc);
@@ -72,7 +76,9 @@ GemmLayout gemm_layout(const Node& dot) {
 
 namespace {
 
-std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
+  return (a + b - 1) / b;
+}
 
 }  // namespace
 
@@ -86,22 +92,12 @@ GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   // Two vectors per row of the micro-tile. 16 registers: 6 rows (12 accumulators, 2 B
   // vectors, 1 broadcast). 32 registers: 12 rows (24 accumulators; 14 would leave LLVM too
   // few registers for the broadcasts it hoists and it spills an accumulator).
-  std::int64_t nrv = 2;
+  const std::int64_t nrv = 2;
   t.mr = t.registers == 32 ? 12 : 6;
   // Measured on znver4 (gemm_bench): the micro-kernel streams its A and B panels from L2 at
   // full speed, so the blocking is mostly about packing less often: deep K blocks, short item
   // tiles (the A block stays in L1/L2 across the whole row of B panels) and wide n tiles.
-  std::int64_t kc_max = 256, tm_max = 48, tn_max = 1024;
-  if (const char* tune = std::getenv("EDIFICE_GEMM_TUNE")) {
-    long mr = 0, v = 0, kc = 0, tm = 0, tn = 0;
-    if (std::sscanf(tune, "%ld,%ld,%ld,%ld,%ld", &mr, &v, &kc, &tm, &tn) == 5) {
-      t.mr = mr;
-      nrv = v;
-      kc_max = kc;
-      tm_max = tm;
-      tn_max = tn;
-    }
-  }
+  const std::int64_t kc_max = 256, tm_max = 48, tn_max = 1024;
   t.nr = nrv * t.lanes;
 
   // K blocks of near-equal size (a 300-deep product runs as 2 x 150, not 256 + 44).
@@ -115,7 +111,8 @@ GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   std::int64_t tn_panels = std::max<std::int64_t>(1, tn_max / t.nr);
   // B packed for all of K must fit the stack budget; narrow the n tile until it does.
   constexpr std::int64_t kWholeKBudget = 2 << 20;  // bytes
-  const std::int64_t fit = kWholeKBudget / (k * t.nr * static_cast<std::int64_t>(dtype_size(dtype)));
+  const std::int64_t fit =
+      kWholeKBudget / (k * t.nr * static_cast<std::int64_t>(dtype_size(dtype)));
   t.whole_k_b = fit >= 2;
   if (t.whole_k_b) tn_panels = std::min(tn_panels, fit);
 
@@ -132,10 +129,14 @@ GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   auto worth = [&](std::int64_t n) { return fmas / static_cast<double>(n) >= kMinItemFmas; };
   while (items() > 0 && items() < kMinItems && worth(items() * 2)) {
     const bool can_m = mt < m_panels, can_n = nt < n_panels;
-    const std::int64_t tile_m = ceil_div(m_panels, mt) * t.mr, tile_n = ceil_div(n_panels, nt) * t.nr;
-    if (can_n && (tile_n >= tile_m || !can_m)) nt = std::min(n_panels, nt * 2);
-    else if (can_m) mt = std::min(m_panels, mt * 2);
-    else break;
+    const std::int64_t tile_m = ceil_div(m_panels, mt) * t.mr,
+                       tile_n = ceil_div(n_panels, nt) * t.nr;
+    if (can_n && (tile_n >= tile_m || !can_m))
+      nt = std::min(n_panels, nt * 2);
+    else if (can_m)
+      mt = std::min(m_panels, mt * 2);
+    else
+      break;
   }
   // An even item count splits equally over two threads.
   if (items() > 1 && items() % 2 == 1 && mt < m_panels && worth(items() + 1)) ++mt;

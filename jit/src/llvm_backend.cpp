@@ -172,6 +172,7 @@ const DumpOptions& DumpOptions::from_environment() {
     d.ir = has("ir");
     d.opt_ir = has("opt-ir");
     d.assembly = has("asm");
+    d.timing = has("timing");
     const char* dir = std::getenv("EDIFICE_DUMP_DIR");
     d.dir = dir ? dir : "";
     return d;
@@ -248,8 +249,8 @@ std::string optimize_to_object(llvm::Module& module, const Target& target,
   return emit(llvm::CodeGenFileType::ObjectFile);
 }
 
-std::shared_ptr<LoadedObject> load_object(const std::string& object_bytes,
-                                          const std::string& debug_name) {
+std::shared_ptr<LoadedObject> load_objects(const std::vector<std::string>& objects,
+                                           const std::string& debug_name) {
   std::lock_guard lock(OrcObject::mutex());
   Jit& jit = Jit::instance();
   // Each object gets its own dylib so that symbol names may repeat across graphs.
@@ -258,9 +259,11 @@ std::shared_ptr<LoadedObject> load_object(const std::string& object_bytes,
   if (!dylib) fail("jit: cannot create a JITDylib: {}", to_string(dylib.takeError()));
   dylib->addToLinkOrder(jit.lljit().getMainJITDylib());
   auto tracker = dylib->createResourceTracker();
-  auto buffer = llvm::MemoryBuffer::getMemBufferCopy(object_bytes, debug_name);
-  if (auto error = jit.lljit().addObjectFile(tracker, std::move(buffer)))
-    fail("jit: cannot link the object for {}: {}", debug_name, to_string(std::move(error)));
+  for (const std::string& object : objects) {
+    auto buffer = llvm::MemoryBuffer::getMemBufferCopy(object, debug_name);
+    if (auto error = jit.lljit().addObjectFile(tracker, std::move(buffer)))
+      fail("jit: cannot link the object for {}: {}", debug_name, to_string(std::move(error)));
+  }
   return std::make_shared<OrcObject>(tracker, &*dylib);
 }
 

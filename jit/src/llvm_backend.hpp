@@ -16,9 +16,9 @@ class Module;
 namespace edifice::jit {
 
 /// What to dump while compiling (from EDIFICE_DUMP, a comma list of: graph, plan, ir, opt-ir,
-/// asm; or "all"). Dumps go to the directory EDIFICE_DUMP_DIR, else to stderr.
+/// asm, timing; or "all"). Dumps go to the directory EDIFICE_DUMP_DIR, else to stderr.
 struct DumpOptions {
-  bool graph = false, plan = false, ir = false, opt_ir = false, assembly = false;
+  bool graph = false, plan = false, ir = false, opt_ir = false, assembly = false, timing = false;
   std::string dir;
   static const DumpOptions& from_environment();
   /// Writes `text` to "<dir>/<name>" or to stderr under a header line.
@@ -38,8 +38,9 @@ class LoadedObject {
   virtual void* symbol(const std::string& name) const = 0;
 };
 
-/// Links an object produced by optimize_to_object (possibly read back from the disk cache).
-std::shared_ptr<LoadedObject> load_object(const std::string& object_bytes,
-                                          const std::string& debug_name);
+/// Links objects produced by optimize_to_object (possibly read back from the disk cache) into
+/// one symbol namespace.
+std::shared_ptr<LoadedObject> load_objects(const std::vector<std::string>& objects,
+                                           const std::string& debug_name);
 
 }  // namespace edifice::jit

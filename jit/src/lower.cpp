@@ -41,6 +41,43 @@ int choose_tasks(const Kernel& k, std::int64_t items, int threads) {
   return static_cast<int>(std::min<std::int64_t>(threads, items));
 }
 
+// LLVM's optimiser dominates cold compiles; one module per hardware thread.
+int compile_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+// Several objects in one cache entry: "<count>\n" then "<size>\n<bytes>" per object.
+std::string pack_objects(const std::vector<std::string>& objects) {
+  std::string out = std::to_string(objects.size()) + "\n";
+  for (const auto& o : objects) out += std::to_string(o.size()) + "\n" + o;
+  return out;
+}
+
+// The inverse; nullopt for anything malformed (treated as a cache miss).
+std::optional<std::vector<std::string>> unpack_objects(const std::string& bundle) {
+  std::size_t pos = 0;
+  auto read_number = [&](std::size_t& out) {
+    std::size_t nl = bundle.find('\n', pos);
+    if (nl == std::string::npos || nl == pos || nl - pos > 12) return false;
+    out = 0;
+    for (std::size_t i = pos; i < nl; ++i) {
+      if (bundle[i] < '0' || bundle[i] > '9') return false;
+      out = out * 10 + static_cast<std::size_t>(bundle[i] - '0');
+    }
+    pos = nl + 1;
+    return true;
+  };
+  std::size_t count = 0;
+  if (!read_number(count) || count == 0 || count > 4096) return std::nullopt;
+  std::vector<std::string> objects;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::size_t size = 0;
+    if (!read_number(size) || size > bundle.size() - pos) return std::nullopt;
+    objects.push_back(bundle.substr(pos, size));
+    pos += size;
+  }
+  if (pos != bundle.size()) return std::nullopt;
+  return objects;
+}
+
 }  // namespace
 
 int resolve_threads(const Options& options) {
@@ -57,15 +94,27 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
   auto program = std::make_shared<Program>();
   program->threads = resolve_threads(options);
 
+  auto lap = start;
+  std::string timing;
+  auto stage = [&](const char* what) {
+    auto now = std::chrono::steady_clock::now();
+    timing += fmt::format("  {:<24} {:8.2f} ms\n", what,
+                          std::chrono::duration<double, std::milli>(now - lap).count());
+    lap = now;
+  };
   // 1. Bind the dynamic batch extent: every later stage sees static shapes.
   Graph g = specialize(graph, input_shapes);
+  stage("specialize");
   // 2. Give every dot_general operand a layout the GEMM kernel reads in place.
   g = canonicalize_dot(g);
+  stage("canonicalize_dot");
   // 3. Group nodes into kernels.
   Plan& plan = program->plan;
   plan = fuse(g);
+  stage("fuse");
   // 4. Give every intermediate an arena offset by liveness.
   plan_memory(plan);
+  stage("plan_memory");
 
   program->cache_key = content_hash(fmt::format("{:016x}|{}|{}|{}|{}", g.hash(), target.triple,
                                                 target.cpu, target.features, kCodegenVersion));
@@ -75,15 +124,19 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
 
   // 5. Native code: from the disk cache, or generated, optimised and stored.
   DiskCache cache(options.cache_dir);
-  std::optional<std::string> object;
-  if (options.disk_cache) object = cache.load(program->cache_key);
-  program->from_cache = object.has_value();
-  if (!object) {
-    object = compile_plan(plan, target, name);
-    if (options.disk_cache) cache.store(program->cache_key, *object);
+  std::optional<std::vector<std::string>> objects;
+  if (options.disk_cache)
+    if (auto bundle = cache.load(program->cache_key)) objects = unpack_objects(*bundle);
+  program->from_cache = objects.has_value();
+  stage("hash and cache lookup");
+  if (!objects) {
+    objects = compile_plan(plan, target, name, compile_threads());
+    stage("LLVM codegen");
+    if (options.disk_cache) cache.store(program->cache_key, pack_objects(*objects));
   }
   // 6. Link it and bind one step per kernel.
-  program->code = load_object(*object, name);
+  program->code = load_objects(*objects, name);
+  stage("link");
   for (const Kernel& k : plan.kernels) {
     Step step;
     step.kernel = &k;
@@ -99,7 +152,9 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
       program->steps[i].slots.push_back({BufferSlot::Place::arena, -1,
                                          plan.workspace_offsets[i],
                                          plan.kernels[i].workspace_bytes});
+  stage("bind kernels");
   program->infos = describe(plan);
+  if (dump.timing) dump.write(name + ".timing.txt", timing);
   program->seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return program;

@@ -5,7 +5,9 @@
 namespace edifice::jit {
 namespace {
 
-std::int64_t numel(const Shape& s) { return shape_numel(s); }
+std::int64_t numel(const Shape& s) {
+  return shape_numel(s);
+}
 
 std::int64_t rows(const Shape& s) {
   if (s.empty()) return 1;
@@ -24,8 +26,10 @@ std::int64_t leading(const Shape& s) {
 std::int64_t work_items(const Kernel& k) {
   const Node& a = *k.anchor;
   switch (k.kind) {
-    case KernelKind::loop: return rows(k.root->outputs()[0].shape);
-    case KernelKind::reduce: return numel(a.outputs()[0].shape);
+    case KernelKind::loop:
+      return rows(k.root->outputs()[0].shape);
+    case KernelKind::reduce:
+      return numel(a.outputs()[0].shape);
     case KernelKind::gemm:
       // One C tile (tile_m x tile_n of one batch entry, all of K) per item.
       return gemm_tiling(gemm_layout(a), a.outputs()[0].dtype).items;
@@ -41,7 +45,8 @@ std::int64_t work_items(const Kernel& k) {
       if (inner == 1) return outer;
       return outer * ((inner + kSoftmaxColumnBlock - 1) / kSoftmaxColumnBlock);
     }
-    case KernelKind::layer_norm: return rows(a.outputs()[0].shape);
+    case KernelKind::layer_norm:
+      return rows(a.outputs()[0].shape);
     case KernelKind::layer_norm_backward: {
       // Rows of dx, then (with gamma) one item per block of kLayerNormColumnBlock features
       // for the dgamma/dbeta column sums.
@@ -61,8 +66,10 @@ std::int64_t work_items(const Kernel& k) {
     }
     case KernelKind::lstm:  // blocks of kLstmRowBlock batch rows
       return (a.inputs()[0].shape()[0] + kLstmRowBlock - 1) / kLstmRowBlock;
-    case KernelKind::lstm_backward: return 1;
-    case KernelKind::scatter_add: return 1;
+    case KernelKind::lstm_backward:
+      return 1;
+    case KernelKind::scatter_add:
+      return 1;
   }
   return 1;
 }
@@ -86,7 +93,8 @@ double work_item_cost(const Kernel& k) {
       out = 2.0 * static_cast<double>(x[0] * x[1]) * static_cast<double>(x[2] + w[0]) *
             static_cast<double>(w[1]);
     } else {
-      for (const Value& in : n->inputs()) out = std::max(out, static_cast<double>(numel(in.shape())));
+      for (const Value& in : n->inputs())
+        out = std::max(out, static_cast<double>(numel(in.shape())));
     }
     total += out;
   }

@@ -1,28 +1,35 @@
 // GEMM with a fused elementwise epilogue: C[b] = epilogue(A[b] . B[b]), in the canonical
 // layouts of ../gemm_layout.hpp (A as M x K or K x M, B as K x N or N x K, read in place).
 //
-// Blocking (GotoBLAS/BLIS style, sizes from gemm_tiling in ../gemm_layout.cpp):
+// Blocking (GotoBLAS/BLIS style; sizes from gemm_tiling in ../gemm_layout.cpp, measured on
+// znver4: mr x nr micro-tile, kc = 256, item tiles of <= 48 rows x <= 1024 columns):
 //
-//   work item = one C tile of tile_m x tile_n (one batch entry) over all of K
-//     C tile buffer Ct (stack, tile_m x tile_n, rows padded to nr)
+//   work item = one C tile (<= tile_m x tile_n) of one batch entry, over all of K; items are
+//   ordered (batch, n tile, m tile), so the items a thread runs share their B panel
+//     Bp (stack): B[K x tile_n] packed into nr-column panels, each K rows of nr contiguous
+//         elements, packed when the item's (batch, n tile) differs from the last one packed
+//         (B too deep for a 2 MiB Bp is instead packed per K block inside the item)
+//     Ct (stack): the item's C tile, rows padded to nr
 //     for each K block of kc steps:
-//       pack B[kc x tile_n] -> Bp: nr-column panels, each kc rows of nr contiguous elements
 //       pack A[tile_m x kc] -> Ap: mr-row panels, each kc columns of mr contiguous elements
-//       for each nr-column panel of Bp      (kc x nr, 16 KiB for f32: stays in L1)
-//         for each mr-row panel of Ap       (streams from L2; Ap is ~96 KiB)
+//       for each nr-column panel of Bp      (the K block of one panel: kc x nr, L1-sized)
+//         for each mr-row panel of Ap       (Ap stays in L1/L2 for the whole row of panels)
 //           micro-kernel: Ct[mr x nr] (+)= Ap panel . Bp panel
-//     epilogue: out[b, m, n] = epilogue(Ct[m][n]) for the valid part of the tile, one store
+//     epilogue: out[b, m, n] = epilogue(Ct[m][n]) over the valid part of the tile, one store
+//       per element; a vectorisable loop along n
 //
 // Packing reads whichever layout the operand has: a K-contiguous operand (A as M x K, B as
-// N x K) is transposed lane-block by lane-block in registers, the other is a vector copy per
-// k step. Partial panels are zero-padded, so the micro-kernel always computes full mr x nr
-// tiles and the tails of M and N only shorten the epilogue loop; K tails are a shorter k loop.
+// N x K) is transposed L x L block by block in registers, the other is one vector copy per k
+// step; both prefetch the source ahead (rows of a wide matrix are a page apart). Partial
+// panels are zero-padded, so the micro-kernel always computes full mr x nr tiles and the
+// tails of M and N only shorten the epilogue loop; a K tail is a shorter k loop.
 //
-// Micro-kernel register layout (gemm_microkernel.cpp), with L lanes per vector (8 f32 / 4 f64
-// on AVX2, 16 / 8 on AVX-512, 4 / 2 on SSE): nr = 2 vectors, mr = (registers - 3) / 2 rows,
-// i.e. 6 x 16 on AVX2 (12 accumulators c[r][0..1], 2 B vectors, 1 broadcast A register; 16
-// ymm) and 14 x 32 on AVX-512 (32 zmm). Per k step: 2 vector loads of B, mr broadcasts of A,
-// 2*mr FMAs into independent accumulators (more than FMA latency x FMA ports), unrolled x4.
+// Micro-kernel register layout (gemm_microkernel.cpp), L lanes per vector (f32: 16 on
+// AVX-512, 8 on AVX2, 4 on SSE; f64 half that): nr = 2 vectors, accumulators c[r][0..1] for
+// r < mr. AVX2/SSE (16 registers): 6 x 2 = 12 accumulators + 2 B vectors + 1 broadcast.
+// AVX-512 (32 registers): 12 x 2 = 24 accumulators + 2 B + broadcasts. Per k step: 2 aligned
+// vector loads of B, mr broadcast loads of A, 2 * mr independent FMAs (enough to cover FMA
+// latency x ports), unrolled x4. It is emitted once per module and called, not inlined.
 //
 // Determinism: every element of C is one chain of multiply-adds in k order starting from 0
 // (K blocks store and reload the running sum exactly), whatever the tiling or the thread that
@@ -34,7 +41,9 @@
 namespace edifice::jit::codegen {
 namespace {
 
-std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
+  return (a + b - 1) / b;
+}
 
 }  // namespace
 
@@ -86,8 +95,9 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
     auto span = [&](llvm::Value* i, std::int64_t tiles, std::int64_t unit, std::int64_t extent) {
       const std::int64_t panels = ceil_div(extent, unit);
       auto edge = [&](llvm::Value* j) {
-        return min(b.CreateMul(b.CreateUDiv(b.CreateMul(j, e.i64(panels)), e.i64(tiles)), e.i64(unit)),
-                   e.i64(extent));
+        return min(
+            b.CreateMul(b.CreateUDiv(b.CreateMul(j, e.i64(panels)), e.i64(tiles)), e.i64(unit)),
+            e.i64(extent));
       };
       llvm::Value* lo = edge(i);
       return std::make_pair(lo, b.CreateSub(edge(b.CreateAdd(i, e.i64(1))), lo));
@@ -119,15 +129,17 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
                               e.i64(b_sn), e.i64(b_sk), ni, kc});
         b_block = e.i64(0);
       }
-      llvm::Value* b_panel_size = t.whole_k_b ? e.i64(b_depth * t.nr) : b.CreateMul(kc, e.i64(t.nr));
-      b.CreateCall(pack_a, {ap, e.element_ptr(d, a_item, b.CreateMul(pc, e.i64(a_sk))),
-                            e.i64(a_sm), e.i64(a_sk), mi, kc});
+      llvm::Value* b_panel_size =
+          t.whole_k_b ? e.i64(b_depth * t.nr) : b.CreateMul(kc, e.i64(t.nr));
+      b.CreateCall(pack_a, {ap, e.element_ptr(d, a_item, b.CreateMul(pc, e.i64(a_sk))), e.i64(a_sm),
+                            e.i64(a_sk), mi, kc});
       llvm::Value* accumulate = b.CreateICmpNE(block, e.i64(0));
       plain_loop(e, e.i64(0), n_panels, [&](llvm::Value* jr) {
         llvm::Value* b_panel =
             e.element_ptr(d, bp, b.CreateAdd(b.CreateMul(jr, b_panel_size), b_block));
         plain_loop(e, e.i64(0), m_panels, [&](llvm::Value* ir) {
-          llvm::Value* a_panel = e.element_ptr(d, ap, b.CreateMul(ir, b.CreateMul(kc, e.i64(t.mr))));
+          llvm::Value* a_panel =
+              e.element_ptr(d, ap, b.CreateMul(ir, b.CreateMul(kc, e.i64(t.mr))));
           llvm::Value* c_tile = e.element_ptr(
               d, ct, b.CreateAdd(b.CreateMul(ir, e.i64(t.mr * tn)), b.CreateMul(jr, e.i64(t.nr))));
           b.CreateCall(ukernel, {kc, a_panel, b_panel, c_tile, e.i64(tn), accumulate});
@@ -141,7 +153,8 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
       llvm::Value* m = b.CreateAdd(m0, r);
       Index prefix = batch_index;
       for (llvm::Value* i : expr.delinearize(m, m_shape)) prefix.push_back(i);
-      llvm::Value* out_row = b.CreateMul(b.CreateAdd(b.CreateMul(batch, e.i64(g.m)), m), e.i64(g.n));
+      llvm::Value* out_row =
+          b.CreateMul(b.CreateAdd(b.CreateMul(batch, e.i64(g.m)), m), e.i64(g.n));
       e.loop(e.i64(0), ni, [&](llvm::Value* j) {
         llvm::Value* n = b.CreateAdd(n0, j);
         expr.clear_memo();

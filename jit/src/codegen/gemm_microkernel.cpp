@@ -13,9 +13,9 @@ namespace {
 llvm::Function* new_helper(Emitter& e, const std::string& name,
                            const std::vector<llvm::Type*>& params) {
   auto& ctx = e.context();
-  auto* fn = llvm::Function::Create(
-      llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), params, false),
-      llvm::Function::InternalLinkage, name, e.module());
+  auto* fn =
+      llvm::Function::Create(llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), params, false),
+                             llvm::Function::InternalLinkage, name, e.module());
   // Called from many loops of many kernels: keep one copy.
   fn->addFnAttr(llvm::Attribute::NoInline);
   fn->addFnAttr(llvm::Attribute::NoUnwind);
@@ -92,8 +92,7 @@ llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
   const int L = t.lanes;
   const auto mr = static_cast<int>(t.mr);
   const auto nv = static_cast<int>(t.nr / t.lanes);
-  const std::string name =
-      fmt::format("edifice.gemm.ukernel.{}.{}x{}", dtype_name(d), t.mr, t.nr);
+  const std::string name = fmt::format("edifice.gemm.ukernel.{}.{}x{}", dtype_name(d), t.mr, t.nr);
   if (auto* existing = e.module().getFunction(name)) return existing;
 
   auto& ctx = e.context();
@@ -101,8 +100,7 @@ llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
   llvm::IRBuilderBase::InsertPointGuard guard(b);
   auto* ptr = llvm::PointerType::getUnqual(ctx);
   auto* i64t = llvm::Type::getInt64Ty(ctx);
-  llvm::Function* fn =
-      new_helper(e, name, {i64t, ptr, ptr, ptr, i64t, llvm::Type::getInt1Ty(ctx)});
+  llvm::Function* fn = new_helper(e, name, {i64t, ptr, ptr, ptr, i64t, llvm::Type::getInt1Ty(ctx)});
   llvm::Value* kc = fn->getArg(0);
   llvm::Value* a = fn->getArg(1);
   llvm::Value* bp = fn->getArg(2);
@@ -154,7 +152,7 @@ llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
   llvm::Value* main_steps = b.CreateMul(b.CreateUDiv(kc, e.i64(kUnroll)), e.i64(kUnroll));
   llvm::Value* main_iters = b.CreateUDiv(kc, e.i64(kUnroll));
   plain_loop(e, e.i64(0), main_iters,
-         [&](llvm::Value* i) { steps(b.CreateMul(i, e.i64(kUnroll)), kUnroll); });
+             [&](llvm::Value* i) { steps(b.CreateMul(i, e.i64(kUnroll)), kUnroll); });
   plain_loop(e, main_steps, kc, [&](llvm::Value* k) { steps(k, 1); });
 
   for (int r = 0; r < mr; ++r)
@@ -190,8 +188,8 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
   auto* vt = llvm::FixedVectorType::get(et, static_cast<unsigned>(L));
   const llvm::Align elem_align(dtype_size(d));
   auto src_at = [&](llvm::Value* base, llvm::Value* r, llvm::Value* k) {
-    return b.CreateInBoundsGEP(
-        et, base, b.CreateAdd(b.CreateMul(r, row_stride), b.CreateMul(k, k_stride)));
+    return b.CreateInBoundsGEP(et, base,
+                               b.CreateAdd(b.CreateMul(r, row_stride), b.CreateMul(k, k_stride)));
   };
   auto dst_at = [&](llvm::Value* base, llvm::Value* k, std::int64_t r) {
     return b.CreateInBoundsGEP(et, base, b.CreateAdd(b.CreateMul(k, e.i64(R)), e.i64(r)));
@@ -204,7 +202,8 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
     b.CreateIntrinsic(llvm::Intrinsic::prefetch, {ptr},
                       {b.CreateGEP(et, base, offset), e.i32(0), e.i32(3), e.i32(1)});
   };
-  const std::int64_t line = std::max<std::int64_t>(1, 64 / static_cast<std::int64_t>(dtype_size(d)));
+  const std::int64_t line =
+      std::max<std::int64_t>(1, 64 / static_cast<std::int64_t>(dtype_size(d)));
   llvm::Value* full = b.CreateUDiv(rows, e.i64(R));
   if (!transpose) {
     // Step k of the block is `rows` contiguous elements, split over the panels: walk k
@@ -221,13 +220,15 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
       plain_loop(e, e.i64(0), full, [&](llvm::Value* p) {
         llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
         b.CreateAlignedStore(
-            b.CreateAlignedLoad(pt, b.CreateInBoundsGEP(et, s, b.CreateMul(p, e.i64(R))), elem_align),
+            b.CreateAlignedLoad(pt, b.CreateInBoundsGEP(et, s, b.CreateMul(p, e.i64(R))),
+                                elem_align),
             dst_at(o, k, 0), elem_align);
       });
     });
   } else {
     plain_loop(e, e.i64(0), full, [&](llvm::Value* p) {
-      llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(p, e.i64(R)), row_stride));
+      llvm::Value* s =
+          b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(p, e.i64(R)), row_stride));
       llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
       // Rows are contiguous along k: L x L blocks transposed in registers.
       llvm::Value* chunks = b.CreateUDiv(kc, e.i64(L));
@@ -235,8 +236,10 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
         llvm::Value* k0 = b.CreateMul(chunk, e.i64(L));
         constexpr std::int64_t kAhead = 128;  // bytes ahead along each row
         for (int r = 0; r < R; ++r)
-          prefetch(s, b.CreateAdd(b.CreateMul(e.i64(r), row_stride),
-                                  b.CreateAdd(k0, e.i64(kAhead / static_cast<std::int64_t>(dtype_size(d))))));
+          prefetch(s,
+                   b.CreateAdd(
+                       b.CreateMul(e.i64(r), row_stride),
+                       b.CreateAdd(k0, e.i64(kAhead / static_cast<std::int64_t>(dtype_size(d))))));
         for (int g = 0; g * L < R; ++g) {
           const int width = std::min(L, R - g * L);
           std::vector<llvm::Value*> v(static_cast<std::size_t>(L));
@@ -265,7 +268,8 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
   // full panels; the extra rows/columns of C are never stored).
   llvm::Value* rest = b.CreateSub(rows, b.CreateMul(full, e.i64(R)));
   e.if_then(b.CreateICmpSGT(rest, e.i64(0)), [&] {
-    llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(full, e.i64(R)), row_stride));
+    llvm::Value* s =
+        b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(full, e.i64(R)), row_stride));
     llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(full, kc), e.i64(R)));
     plain_loop(e, e.i64(0), kc, [&](llvm::Value* k) {
       for (int r = 0; r < R; ++r) {
