@@ -11,10 +11,11 @@ using ops::Axes;
 using Loc = std::source_location;
 
 void check_pred(const char* what, const Value& y_true, const Value& y_pred, const Loc& loc) {
-  if (!y_true.valid() || !y_pred.valid()) fail_at(loc, fmt::format("{}: an operand is empty", what));
+  if (!y_true.valid() || !y_pred.valid())
+    fail_at(loc, fmt::format("{}: an operand is empty", what));
   if (!is_floating(y_pred.dtype()))
-    fail_at(loc, fmt::format("{}: y_pred must be f32 or f64, got {}", what,
-                             y_pred.type().to_string()));
+    fail_at(loc,
+            fmt::format("{}: y_pred must be f32 or f64, got {}", what, y_pred.type().to_string()));
 }
 
 // y_true of y_pred's shape, in y_pred's dtype.
@@ -37,7 +38,9 @@ Value mean_all(const Value& x, const Loc& loc) {
   return x.rank() == 0 ? x : ops::reduce_mean(x, all_axes(x.rank()), false, loc);
 }
 
-Value c(double v, const Value& like, const Loc& loc) { return ops::scalar(v, like.dtype(), loc); }
+Value c(double v, const Value& like, const Loc& loc) {
+  return ops::scalar(v, like.dtype(), loc);
+}
 
 Value clamp(const Value& x, double lo, double hi, const Loc& loc) {
   return ops::max(ops::min(x, c(hi, x, loc), loc), c(lo, x, loc), loc);
@@ -70,11 +73,11 @@ Value class_distribution(const char* what, const Value& y_true, const Value& y_p
     return ops::cast(ops::eq(column, ids, loc), y_pred.dtype(), loc);
   }
   if (y_true.shape() != y_pred.shape())
-    fail_at(loc, fmt::format("{}: y_true {} must be one-hot of y_pred's shape {} or class indices "
-                             "(i32/i64) of shape {}",
-                             what, y_true.type().to_string(), y_pred.type().to_string(),
-                             shape_to_string(Shape(y_pred.shape().begin(),
-                                                   y_pred.shape().end() - 1))));
+    fail_at(loc,
+            fmt::format("{}: y_true {} must be one-hot of y_pred's shape {} or class indices "
+                        "(i32/i64) of shape {}",
+                        what, y_true.type().to_string(), y_pred.type().to_string(),
+                        shape_to_string(Shape(y_pred.shape().begin(), y_pred.shape().end() - 1))));
   return ops::cast(y_true, y_pred.dtype(), loc);
 }
 
@@ -89,7 +92,8 @@ Value cross_entropy_from_log_probs(const Value& dist, const Value& log_p, const 
 Value reversed_argmax(const Value& x, const Loc& loc) {
   const std::int64_t classes = x.shape().back();
   Tensor rev(x.dtype(), {classes});
-  for (std::int64_t i = 0; i < classes; ++i) rev.set_from_double(i, static_cast<double>(classes - i));
+  for (std::int64_t i = 0; i < classes; ++i)
+    rev.set_from_double(i, static_cast<double>(classes - i));
   Value is_max = ops::eq(x, ops::reduce_max(x, {-1}, true, loc), loc);
   Value score = ops::select(is_max, ops::constant(rev, loc), c(0, x, loc), loc);
   return ops::reduce_max(score, {-1}, false, loc);
@@ -126,9 +130,9 @@ Value binary_cross_entropy(const Value& y_true, const Value& y_pred, double eps,
   Value y = same_shape_target("binary_cross_entropy", y_true, y_pred, loc);
   Value p = clamp(y_pred, eps, 1 - eps, loc);
   Value one = c(1, p, loc);
-  Value ll = ops::add(ops::mul(y, ops::log(p, loc), loc),
-                      ops::mul(ops::sub(one, y, loc), ops::log(ops::sub(one, p, loc), loc), loc),
-                      loc);
+  Value ll =
+      ops::add(ops::mul(y, ops::log(p, loc), loc),
+               ops::mul(ops::sub(one, y, loc), ops::log(ops::sub(one, p, loc), loc), loc), loc);
   return ops::neg(mean_all(ll, loc), loc);
 }
 
@@ -238,6 +242,8 @@ Metric Metric::categorical_accuracy(metrics::Loc loc) {
             return metrics::categorical_accuracy(t, p, loc);
           }};
 }
-Metric Metric::from_loss(const Loss& loss) { return {loss.name, loss.fn}; }
+Metric Metric::from_loss(const Loss& loss) {
+  return {loss.name, loss.fn};
+}
 
 }  // namespace edifice::nn

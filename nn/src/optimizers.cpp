@@ -14,10 +14,16 @@ namespace {
 
 using ops::Axes;
 
-Value f64(double v) { return ops::scalar(v, DType::f64); }
+Value f64(double v) {
+  return ops::scalar(v, DType::f64);
+}
 // A host or f64 scalar rounded to `like`'s dtype, as PyTorch rounds a Python scalar.
-Value as(const Value& scalar, const Value& like) { return ops::cast(scalar, like.dtype()); }
-Value as(double v, const Value& like) { return ops::scalar(v, like.dtype()); }
+Value as(const Value& scalar, const Value& like) {
+  return ops::cast(scalar, like.dtype());
+}
+Value as(double v, const Value& like) {
+  return ops::scalar(v, like.dtype());
+}
 
 Axes all_axes(std::int64_t rank) {
   Axes axes(static_cast<std::size_t>(rank));
@@ -25,10 +31,13 @@ Axes all_axes(std::int64_t rank) {
   return axes;
 }
 
-std::string fmt_double(double v) { return fmt::format("{:g}", v); }
+std::string fmt_double(double v) {
+  return fmt::format("{:g}", v);
+}
 
 void check_rate(const char* opt, const char* what, double v) {
-  if (!(v >= 0) || !std::isfinite(v)) fail("{}: {} must be a finite number >= 0, got {}", opt, what, v);
+  if (!(v >= 0) || !std::isfinite(v))
+    fail("{}: {} must be a finite number >= 0, got {}", opt, what, v);
 }
 
 void check_beta(const char* opt, const char* what, double v) {
@@ -94,12 +103,9 @@ class AdamBase : public Optimizer {
   }
   std::string name() const override { return name_; }
   std::string config_json() const override {
-    return nlohmann::json{{"optimizer", name_},
-                          {"learning_rate", learning_rate().description()},
-                          {"beta1", beta1_},
-                          {"beta2", beta2_},
-                          {"eps", eps_},
-                          {"weight_decay", wd_}}
+    return nlohmann::json{{"optimizer", name_}, {"learning_rate", learning_rate().description()},
+                          {"beta1", beta1_},    {"beta2", beta2_},
+                          {"eps", eps_},        {"weight_decay", wd_}}
         .dump();
   }
   std::vector<std::string> slots() const override { return {"m", "v"}; }
@@ -170,17 +176,17 @@ Schedule Schedule::warmup_cosine(double peak, std::int64_t warmup_steps, std::in
     fail("warmup_cosine: final_lr must be a finite number >= 0, got {}", final_lr);
   if (warmup_steps < 0) fail("warmup_cosine: warmup_steps must be >= 0, got {}", warmup_steps);
   if (decay_steps < 1) fail("warmup_cosine: decay_steps must be >= 1, got {}", decay_steps);
-  return Schedule(
-      fmt::format("warmup_cosine(peak={}, warmup={}, decay={}, final={})", fmt_double(peak),
-                  warmup_steps, decay_steps, fmt_double(final_lr)),
-      [=](std::int64_t s) {
-        if (s < warmup_steps)
-          return peak * static_cast<double>(s + 1) / static_cast<double>(warmup_steps);
-        const std::int64_t k = s - warmup_steps;
-        if (k >= decay_steps) return final_lr;
-        const double phase = std::numbers::pi * static_cast<double>(k) / static_cast<double>(decay_steps);
-        return final_lr + (peak - final_lr) * (1 + std::cos(phase)) / 2;
-      });
+  return Schedule(fmt::format("warmup_cosine(peak={}, warmup={}, decay={}, final={})",
+                              fmt_double(peak), warmup_steps, decay_steps, fmt_double(final_lr)),
+                  [=](std::int64_t s) {
+                    if (s < warmup_steps)
+                      return peak * static_cast<double>(s + 1) / static_cast<double>(warmup_steps);
+                    const std::int64_t k = s - warmup_steps;
+                    if (k >= decay_steps) return final_lr;
+                    const double phase = std::numbers::pi * static_cast<double>(k) /
+                                         static_cast<double>(decay_steps);
+                    return final_lr + (peak - final_lr) * (1 + std::cos(phase)) / 2;
+                  });
 }
 
 Schedule Schedule::custom(std::string description, std::function<double(std::int64_t)> fn) {
@@ -196,7 +202,8 @@ OptimizerState Optimizer::init(const Params& params) const {
   OptimizerState state;
   state["step"] = Tensor::scalar<std::int64_t>(0);
   for (const std::string& slot : slots())
-    for (const auto& [name, p] : params) state[state_name(slot, name)] = Tensor(p.dtype(), p.shape());
+    for (const auto& [name, p] : params)
+      state[state_name(slot, name)] = Tensor(p.dtype(), p.shape());
   return state;
 }
 

@@ -32,9 +32,12 @@ NonFinite count_non_finite(const Tensor& t) {
   if (!is_floating(t.dtype())) return r;
   for (std::int64_t i = 0; i < t.numel(); ++i) {
     const double v = t.get_as_double(i);
-    if (std::isnan(v)) ++r.nan;
-    else if (std::isinf(v)) ++r.inf;
-    else continue;
+    if (std::isnan(v))
+      ++r.nan;
+    else if (std::isinf(v))
+      ++r.inf;
+    else
+      continue;
     if (r.first < 0) r.first = i;
   }
   return r;
@@ -124,11 +127,13 @@ void diagnose(const Graph& step, const std::vector<Value>& forward_outputs,
     std::vector<std::string> ins;
     for (const Value& in : n.inputs()) {
       auto it = std::find(watched.begin(), watched.end(), in);
-      if (it != watched.end()) ins.push_back(describe_tensor(values[it - watched.begin()]));
+      if (it != watched.end())
+        ins.push_back(describe_tensor(values[it - watched.begin()]));
       else if (in.node().op() == Op::parameter) {
         auto pit = std::find(step.inputs().begin(), step.inputs().end(), in);
-        ins.push_back(pit != step.inputs().end() ? describe_tensor(args[pit - step.inputs().begin()])
-                                                 : in.type().to_string());
+        ins.push_back(pit != step.inputs().end()
+                          ? describe_tensor(args[pit - step.inputs().begin()])
+                          : in.type().to_string());
       } else if (in.node().op() == Op::constant) {
         ins.push_back(describe_tensor(in.node().attrs().get_tensor("value")));
       } else {
@@ -157,8 +162,8 @@ void check_optimizer_state(const OptimizerState& expected, const OptimizerState&
   for (const auto& [name, t] : expected) {
     auto it = state.find(name);
     if (it == state.end())
-      problems.push_back(
-          fmt::format("  missing: {} {}{}", name, dtype_name(t.dtype()), shape_to_string(t.shape())));
+      problems.push_back(fmt::format("  missing: {} {}{}", name, dtype_name(t.dtype()),
+                                     shape_to_string(t.shape())));
     else if (it->second.dtype() != t.dtype() || it->second.shape() != t.shape())
       problems.push_back(fmt::format("  mismatched: {} is {}{}, the optimizer expects {}{}", name,
                                      dtype_name(it->second.dtype()),
@@ -170,8 +175,8 @@ void check_optimizer_state(const OptimizerState& expected, const OptimizerState&
       problems.push_back(fmt::format("  unexpected: {} {}{}", name, dtype_name(t.dtype()),
                                      shape_to_string(t.shape())));
   if (problems.empty()) return;
-  std::string msg = fmt::format("{}: optimizer state does not match ({} problems):", what,
-                                problems.size());
+  std::string msg =
+      fmt::format("{}: optimizer state does not match ({} problems):", what, problems.size());
   for (const auto& p : problems) msg += "\n" + p;
   throw Error(msg);
 }
@@ -199,9 +204,8 @@ OptimizerState TrainStep::initial_state(const Params& params) const {
 
 TensorType TrainStep::target_type(const Tensor& targets) const {
   TensorType t{targets.dtype(), targets.shape()};
-  const bool dynamic_batch =
-      !model_.inputs().empty() && model_.inputs()[0].rank() > 0 &&
-      model_.inputs()[0].shape()[0] == kDynamic;
+  const bool dynamic_batch = !model_.inputs().empty() && model_.inputs()[0].rank() > 0 &&
+                             model_.inputs()[0].shape()[0] == kDynamic;
   if (dynamic_batch && !t.shape.empty()) t.shape[0] = kDynamic;
   return t;
 }
@@ -223,8 +227,8 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
 
   Value loss = options_.loss.fn(target, y_pred);
   if (!loss.valid() || loss.rank() != 0 || !is_floating(loss.dtype()))
-    fail("TrainStep: the loss \"{}\" must return a rank-0 float value, got {}",
-         options_.loss.name, loss.valid() ? loss.type().to_string() : "an empty value");
+    fail("TrainStep: the loss \"{}\" must return a rank-0 float value, got {}", options_.loss.name,
+         loss.valid() ? loss.type().to_string() : "an empty value");
   std::vector<Value> outputs = {loss};
   for (const Metric& m : options_.metrics) {
     Value v = m.fn(target, y_pred);
@@ -271,8 +275,10 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
     state_values.push_back(v);
     b->state_names.push_back(name);
     b->state_types.push_back({t.dtype(), t.shape()});
-    if (name == "step") in.step = v;
-    else in.state[name] = v;
+    if (name == "step")
+      in.step = v;
+    else
+      in.state[name] = v;
   }
   if (!in.step.valid()) fail("TrainStep: optimizer {} has no \"step\" state", opt.name());
   for (std::size_t i = 0; i < np; ++i) {
@@ -287,7 +293,8 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
   }
   for (const std::string& name : tr.param_names) {
     auto it = up.params.find(name);
-    if (it == up.params.end()) fail("TrainStep: optimizer {} gave no update for {}", opt.name(), name);
+    if (it == up.params.end())
+      fail("TrainStep: optimizer {} gave no update for {}", opt.name(), name);
     outputs.push_back(it->second);
   }
   for (const std::string& name : b->state_names) {
@@ -313,8 +320,12 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
   return *cache_.emplace(key, b).first->second;
 }
 
-const Graph& TrainStep::graph(const Tensor& targets) { return built(targets, true).graph; }
-const Graph& TrainStep::eval_graph(const Tensor& targets) { return built(targets, false).graph; }
+const Graph& TrainStep::graph(const Tensor& targets) {
+  return built(targets, true).graph;
+}
+const Graph& TrainStep::eval_graph(const Tensor& targets) {
+  return built(targets, false).graph;
+}
 
 namespace {
 
@@ -369,7 +380,8 @@ StepResult TrainStep::run(Params& params, OptimizerState& state, double learning
   r.loss = out[k++].get_as_double(0);
   for (std::size_t i = 0; i < b.num_metrics; ++i) r.metrics.push_back(out[k++].get_as_double(0));
   if (b.has_norm) r.grad_norm = out[k++].get_as_double(0);
-  if (options_.anomaly_mode && (!std::isfinite(r.loss) || (b.has_norm && !std::isfinite(r.grad_norm)))) {
+  if (options_.anomaly_mode &&
+      (!std::isfinite(r.loss) || (b.has_norm && !std::isfinite(r.grad_norm)))) {
     diagnose(b.graph, b.forward_outputs, args, context);
     throw Error(fmt::format(
         "anomaly detected in {}: the compiled step gave loss {} and gradient norm {}, but the "

@@ -88,7 +88,7 @@ TEST_CASE("a small MLP learns XOR to 100% accuracy", "[nn][train]") {
   INFO("final XOR loss " << eval[0].second);
   CHECK(eval[1].first == "accuracy");
   CHECK(eval[1].second == 1.0);
-  CHECK(eval[0].second < 0.05);  // binary cross-entropy, observed ~0.0xx (see the report)
+  CHECK(eval[0].second < 0.01);  // binary cross-entropy; observed 7.2e-4 after 300 epochs
   // The loss went down overall.
   CHECK(h.metrics.at("loss").back() < 0.2 * h.metrics.at("loss").front());
 }
@@ -100,12 +100,15 @@ TEST_CASE("a small regression reaches a low MSE", "[nn][train]") {
   trainer.init(3);
   nn::Dataset data = regression_data(64);
   const double before = trainer.evaluate(data)[0].second;
-  nn::History h = trainer.fit(data, quiet({.epochs = 150, .batch_size = 16}));
+  nn::History h = trainer.fit(data, quiet({.epochs = 400, .batch_size = 16}));
   nn::NamedValues eval = trainer.evaluate(data);
   INFO("MSE before " << before << ", after " << eval[0].second << ", MAE " << eval[1].second);
-  CHECK(eval[0].second < 5e-3);  // the target's variance is ~0.6
+  // Observed: MSE 1.116 before, 1.47e-3 after 400 epochs (MAE 0.032); the targets' variance
+  // is ~0.6.
+  CHECK(before > 1.0);
+  CHECK(eval[0].second < 3e-3);
   CHECK(eval[1].first == "mae");
-  CHECK(h.steps == 150 * 4);
+  CHECK(h.steps == 400 * 4);
 }
 
 TEST_CASE("running means are batch-size weighted and match evaluation", "[nn][train]") {
@@ -316,8 +319,14 @@ TEST_CASE("a classifier with integer class targets trains through the compiled s
                        .optimizer = nn::adamw({.learning_rate = 0.05}),
                        .clip_global_norm = 5.0});
   trainer.init(4);
+  double first_norm = NAN;
+  trainer.on_step([&](const nn::StepEvent& e) {
+    if (e.step == 1) first_norm = e.grad_norm;
+    return nn::Control::proceed;
+  });
   trainer.fit(data, quiet({.epochs = 30, .batch_size = 16}));
   CHECK(trainer.evaluate(data)[1].second == 1.0);
+  CHECK(first_norm > 0);  // clipping on: the norm is reported
 }
 
 TEST_CASE("the CSV log has stable columns, per epoch or per step", "[nn][train]") {
@@ -453,7 +462,7 @@ TEST_CASE("anomaly mode names the op, the pass, the layer and the user's line", 
   }
   SECTION("an Inf born in the backward pass: the gradient of sqrt at 0") {
     auto x = nn::input("x", {nn::dynamic, 1});
-    const int line = __LINE__ + 1;
+    const int line = __LINE__ + 2;  // the line of the nn::custom call
     auto r =
         nn::custom("root", {x}, {{"a", {1}, DType::f32, nn::Initializer::zeros()}},
                    [](auto& in, auto& p, auto&) { return ops::sqrt(ops::add(in[0], p.at("a"))); },

@@ -94,8 +94,9 @@ Value categorical_accuracy(const Value& y_true, const Value& y_pred, Loc loc = L
 
 }  // namespace metrics
 
-/// A named loss for the training loop: `fn(y_true, y_pred)` returns a rank-0 value. The
-/// factories capture the caller's line so every loss node points at it.
+/// A named loss for the training loop: `fn(y_true, y_pred)` returns a rank-0 float value. The
+/// factories capture the caller's line so every loss node points at it. Any other function is a
+/// custom loss: `nn::Loss{"my_loss", [](const Value& y, const Value& p) { ... }}`.
 struct Loss {
   std::string name;
   std::function<Value(const Value& y_true, const Value& y_pred)> fn;

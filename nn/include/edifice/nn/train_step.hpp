@@ -24,10 +24,16 @@
 /// finite inputs) is reported in an edifice::Error naming the op, whether it is in the forward
 /// or the backward pass, its layer and the user's file:line, e.g.
 ///
-///   anomaly detected in training step 3: log produced NaN in the forward pass (2 of 4
-///   elements non-finite, the first at [1,0]); its inputs: f32[4,1] in [-1.5, 2]
+///   anomaly detected in training step 3 (epoch 0, batch 2): log produced NaN in the forward
+///   pass (2 of 4 elements non-finite, the first at [1,0]); its inputs: f32[4,1] in [-1.5, 2]
 ///     in layer "my_log"
 ///     the layer was defined at model.cpp:42
+///
+/// (the first two lines are one line of the message). Ops outside layers (losses, metrics) say "the
+/// op was defined at"; gradient nodes carry the location and layer of the forward op they
+/// differentiate; optimizer nodes are in the layer "optimizer {name}". An input that already holds
+/// NaN/Inf (data, parameters, state) is reported as such. If the interpreter finds no such node the
+/// error says so (it would point at a JIT bug).
 ///
 /// Parameters and state are not modified by a step that raises. Without anomaly mode there is
 /// no extra cost.
@@ -77,8 +83,8 @@ class TrainStep {
   /// `params` and `state` must match the model and the optimizer (a mismatch lists every
   /// missing, unexpected and mismatched name). `context` prefixes anomaly reports
   /// ("training step 12 (epoch 2, batch 3)").
-  StepResult run(Params& params, OptimizerState& state, double learning_rate,
-                 std::int64_t rng_key, const std::vector<Tensor>& inputs, const Tensor& targets,
+  StepResult run(Params& params, OptimizerState& state, double learning_rate, std::int64_t rng_key,
+                 const std::vector<Tensor>& inputs, const Tensor& targets,
                  const std::string& context = "training step");
 
   /// Loss and metrics of the inference-mode model on one batch (no update).
