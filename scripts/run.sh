@@ -4,5 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build build
-./build/examples/graph_demo
+cmake --build build --target delayed_recall
+# The main job: train the default sliding-window model on delayed recall, check the held-out
+# accuracy, checkpoint and reload it in a fresh process, and draw the attention heatmap.
+mkdir -p out
+./build/examples/delayed_recall --out out/delayed_recall
