@@ -166,7 +166,7 @@ double measure_peak(jit::Isa isa, int threads) {
   return best;
 }
 
-// Best GFLOP/s over 5 batches, each batch long enough (>= 60 ms) to time reliably.
+// Best GFLOP/s over 7 batches of >= 60 ms each.
 double time_gflops(double flops, const std::function<void()>& run) {
   run();
   run();
@@ -178,7 +178,7 @@ double time_gflops(double flops, const std::function<void()>& run) {
     reps *= 2;
   }
   double best = 0;
-  for (int batch = 0; batch < 5; ++batch) {
+  for (int batch = 0; batch < 7; ++batch) {
     auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < reps; ++i) run();
     best = std::max(best, flops * reps / seconds_since(start) / 1e9);
@@ -212,17 +212,20 @@ int main(int argc, char** argv) {
               OPENBLAS_VERSION);
   const double peak1 = measure_peak(target.isa, 1);
   const double peak_all = measure_peak(target.isa, all);
-  std::printf("measured f32 FMA peak: %.1f GFLOP/s on 1 core, %.1f GFLOP/s on %d cores\n\n",
-              peak1, peak_all, all);
+  std::printf("measured f32 FMA peak: %.1f GFLOP/s on 1 core, %.1f GFLOP/s on %d cores\n\n", peak1,
+              peak_all, all);
 
   const std::vector<Case> cases = {
-      {"square 256", 256, 256, 256, false},      {"square 512", 512, 512, 512, false},
-      {"square 1024", 1024, 1024, 1024, false},  {"model 1920x1024x256", 1920, 1024, 256, false},
-      {"model 1920x256x768", 1920, 256, 768, false}, {"model 60x1024x256", 60, 1024, 256, false},
+      {"square 256", 256, 256, 256, false},
+      {"square 512", 512, 512, 512, false},
+      {"square 1024", 1024, 1024, 1024, false},
+      {"model 1920x1024x256", 1920, 1024, 256, false},
+      {"model 1920x256x768", 1920, 256, 768, false},
+      {"model 60x1024x256", 60, 1024, 256, false},
       {"model 1920x1024x256 B^T", 1920, 1024, 256, true},
   };
-  std::printf("%-26s %3s | %9s %9s | %7s %7s | %8s\n", "M x K x N", "thr", "JIT GF/s",
-              "BLAS GF/s", "JIT %pk", "BLAS %pk", "JIT/BLAS");
+  std::printf("%-26s %3s | %9s %9s | %7s %7s | %8s\n", "M x K x N", "thr", "JIT GF/s", "BLAS GF/s",
+              "JIT %pk", "BLAS %pk", "JIT/BLAS");
   std::printf("%s\n", std::string(85, '-').c_str());
   bool all_agree = true;
   for (const Case& c : cases) {
@@ -253,12 +256,15 @@ int main(int argc, char** argv) {
       Tensor got = exe->run({ta, tb})[0];
       double worst = 0;
       for (std::int64_t i = 0; i < got.numel(); ++i)
-        worst = std::max(worst, std::abs(static_cast<double>(got.data<float>()[i]) -
-                                         want.data<float>()[i]));
+        worst = std::max(
+            worst, std::abs(static_cast<double>(got.data<float>()[i]) - want.data<float>()[i]));
       const bool agree = worst <= 1e-5 * static_cast<double>(c.k);
       all_agree &= agree;
-      double jit_gf = time_gflops(flops, [&] { exe->run({ta, tb}); });
-      double blas_gf = time_gflops(flops, blas);
+      // OpenBLAS workers spin for a while after each call: let them go to sleep before the
+      // JIT is timed, or they take a core from it.
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      const double jit_gf = time_gflops(flops, [&] { exe->run({ta, tb}); });
+      const double blas_gf = time_gflops(flops, blas);
       const double peak = threads == 1 ? peak1 : peak_all;
       std::printf("%-26s %3d | %9.1f %9.1f | %6.1f%% %6.1f%% | %7.2fx%s\n", c.label, threads,
                   jit_gf, blas_gf, 100 * jit_gf / peak, 100 * blas_gf / peak, jit_gf / blas_gf,

@@ -8,6 +8,7 @@ packages=(
   llvm-19-dev libzstd-dev
   libxtensor-dev xtl-dev libxsimd-dev
   libfmt-dev catch2 nlohmann-json3-dev
+  libopenblas-dev  # bench/gemm_bench compares the JIT GEMM with OpenBLAS
 )
 
 missing=()

@@ -27,8 +27,10 @@ Tensor random_tensor(DType d, const Shape& shape, std::uint32_t seed) {
   std::uniform_real_distribution<double> u(-1, 1);
   std::uniform_int_distribution<int> small(-9, 9);
   for (std::int64_t i = 0; i < t.numel(); ++i) {
-    if (is_floating(d)) t.set_from_double(i, u(rng));
-    else t.set_from_double(i, d == DType::u8 ? small(rng) + 9 : small(rng));
+    if (is_floating(d))
+      t.set_from_double(i, u(rng));
+    else
+      t.set_from_double(i, d == DType::u8 ? small(rng) + 9 : small(rng));
   }
   return t;
 }
@@ -69,7 +71,8 @@ void check_dot(const Graph& g, const std::vector<Tensor>& inputs, double rtol) {
       }
       double tol = rtol * (scale[o].get_as_double(i) + 1e-30);
       if (!(std::abs(gv - wv) <= tol)) {
-        INFO("element " << i << ": jit " << gv << " vs interpreter " << wv << ", tolerance " << tol);
+        INFO("element " << i << ": jit " << gv << " vs interpreter " << wv << ", tolerance "
+                        << tol);
         REQUIRE(std::abs(gv - wv) <= tol);
       }
     }
@@ -112,8 +115,8 @@ std::vector<Tensor> gemm_inputs(DType d, std::int64_t m, std::int64_t k, std::in
 
 // Extents around the blocking boundaries of `t` for an extent blocked by `unit` and `tile`.
 std::vector<std::int64_t> around(std::int64_t unit, std::int64_t tile) {
-  std::set<std::int64_t> s = {1, 2, unit - 1, unit, unit + 1, 2 * unit + 3, tile - 1, tile + 1,
-                              tile + unit + 5};
+  std::set<std::int64_t> s = {1,        2,        unit - 1,       unit, unit + 1, 2 * unit + 3,
+                              tile - 1, tile + 1, tile + unit + 5};
   std::vector<std::int64_t> r;
   for (auto v : s)
     if (v >= 1) r.push_back(v);
@@ -156,9 +159,12 @@ TEST_CASE("GEMM reads transposed operands in place", "[jit][gemm]") {
   std::uint32_t seed = 100;
   for (bool ta : {false, true})
     for (bool tb : {false, true})
-      for (auto [m, k, n] : std::vector<std::array<std::int64_t, 3>>{
-               {1, 1, 1}, {5, 17, 3}, {t.mr + 1, t.kc + 3, t.nr + 1}, {t.tile_m + 7, 33, t.tile_n + 9},
-               {60, 300, 70}}) {
+      for (auto [m, k, n] :
+           std::vector<std::array<std::int64_t, 3>>{{1, 1, 1},
+                                                    {5, 17, 3},
+                                                    {t.mr + 1, t.kc + 3, t.nr + 1},
+                                                    {t.tile_m + 7, 33, t.tile_n + 9},
+                                                    {60, 300, 70}}) {
         INFO("trans_a " << ta << " trans_b " << tb << " M " << m << " K " << k << " N " << n);
         Graph g = gemm_graph(DType::f32, m, k, n, ta, tb);
         auto inputs = gemm_inputs(DType::f32, m, k, n, ta, tb, seed++);
@@ -175,21 +181,27 @@ TEST_CASE("GEMM handles batch axes and multi-axis M and N", "[jit][gemm]") {
     auto a = o::parameter("a", DType::f32, {3, 13, 40});
     auto b = o::parameter("b", DType::f32, {3, 40, 35});
     Graph g({a, b}, {o::matmul(a, b)});
-    check_dot(g, {random_tensor(DType::f32, {3, 13, 40}, seed), random_tensor(DType::f32, {3, 40, 35}, seed + 1)},
+    check_dot(g,
+              {random_tensor(DType::f32, {3, 13, 40}, seed),
+               random_tensor(DType::f32, {3, 40, 35}, seed + 1)},
               1e-5);
   }
   SECTION("two batch axes, B transposed (attention scores q . k^T)") {
     auto q = o::parameter("q", DType::f32, {2, 3, 17, 8});
     auto kk = o::parameter("k", DType::f32, {2, 3, 19, 8});
     Graph g({q, kk}, {o::dot_general(q, kk, {{3}, {3}, {0, 1}, {0, 1}})});
-    check_dot(g, {random_tensor(DType::f32, {2, 3, 17, 8}, seed), random_tensor(DType::f32, {2, 3, 19, 8}, seed + 1)},
+    check_dot(g,
+              {random_tensor(DType::f32, {2, 3, 17, 8}, seed),
+               random_tensor(DType::f32, {2, 3, 19, 8}, seed + 1)},
               1e-5);
   }
   SECTION("x^T . dy over a batch (weight gradient layout)") {
     auto x = o::parameter("x", DType::f32, {4, 30, 9});
     auto dy = o::parameter("dy", DType::f32, {4, 30, 11});
     Graph g({x, dy}, {o::dot_general(x, dy, {{1}, {1}, {0}, {0}})});
-    check_dot(g, {random_tensor(DType::f32, {4, 30, 9}, seed), random_tensor(DType::f32, {4, 30, 11}, seed + 1)},
+    check_dot(g,
+              {random_tensor(DType::f32, {4, 30, 9}, seed),
+               random_tensor(DType::f32, {4, 30, 11}, seed + 1)},
               1e-5);
   }
   SECTION("multi-axis M and N, with an epilogue indexing them") {
@@ -198,8 +210,10 @@ TEST_CASE("GEMM handles batch axes and multi-axis M and N", "[jit][gemm]") {
     auto bias = o::parameter("bias", DType::f32, {4, 6});
     Value c = o::dot_general(a, b, {{3}, {0}, {}, {}});  // [2, 3, 5, 4, 6]
     Graph g({a, b, bias}, {o::tanh(c + bias)});
-    check_close(g, {random_tensor(DType::f32, {2, 3, 5, 21}, seed), random_tensor(DType::f32, {21, 4, 6}, seed + 1),
-                    random_tensor(DType::f32, {4, 6}, seed + 2)},
+    check_close(g,
+                {random_tensor(DType::f32, {2, 3, 5, 21}, seed),
+                 random_tensor(DType::f32, {21, 4, 6}, seed + 1),
+                 random_tensor(DType::f32, {4, 6}, seed + 2)},
                 1e-5, 1e-5);
   }
 }
@@ -209,12 +223,15 @@ TEST_CASE("GEMM in f64 uses half the lanes and stays accurate", "[jit][gemm]") {
   std::uint32_t seed = 300;
   for (bool ta : {false, true})
     for (bool tb : {false, true})
-      for (auto [m, k, n] : std::vector<std::array<std::int64_t, 3>>{
-               {1, 1, 1}, {t.mr - 1, 5, t.nr - 1}, {t.mr + 1, t.kc + 1, t.nr + 1},
-               {t.tile_m + 1, 40, t.tile_n + 1}, {37, 2 * t.kc + 3, 29}}) {
+      for (auto [m, k, n] :
+           std::vector<std::array<std::int64_t, 3>>{{1, 1, 1},
+                                                    {t.mr - 1, 5, t.nr - 1},
+                                                    {t.mr + 1, t.kc + 1, t.nr + 1},
+                                                    {t.tile_m + 1, 40, t.tile_n + 1},
+                                                    {37, 2 * t.kc + 3, 29}}) {
         INFO("trans_a " << ta << " trans_b " << tb << " M " << m << " K " << k << " N " << n);
-        check_dot(gemm_graph(DType::f64, m, k, n, ta, tb), gemm_inputs(DType::f64, m, k, n, ta, tb, seed++),
-                  1e-13);
+        check_dot(gemm_graph(DType::f64, m, k, n, ta, tb),
+                  gemm_inputs(DType::f64, m, k, n, ta, tb, seed++), 1e-13);
       }
 }
 
@@ -222,7 +239,8 @@ TEST_CASE("GEMM on integer dtypes is exact (wrapping)", "[jit][gemm]") {
   std::uint32_t seed = 400;
   for (DType d : {DType::i32, DType::i64, DType::u8})
     for (bool tb : {false, true})
-      for (auto [m, k, n] : std::vector<std::array<std::int64_t, 3>>{{1, 1, 1}, {7, 13, 5}, {33, 70, 41}}) {
+      for (auto [m, k, n] :
+           std::vector<std::array<std::int64_t, 3>>{{1, 1, 1}, {7, 13, 5}, {33, 70, 41}}) {
         INFO(dtype_name(d) << " trans_b " << tb << " M " << m << " K " << k << " N " << n);
         check_dot(gemm_graph(d, m, k, n, false, tb), gemm_inputs(d, m, k, n, false, tb, seed++), 0);
       }
@@ -238,7 +256,8 @@ TEST_CASE("GEMM epilogues are applied before the single store", "[jit][gemm]") {
   std::uint32_t seed = 500;
   auto x = o::parameter("x", DType::f32, {m, k});
   auto w = o::parameter("w", DType::f32, {k, n});
-  Tensor tx = random_tensor(DType::f32, {m, k}, seed), tw = random_tensor(DType::f32, {k, n}, seed + 1);
+  Tensor tx = random_tensor(DType::f32, {m, k}, seed),
+         tw = random_tensor(DType::f32, {k, n}, seed + 1);
 
   SECTION("bias add + gelu") {
     auto bias = o::parameter("bias", DType::f32, {n});
@@ -278,9 +297,11 @@ TEST_CASE("GEMM epilogues are applied before the single store", "[jit][gemm]") {
     auto wi = o::parameter("wi", DType::i32, {9, 37});
     auto bi = o::parameter("bi", DType::i32, {37});
     Graph g({xi, wi, bi}, {(o::matmul(xi, wi) + bi) * 3});
-    check_close(g, {random_tensor(DType::i32, {13, 9}, seed + 5), random_tensor(DType::i32, {9, 37}, seed + 6),
-                    random_tensor(DType::i32, {37}, seed + 7)},
-                0, 0);
+    check_close(
+        g,
+        {random_tensor(DType::i32, {13, 9}, seed + 5), random_tensor(DType::i32, {9, 37}, seed + 6),
+         random_tensor(DType::i32, {37}, seed + 7)},
+        0, 0);
   }
 }
 
@@ -289,7 +310,10 @@ TEST_CASE("GEMM of an empty contraction is zero through the epilogue", "[jit][ge
   auto b = o::parameter("b", DType::f32, {0, 7});
   auto c = o::parameter("c", DType::f32, {7});
   Graph g({a, b, c}, {o::matmul(a, b) + c});
-  check_close(g, {Tensor(DType::f32, {5, 0}), Tensor(DType::f32, {0, 7}), random_tensor(DType::f32, {7}, 9)}, 0, 0);
+  check_close(
+      g,
+      {Tensor(DType::f32, {5, 0}), Tensor(DType::f32, {0, 7}), random_tensor(DType::f32, {7}, 9)},
+      0, 0);
 }
 
 TEST_CASE("GEMM matches the interpreter on a model shape", "[jit][gemm]") {
@@ -313,7 +337,8 @@ TEST_CASE("GEMM results are bit-identical with 1 and 2 threads", "[jit][gemm]") 
     auto w = o::parameter("w", DType::f32, {n, k});
     auto bias = o::parameter("bias", DType::f32, {n});
     Graph g({x, w, bias}, {o::gelu(o::dot_general(x, w, {{1}, {1}, {}, {}}) + bias)});
-    std::vector<Tensor> in = {random_tensor(DType::f32, {m, k}, seed), random_tensor(DType::f32, {n, k}, seed + 1),
+    std::vector<Tensor> in = {random_tensor(DType::f32, {m, k}, seed),
+                              random_tensor(DType::f32, {n, k}, seed + 1),
                               random_tensor(DType::f32, {n}, seed + 2)};
     seed += 3;
     jit::Options one, two;

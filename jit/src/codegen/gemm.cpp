@@ -118,7 +118,10 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
         e.set(packed_key, key);
       });
     }
-    if (g.k == 0) e.loop(0, tm * tn, [&](llvm::Value* i) { e.store(d, e.constant(0, d), ct, i); });
+    if (g.k == 0)
+      plain_loop(
+          e, e.i64(0), e.i64(tm * tn), [&](llvm::Value* i) { e.store(d, e.constant(0, d), ct, i); },
+          true);
     plain_loop(e, e.i64(0), e.i64(ceil_div(g.k, t.kc)), [&](llvm::Value* block) {
       llvm::Value* pc = b.CreateMul(block, e.i64(t.kc));
       llvm::Value* kc = min(e.i64(t.kc), b.CreateSub(e.i64(g.k), pc));
@@ -155,17 +158,20 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
       for (llvm::Value* i : expr.delinearize(m, m_shape)) prefix.push_back(i);
       llvm::Value* out_row =
           b.CreateMul(b.CreateAdd(b.CreateMul(batch, e.i64(g.m)), m), e.i64(g.n));
-      e.loop(e.i64(0), ni, [&](llvm::Value* j) {
-        llvm::Value* n = b.CreateAdd(n0, j);
-        expr.clear_memo();
-        expr.override_node(&dot, [&](const Index&) {
-          return e.load(d, ct, b.CreateAdd(b.CreateMul(r, e.i64(tn)), j));
-        });
-        Index index = prefix;
-        for (llvm::Value* i : expr.delinearize(n, n_shape)) index.push_back(i);
-        e.store(root.dtype(), expr.at(root, index), c_ptr, b.CreateAdd(out_row, n));
-        expr.clear_memo();
-      });
+      plain_loop(
+          e, e.i64(0), ni,
+          [&](llvm::Value* j) {
+            llvm::Value* n = b.CreateAdd(n0, j);
+            expr.clear_memo();
+            expr.override_node(&dot, [&](const Index&) {
+              return e.load(d, ct, b.CreateAdd(b.CreateMul(r, e.i64(tn)), j));
+            });
+            Index index = prefix;
+            for (llvm::Value* i : expr.delinearize(n, n_shape)) index.push_back(i);
+            e.store(root.dtype(), expr.at(root, index), c_ptr, b.CreateAdd(out_row, n));
+            expr.clear_memo();
+          },
+          /*vectorize=*/true);
     });
   });
 }

@@ -56,7 +56,7 @@ void transpose_in_registers(llvm::IRBuilder<>& b, std::vector<llvm::Value*>& v) 
 }  // namespace
 
 void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
-                const std::function<void(llvm::Value*)>& body) {
+                const std::function<void(llvm::Value*)>& body, bool vectorize) {
   auto& b = e.builder();
   auto& ctx = e.context();
   llvm::Function* f = b.GetInsertBlock()->getParent();
@@ -77,11 +77,17 @@ void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
   auto flag = [&](const char* name) -> llvm::Metadata* {
     return llvm::MDNode::get(ctx, {llvm::MDString::get(ctx, name)});
   };
-  llvm::Metadata* ops[] = {
-      nullptr,
-      llvm::MDNode::get(ctx, {llvm::MDString::get(ctx, "llvm.loop.vectorize.enable"),
-                              llvm::ConstantAsMetadata::get(b.getFalse())}),
-      flag("llvm.loop.unroll.disable")};
+  auto option = [&](const char* name, llvm::Constant* value) -> llvm::Metadata* {
+    return llvm::MDNode::get(
+        ctx, {llvm::MDString::get(ctx, name), llvm::ConstantAsMetadata::get(value)});
+  };
+  // Vectorised loops keep one vector per iteration (no interleaving): with constant trip
+  // counts LLVM would otherwise interleave, then fully unroll, then hoist every invariant
+  // vector, which costs compile time for nothing in a loop that is not the hot one.
+  llvm::Metadata* ops[] = {nullptr,
+                           vectorize ? option("llvm.loop.interleave.count", b.getInt32(1))
+                                     : option("llvm.loop.vectorize.enable", b.getFalse()),
+                           flag("llvm.loop.unroll.disable")};
   auto* md = llvm::MDNode::getDistinct(ctx, ops);
   md->replaceOperandWith(0, md);
   latch->setMetadata(llvm::LLVMContext::MD_loop, md);
@@ -191,8 +197,8 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
     return b.CreateInBoundsGEP(et, base,
                                b.CreateAdd(b.CreateMul(r, row_stride), b.CreateMul(k, k_stride)));
   };
-  auto dst_at = [&](llvm::Value* base, llvm::Value* k, std::int64_t r) {
-    return b.CreateInBoundsGEP(et, base, b.CreateAdd(b.CreateMul(k, e.i64(R)), e.i64(r)));
+  auto dst_at = [&](llvm::Value* base, llvm::Value* k, llvm::Value* r) {
+    return b.CreateInBoundsGEP(et, base, b.CreateAdd(b.CreateMul(k, e.i64(R)), r));
   };
 
   // Software prefetch: a wide source matrix puts every k step (copy) or every row
@@ -222,7 +228,7 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
         b.CreateAlignedStore(
             b.CreateAlignedLoad(pt, b.CreateInBoundsGEP(et, s, b.CreateMul(p, e.i64(R))),
                                 elem_align),
-            dst_at(o, k, 0), elem_align);
+            dst_at(o, k, e.i64(0)), elem_align);
       });
     });
   } else {
@@ -235,11 +241,11 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
       plain_loop(e, e.i64(0), chunks, [&](llvm::Value* chunk) {
         llvm::Value* k0 = b.CreateMul(chunk, e.i64(L));
         constexpr std::int64_t kAhead = 128;  // bytes ahead along each row
-        for (int r = 0; r < R; ++r)
-          prefetch(s,
-                   b.CreateAdd(
-                       b.CreateMul(e.i64(r), row_stride),
-                       b.CreateAdd(k0, e.i64(kAhead / static_cast<std::int64_t>(dtype_size(d))))));
+        llvm::Value* ahead =
+            b.CreateAdd(k0, e.i64(kAhead / static_cast<std::int64_t>(dtype_size(d))));
+        plain_loop(e, e.i64(0), e.i64(R), [&](llvm::Value* r) {
+          prefetch(s, b.CreateAdd(b.CreateMul(r, row_stride), ahead));
+        });
         for (int g = 0; g * L < R; ++g) {
           const int width = std::min(L, R - g * L);
           std::vector<llvm::Value*> v(static_cast<std::size_t>(L));
@@ -252,14 +258,17 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
           for (int j = 0; j < width; ++j) head[j] = j;
           for (int j = 0; j < L; ++j) {
             llvm::Value* col = width == L ? v[j] : b.CreateShuffleVector(v[j], head);
-            b.CreateAlignedStore(col, dst_at(o, b.CreateAdd(k0, e.i64(j)), g * L), elem_align);
+            b.CreateAlignedStore(col, dst_at(o, b.CreateAdd(k0, e.i64(j)), e.i64(g * L)),
+                                 elem_align);
           }
         }
       });
+      // The k tail (kc % L steps), element by element; loops keep the IR small.
       plain_loop(e, b.CreateMul(chunks, e.i64(L)), kc, [&](llvm::Value* k) {
-        for (int r = 0; r < R; ++r)
-          b.CreateAlignedStore(b.CreateAlignedLoad(et, src_at(s, e.i64(r), k), elem_align),
+        plain_loop(e, e.i64(0), e.i64(R), [&](llvm::Value* r) {
+          b.CreateAlignedStore(b.CreateAlignedLoad(et, src_at(s, r, k), elem_align),
                                dst_at(o, k, r), elem_align);
+        });
       });
     });
   }
@@ -272,14 +281,14 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
         b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(full, e.i64(R)), row_stride));
     llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(full, kc), e.i64(R)));
     plain_loop(e, e.i64(0), kc, [&](llvm::Value* k) {
-      for (int r = 0; r < R; ++r) {
-        llvm::Value* valid = b.CreateICmpSLT(e.i64(r), rest);
+      plain_loop(e, e.i64(0), e.i64(R), [&](llvm::Value* r) {
+        llvm::Value* valid = b.CreateICmpSLT(r, rest);
         // Read row 0 in place of missing rows (always in bounds), then choose zero.
-        llvm::Value* x = b.CreateAlignedLoad(
-            et, src_at(s, b.CreateSelect(valid, e.i64(r), e.i64(0)), k), elem_align);
+        llvm::Value* x =
+            b.CreateAlignedLoad(et, src_at(s, b.CreateSelect(valid, r, e.i64(0)), k), elem_align);
         b.CreateAlignedStore(b.CreateSelect(valid, x, llvm::Constant::getNullValue(et)),
                              dst_at(o, k, r), elem_align);
-      }
+      });
     });
   });
   b.CreateRetVoid();

@@ -11,12 +11,13 @@
 
 namespace edifice::jit::codegen {
 
-/// for (i = lo; i < hi; ++i) body(i), like Emitter::loop, but marked so that LLVM neither
-/// vectorises nor unrolls it: the helpers are vectorised by hand (the loop vectoriser would
-/// re-vectorise them across k into shuffle-heavy, spilling code), and unrolling loops of
-/// calls only costs compile time.
+/// for (i = lo; i < hi; ++i) body(i), like Emitter::loop, but marked so that LLVM does not
+/// unroll it and, unless `vectorize`, does not vectorise it either: the helpers are vectorised
+/// by hand (the loop vectoriser would re-vectorise them across k into shuffle-heavy, spilling
+/// code), and unrolling loops of calls only costs compile time. With `vectorize`, the loop is
+/// vectorised without interleaving.
 void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
-                const std::function<void(llvm::Value*)>& body);
+                const std::function<void(llvm::Value*)>& body, bool vectorize = false);
 
 /// void ukernel(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate)
 ///
