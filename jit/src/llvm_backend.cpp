@@ -22,6 +22,7 @@
 #include <llvm/TargetParser/Triple.h>
 
 #include <cstdio>
+#include <deque>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
@@ -48,35 +49,54 @@ void initialize_llvm() {
   });
 }
 
-// LLVM 19's libmvec table has exp, log, sin, cos and pow but not tanh and erf, which glibc
-// exports since 2.35. Register the variants this target can execute (and this glibc has).
-void add_libmvec_extras(llvm::TargetLibraryInfoImpl& tlii, const Target& target) {
-  struct Variant {
-    const char* scalar;
-    const char* vector;
-    unsigned lanes;
+// Vector math from glibc's libmvec, registered by us rather than with LLVM's LIBMVEC_X86
+// preset: the preset offers the AVX2 variants to any x86 target (code capped to SSE4.2 would
+// call them with the wrong register convention) and lacks tanh and erf. Only the variants the
+// target's ISA can run are offered: 'b' (SSE4), 'd' (AVX2), 'e' (AVX-512); none on generic.
+void add_libmvec(llvm::TargetLibraryInfoImpl& tlii, const Target& target) {
+  struct Function {
+    const char* scalar;  // libm name or intrinsic the vectoriser sees
+    const char* base;    // libmvec base name
+    bool is_double;
+    bool binary;
+  };
+  static const Function functions[] = {
+      {"llvm.exp.f32", "expf", false, false}, {"expf", "expf", false, false},
+      {"llvm.log.f32", "logf", false, false}, {"logf", "logf", false, false},
+      {"llvm.sin.f32", "sinf", false, false}, {"sinf", "sinf", false, false},
+      {"llvm.cos.f32", "cosf", false, false}, {"cosf", "cosf", false, false},
+      {"llvm.pow.f32", "powf", false, true},  {"powf", "powf", false, true},
+      {"tanhf", "tanhf", false, false},       {"erff", "erff", false, false},
+      {"llvm.exp.f64", "exp", true, false},   {"exp", "exp", true, false},
+      {"llvm.log.f64", "log", true, false},   {"log", "log", true, false},
+      {"llvm.sin.f64", "sin", true, false},   {"sin", "sin", true, false},
+      {"llvm.cos.f64", "cos", true, false},   {"cos", "cos", true, false},
+      {"llvm.pow.f64", "pow", true, true},    {"pow", "pow", true, true},
+      {"tanh", "tanh", true, false},          {"erf", "erf", true, false},
+  };
+  struct Level {
+    char code;
     Isa needs;
-    const char* abi;
+    unsigned f32_lanes;
   };
-  static const Variant variants[] = {
-      {"tanhf", "_ZGVbN4v_tanhf", 4, Isa::generic, "_ZGV_LLVM_N4v"},
-      {"tanhf", "_ZGVdN8v_tanhf", 8, Isa::avx2, "_ZGV_LLVM_N8v"},
-      {"tanhf", "_ZGVeN16v_tanhf", 16, Isa::avx512, "_ZGV_LLVM_N16v"},
-      {"tanh", "_ZGVbN2v_tanh", 2, Isa::generic, "_ZGV_LLVM_N2v"},
-      {"tanh", "_ZGVdN4v_tanh", 4, Isa::avx2, "_ZGV_LLVM_N4v"},
-      {"tanh", "_ZGVeN8v_tanh", 8, Isa::avx512, "_ZGV_LLVM_N8v"},
-      {"erff", "_ZGVbN4v_erff", 4, Isa::generic, "_ZGV_LLVM_N4v"},
-      {"erff", "_ZGVdN8v_erff", 8, Isa::avx2, "_ZGV_LLVM_N8v"},
-      {"erff", "_ZGVeN16v_erff", 16, Isa::avx512, "_ZGV_LLVM_N16v"},
-      {"erf", "_ZGVbN2v_erf", 2, Isa::generic, "_ZGV_LLVM_N2v"},
-      {"erf", "_ZGVdN4v_erf", 4, Isa::avx2, "_ZGV_LLVM_N4v"},
-      {"erf", "_ZGVeN8v_erf", 8, Isa::avx512, "_ZGV_LLVM_N8v"},
-  };
+  static const Level levels[] = {{'b', Isa::sse42, 4}, {'d', Isa::avx2, 8}, {'e', Isa::avx512, 16}};
+  // VecDesc keeps StringRefs: the names must outlive the TLI, so they are kept for the process.
+  static std::mutex m;
+  static std::deque<std::string> names;
+  std::lock_guard lock(m);
   std::vector<llvm::VecDesc> descs;
-  for (const Variant& v : variants) {
-    if (target.isa < v.needs) continue;
-    if (!llvm::sys::DynamicLibrary::SearchForAddressOfSymbol(v.vector)) continue;
-    descs.emplace_back(v.scalar, v.vector, llvm::ElementCount::getFixed(v.lanes), false, v.abi);
+  for (const Level& level : levels) {
+    if (target.isa < level.needs) continue;
+    for (const Function& f : functions) {
+      unsigned lanes = f.is_double ? level.f32_lanes / 2 : level.f32_lanes;
+      const char* params = f.binary ? "vv" : "v";
+      std::string vector = fmt::format("_ZGV{}N{}{}_{}", level.code, lanes, params, f.base);
+      if (!llvm::sys::DynamicLibrary::SearchForAddressOfSymbol(vector.c_str())) continue;
+      names.push_back(vector);
+      const std::string& vname = names.back();
+      names.push_back(fmt::format("_ZGV_LLVM_N{}{}", lanes, params));
+      descs.emplace_back(f.scalar, vname, llvm::ElementCount::getFixed(lanes), false, names.back());
+    }
   }
   tlii.addVectorizableFunctions(descs);
 }
@@ -209,8 +229,7 @@ std::string optimize_to_object(llvm::Module& module, const Target& target,
   llvm::ModuleAnalysisManager mam;
   llvm::Triple triple(target.triple);
   llvm::TargetLibraryInfoImpl tlii(triple);
-  tlii.addVectorizableFunctionsFromVecLib(llvm::TargetLibraryInfoImpl::LIBMVEC_X86, triple);
-  add_libmvec_extras(tlii, target);
+  add_libmvec(tlii, target);
   fam.registerPass([&] { return llvm::TargetLibraryAnalysis(tlii); });
   llvm::PipelineTuningOptions tuning;
   tuning.LoopVectorization = true;

@@ -210,6 +210,7 @@ TEST_CASE("disk cache: a miss writes an owner-only entry that a fresh compile lo
 
   // A new, identical graph with other options: nothing compiled, the code comes from disk.
   auto second = compile_fresh(dir, 2);
+  REQUIRE(second.get() != first.get());  // not the in-process cache
   CHECK(second->loaded_from_cache());
   CHECK(entries(dir).size() == 1);
   check_identical(run(*second), out1);
@@ -291,6 +292,7 @@ TEST_CASE("disk cache: corrupt entries are detected, recompiled and replaced", "
     write_file(files[0], c.apply(good));
 
     auto second = compile_fresh(tmp.path(), 2);
+    REQUIRE(second.get() != first.get());      // not the in-process cache
     CHECK_FALSE(second->loaded_from_cache());  // detected: compiled again
     auto out = run(*second);
     check_correct(out);
@@ -299,6 +301,7 @@ TEST_CASE("disk cache: corrupt entries are detected, recompiled and replaced", "
     CHECK(read_file(files[0]) == good);
     CHECK(entries(tmp.path()).size() == 1);
     auto third = compile_fresh(tmp.path(), 1, 5, tmp.path().string() + "/.");
+    REQUIRE(third.get() != first.get());
     CHECK(third->loaded_from_cache());
     check_identical(run(*third), out);
   }
@@ -317,6 +320,7 @@ TEST_CASE("disk cache: another graph's entry under this graph's name is not used
   // Batch 5's code under batch 7's name: its header names the other key.
   fs::copy_file(files_five[0], seven_file, fs::copy_options::overwrite_existing);
   auto again = compile_fresh(tmp.path(), 2, 7);
+  REQUIRE(again.get() != seven.get());
   CHECK_FALSE(again->loaded_from_cache());
   check_correct(run(*again, 7), 7);
 }
@@ -334,6 +338,7 @@ TEST_CASE("disk cache: a directory others can write to is not used", "[jit][cach
     REQUIRE(mode_of(tmp.path()) == mode);
     // A valid entry is there, but the directory is unsafe: compiled, nothing read or written.
     auto second = compile_fresh(tmp.path(), 2);
+    REQUIRE(second.get() != first.get());
     CHECK_FALSE(second->loaded_from_cache());
     check_correct(run(*second));
     CHECK(listing(tmp.path()).size() == 1);
@@ -357,6 +362,7 @@ TEST_CASE("disk cache: a directory owned by another user is not used", "[jit][ca
     }
     REQUIRE(::chown(tmp.path().c_str(), 65534, 65534) == 0);
     auto second = compile_fresh(tmp.path(), 2);
+    REQUIRE(second.get() != first.get());
     CHECK_FALSE(second->loaded_from_cache());
     check_correct(run(*second));
     CHECK(listing(tmp.path()).size() == 1);

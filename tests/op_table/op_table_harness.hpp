@@ -13,6 +13,11 @@
 ///      forward graph, for every differentiable float input.
 /// Each error case builds something invalid and pins the exact first line of edifice::Error
 /// and the "the op was defined at FILE:LINE" line.
+///
+/// Two executables register the same entries: op_table_tests (op_table.cpp: the checks above)
+/// and op_table_jit_tests (op_table_jit.cpp: every sample, every gradient graph and every
+/// run-time error case through the JIT, against the interpreter, at the tolerances documented
+/// under "JIT tolerances" below).
 
 #include <edifice/core/autodiff.hpp>
 #include <edifice/core/error.hpp>
