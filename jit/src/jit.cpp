@@ -56,6 +56,13 @@ const std::vector<KernelInfo>& Executable::kernels() const { return program_->in
 std::string Executable::plan() const { return program_->plan.to_string(); }
 bool Executable::loaded_from_cache() const { return program_->from_cache; }
 double Executable::compile_seconds() const { return program_->seconds; }
+std::int64_t Executable::arena_bytes() const { return program_->plan.arena_bytes; }
+std::int64_t Executable::largest_intermediate_bytes() const {
+  std::int64_t largest = 0;
+  for (const auto& [key, slot] : program_->plan.buffers)
+    if (slot.place == BufferSlot::Place::arena) largest = std::max(largest, slot.bytes);
+  return largest;
+}
 
 std::string Executable::summary() const {
   std::string out;

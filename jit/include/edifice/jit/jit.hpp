@@ -62,6 +62,10 @@ class Executable {
   bool loaded_from_cache() const;
   /// Seconds spent compiling (or loading from the disk cache).
   double compile_seconds() const;
+  /// Bytes of the arena one run allocates for intermediate values (outputs not included).
+  std::int64_t arena_bytes() const;
+  /// The largest single intermediate value in the arena, in bytes (e.g. a score matrix).
+  std::int64_t largest_intermediate_bytes() const;
 
  private:
   std::shared_ptr<Program> program_;
