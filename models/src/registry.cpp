@@ -93,62 +93,59 @@ class Options {
 
 using Builder = std::function<multi_head::Built(Options&)>;
 
+// Options shared by the option structs (same member names), read in one place.
+template <class O>
+void read_attention(Options& o, O& b) {
+  b.embed_dim = o.embed_dim();
+  o.integer("num_heads", b.num_heads);
+  o.integer("head_dim", b.head_dim);
+  o.real("dropout", b.dropout);
+  o.integer("window_size", b.window_size);
+  o.integer("seq_len", b.seq_len);
+}
+
+template <class O>
+void read_encoder(Options& o, O& b) {
+  read_attention(o, b);
+  o.integer("num_layers", b.num_layers);
+  o.integer("ffn_dim", b.ffn_dim);
+}
+
+template <class O>
+void read_hybrid(Options& o, O& b) {
+  read_attention(o, b);
+  o.integer("lstm_hidden", b.lstm_hidden);
+  o.integer("lstm_layers", b.lstm_layers);
+}
+
 const std::map<std::string, Builder>& registry() {
   static const std::map<std::string, Builder> builders = {
       {"attention",
        [](Options& o) {
          multi_head::BuildOptions b;
-         b.embed_dim = o.embed_dim();
+         read_encoder(o, b);
          o.integer("hidden_size", b.hidden_size);
-         o.integer("window_size", b.window_size);
-         o.integer("num_heads", b.num_heads);
-         o.integer("head_dim", b.head_dim);
-         o.integer("num_layers", b.num_layers);
-         o.integer("ffn_dim", b.ffn_dim);
-         o.real("dropout", b.dropout);
-         o.integer("seq_len", b.seq_len);
          o.check_all_used();
          return multi_head::build(b);
        }},
       {"attention_sliding_window",
        [](Options& o) {
          multi_head::SlidingWindowOptions b;
-         b.embed_dim = o.embed_dim();
-         o.integer("window_size", b.window_size);
-         o.integer("num_heads", b.num_heads);
-         o.integer("head_dim", b.head_dim);
-         o.integer("num_layers", b.num_layers);
-         o.integer("ffn_dim", b.ffn_dim);
-         o.real("dropout", b.dropout);
-         o.integer("seq_len", b.seq_len);
+         read_encoder(o, b);
          o.check_all_used();
          return multi_head::build_sliding_window(b);
        }},
       {"attention_hybrid",
        [](Options& o) {
          multi_head::HybridOptions b;
-         b.embed_dim = o.embed_dim();
-         o.integer("lstm_hidden", b.lstm_hidden);
-         o.integer("lstm_layers", b.lstm_layers);
-         o.integer("num_heads", b.num_heads);
-         o.integer("head_dim", b.head_dim);
-         o.real("dropout", b.dropout);
-         o.integer("window_size", b.window_size);
-         o.integer("seq_len", b.seq_len);
+         read_hybrid(o, b);
          o.check_all_used();
          return multi_head::build_hybrid(b);
        }},
       {"attention_hybrid_mlp",
        [](Options& o) {
          multi_head::HybridMlpOptions b;
-         b.embed_dim = o.embed_dim();
-         o.integer("lstm_hidden", b.lstm_hidden);
-         o.integer("lstm_layers", b.lstm_layers);
-         o.integer("num_heads", b.num_heads);
-         o.integer("head_dim", b.head_dim);
-         o.real("dropout", b.dropout);
-         o.integer("window_size", b.window_size);
-         o.integer("seq_len", b.seq_len);
+         read_hybrid(o, b);
          o.integers("mlp_sizes", b.mlp_sizes);
          o.check_all_used();
          return multi_head::build_hybrid_mlp(b);
