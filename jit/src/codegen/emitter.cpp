@@ -36,9 +36,9 @@ KernelArgs Emitter::begin_kernel(const std::string& name, int num_buffers) {
     body->addParamAttr(i, llvm::Attribute::getWithAlignment(ctx_, llvm::Align(64)));
   }
 
-  auto* entry_fn = llvm::Function::Create(
-      llvm::FunctionType::get(void_t, {ptr, i64t, i64t, ptr}, false),
-      llvm::Function::ExternalLinkage, name, module_);
+  auto* entry_fn =
+      llvm::Function::Create(llvm::FunctionType::get(void_t, {ptr, i64t, i64t, ptr}, false),
+                             llvm::Function::ExternalLinkage, name, module_);
   entry_fn->addFnAttr(llvm::Attribute::NoUnwind);
   {
     llvm::IRBuilder<> eb(llvm::BasicBlock::Create(ctx_, "entry", entry_fn));
@@ -74,17 +74,26 @@ void Emitter::end_kernel() {
 
 llvm::Type* Emitter::type(DType d) {
   switch (d) {
-    case DType::f32: return b_.getFloatTy();
-    case DType::f64: return b_.getDoubleTy();
-    case DType::i32: return b_.getInt32Ty();
-    case DType::i64: return b_.getInt64Ty();
-    case DType::u8: return b_.getInt8Ty();
+    case DType::f32:
+      return b_.getFloatTy();
+    case DType::f64:
+      return b_.getDoubleTy();
+    case DType::i32:
+      return b_.getInt32Ty();
+    case DType::i64:
+      return b_.getInt64Ty();
+    case DType::u8:
+      return b_.getInt8Ty();
   }
   return nullptr;
 }
 
-llvm::Value* Emitter::i64(std::int64_t v) { return b_.getInt64(static_cast<std::uint64_t>(v)); }
-llvm::Value* Emitter::i32(std::int32_t v) { return b_.getInt32(static_cast<std::uint32_t>(v)); }
+llvm::Value* Emitter::i64(std::int64_t v) {
+  return b_.getInt64(static_cast<std::uint64_t>(v));
+}
+llvm::Value* Emitter::i32(std::int32_t v) {
+  return b_.getInt32(static_cast<std::uint32_t>(v));
+}
 
 llvm::Value* Emitter::constant(double v, DType d) {
   if (is_floating(d)) return llvm::ConstantFP::get(type(d), v);
@@ -97,14 +106,13 @@ llvm::Value* Emitter::constant(double v, DType d) {
 llvm::Value* Emitter::lowest(DType d) {
   if (is_floating(d)) return llvm::ConstantFP::getInfinity(type(d), /*Negative=*/true);
   return visit_dtype(d, [&]<class T>() -> llvm::Value* {
-    return llvm::ConstantInt::get(type(d),
-                                  static_cast<std::uint64_t>(std::numeric_limits<T>::lowest()),
-                                  std::is_signed_v<T>);
+    return llvm::ConstantInt::get(
+        type(d), static_cast<std::uint64_t>(std::numeric_limits<T>::lowest()), std::is_signed_v<T>);
   });
 }
 
-void Emitter::loop(llvm::Value* lo, llvm::Value* hi,
-                   const std::function<void(llvm::Value*)>& body) {
+llvm::BranchInst* Emitter::loop(llvm::Value* lo, llvm::Value* hi,
+                                const std::function<void(llvm::Value*)>& body) {
   llvm::Function* f = b_.GetInsertBlock()->getParent();
   auto* pre = b_.GetInsertBlock();
   auto* header = llvm::BasicBlock::Create(ctx_, "loop", f);
@@ -119,8 +127,9 @@ void Emitter::loop(llvm::Value* lo, llvm::Value* hi,
   body(i);
   auto* next = b_.CreateAdd(i, i64(1), "i.next", /*HasNUW=*/false, /*HasNSW=*/true);
   i->addIncoming(next, b_.GetInsertBlock());
-  b_.CreateBr(header);
+  llvm::BranchInst* latch = b_.CreateBr(header);
   b_.SetInsertPoint(exit);
+  return latch;
 }
 
 void Emitter::loop_down(llvm::Value* lo, llvm::Value* hi,
@@ -160,7 +169,9 @@ llvm::Value* Emitter::get(llvm::AllocaInst* slot) {
   return b_.CreateLoad(slot->getAllocatedType(), slot);
 }
 
-void Emitter::set(llvm::AllocaInst* slot, llvm::Value* v) { b_.CreateStore(v, slot); }
+void Emitter::set(llvm::AllocaInst* slot, llvm::Value* v) {
+  b_.CreateStore(v, slot);
+}
 
 llvm::Value* Emitter::element_ptr(DType d, llvm::Value* base, llvm::Value* index) {
   return b_.CreateInBoundsGEP(type(d), base, index);
@@ -193,7 +204,8 @@ llvm::Value* Emitter::call_intrinsic(llvm::Intrinsic::ID id, DType d,
 llvm::Value* Emitter::call_libm(const char* f32_name, const char* f64_name, DType d,
                                 llvm::Value* x) {
   const char* name = d == DType::f32 ? f32_name : f64_name;
-  auto callee = module_.getOrInsertFunction(name, llvm::FunctionType::get(type(d), {type(d)}, false));
+  auto callee =
+      module_.getOrInsertFunction(name, llvm::FunctionType::get(type(d), {type(d)}, false));
   if (auto* f = llvm::dyn_cast<llvm::Function>(callee.getCallee())) {
     // Pure math: lets the vectoriser call the libmvec variants registered for it.
     f->setDoesNotAccessMemory();
@@ -205,11 +217,21 @@ llvm::Value* Emitter::call_libm(const char* f32_name, const char* f64_name, DTyp
   return call;
 }
 
-llvm::Value* Emitter::exp(DType d, llvm::Value* x) { return call_intrinsic(llvm::Intrinsic::exp, d, {x}); }
-llvm::Value* Emitter::log(DType d, llvm::Value* x) { return call_intrinsic(llvm::Intrinsic::log, d, {x}); }
-llvm::Value* Emitter::sqrt(DType d, llvm::Value* x) { return call_intrinsic(llvm::Intrinsic::sqrt, d, {x}); }
-llvm::Value* Emitter::tanh(DType d, llvm::Value* x) { return call_libm("tanhf", "tanh", d, x); }
-llvm::Value* Emitter::erf(DType d, llvm::Value* x) { return call_libm("erff", "erf", d, x); }
+llvm::Value* Emitter::exp(DType d, llvm::Value* x) {
+  return call_intrinsic(llvm::Intrinsic::exp, d, {x});
+}
+llvm::Value* Emitter::log(DType d, llvm::Value* x) {
+  return call_intrinsic(llvm::Intrinsic::log, d, {x});
+}
+llvm::Value* Emitter::sqrt(DType d, llvm::Value* x) {
+  return call_intrinsic(llvm::Intrinsic::sqrt, d, {x});
+}
+llvm::Value* Emitter::tanh(DType d, llvm::Value* x) {
+  return call_libm("tanhf", "tanh", d, x);
+}
+llvm::Value* Emitter::erf(DType d, llvm::Value* x) {
+  return call_libm("erff", "erf", d, x);
+}
 llvm::Value* Emitter::fma(DType d, llvm::Value* a, llvm::Value* b, llvm::Value* c) {
   return call_intrinsic(llvm::Intrinsic::fmuladd, d, {a, b, c});
 }
@@ -222,19 +244,30 @@ llvm::Value* Emitter::sigmoid(DType d, llvm::Value* x) {
 llvm::Value* Emitter::unary(Op op, DType d, llvm::Value* x) {
   const bool fp = is_floating(d);
   switch (op) {
-    case Op::neg: return fp ? b_.CreateFNeg(x) : b_.CreateSub(constant(0, d), x);
+    case Op::neg:
+      return fp ? b_.CreateFNeg(x) : b_.CreateSub(constant(0, d), x);
     case Op::abs:
       if (fp) return call_intrinsic(llvm::Intrinsic::fabs, d, {x});
-      return b_.CreateSelect(b_.CreateICmpSLT(x, constant(0, d)), b_.CreateSub(constant(0, d), x), x);
-    case Op::exp: return exp(d, x);
-    case Op::log: return log(d, x);
-    case Op::sqrt: return sqrt(d, x);
-    case Op::rsqrt: return b_.CreateFDiv(constant(1, d), sqrt(d, x));
-    case Op::tanh: return tanh(d, x);
-    case Op::sigmoid: return sigmoid(d, x);
-    case Op::erf: return erf(d, x);
-    case Op::sin: return call_intrinsic(llvm::Intrinsic::sin, d, {x});
-    case Op::cos: return call_intrinsic(llvm::Intrinsic::cos, d, {x});
+      return b_.CreateSelect(b_.CreateICmpSLT(x, constant(0, d)), b_.CreateSub(constant(0, d), x),
+                             x);
+    case Op::exp:
+      return exp(d, x);
+    case Op::log:
+      return log(d, x);
+    case Op::sqrt:
+      return sqrt(d, x);
+    case Op::rsqrt:
+      return b_.CreateFDiv(constant(1, d), sqrt(d, x));
+    case Op::tanh:
+      return tanh(d, x);
+    case Op::sigmoid:
+      return sigmoid(d, x);
+    case Op::erf:
+      return erf(d, x);
+    case Op::sin:
+      return call_intrinsic(llvm::Intrinsic::sin, d, {x});
+    case Op::cos:
+      return call_intrinsic(llvm::Intrinsic::cos, d, {x});
     case Op::relu:
       // x < 0 ? 0 : x keeps NaN, like max(x, 0) in the interpreter.
       return b_.CreateSelect(b_.CreateFCmpOLT(x, constant(0, d)), constant(0, d), x);
@@ -243,7 +276,8 @@ llvm::Value* Emitter::unary(Op op, DType d, llvm::Value* x) {
       auto* e = erf(d, b_.CreateFMul(x, constant(M_SQRT1_2, d)));
       return b_.CreateFMul(half_x, b_.CreateFAdd(constant(1, d), e));
     }
-    default: fail("jit: internal error: {} is not a unary op", op_name(op));
+    default:
+      fail("jit: internal error: {} is not a unary op", op_name(op));
   }
 }
 
@@ -260,9 +294,12 @@ llvm::Value* Emitter::binary(Op op, DType d, llvm::Value* a, llvm::Value* b, llv
   const bool is_unsigned = d == DType::u8;
   auto to_u8 = [&](llvm::Value* i1) { return b_.CreateZExt(i1, b_.getInt8Ty()); };
   switch (op) {
-    case Op::add: return fp ? b_.CreateFAdd(a, b) : b_.CreateAdd(a, b);
-    case Op::sub: return fp ? b_.CreateFSub(a, b) : b_.CreateSub(a, b);
-    case Op::mul: return fp ? b_.CreateFMul(a, b) : b_.CreateMul(a, b);
+    case Op::add:
+      return fp ? b_.CreateFAdd(a, b) : b_.CreateAdd(a, b);
+    case Op::sub:
+      return fp ? b_.CreateFSub(a, b) : b_.CreateSub(a, b);
+    case Op::mul:
+      return fp ? b_.CreateFMul(a, b) : b_.CreateMul(a, b);
     case Op::div: {
       if (fp) return b_.CreateFDiv(a, b);
       // Integer division: x / 0 is an error; MIN / -1 wraps to MIN (LLVM's sdiv would trap).
@@ -270,31 +307,40 @@ llvm::Value* Emitter::binary(Op op, DType d, llvm::Value* a, llvm::Value* b, llv
       set_status(status, zero, kIntegerDivisionByZero);
       auto* safe_b = b_.CreateSelect(zero, constant(1, d), b);
       if (is_unsigned) return b_.CreateUDiv(a, safe_b);
-      auto* overflow = b_.CreateAnd(b_.CreateICmpEQ(a, lowest(d)),
-                                    b_.CreateICmpEQ(safe_b, constant(-1, d)));
+      auto* overflow =
+          b_.CreateAnd(b_.CreateICmpEQ(a, lowest(d)), b_.CreateICmpEQ(safe_b, constant(-1, d)));
       auto* q = b_.CreateSDiv(a, b_.CreateSelect(overflow, constant(1, d), safe_b));
       return b_.CreateSelect(zero, constant(0, d), q);
     }
-    case Op::max: return maximum(d, a, b);
+    case Op::max:
+      return maximum(d, a, b);
     case Op::min:
       if (fp) return call_intrinsic(llvm::Intrinsic::minimum, d, {a, b});
       return b_.CreateSelect(is_unsigned ? b_.CreateICmpULT(a, b) : b_.CreateICmpSLT(a, b), a, b);
-    case Op::pow: return call_intrinsic(llvm::Intrinsic::pow, d, {a, b});
-    case Op::eq: return to_u8(fp ? b_.CreateFCmpOEQ(a, b) : b_.CreateICmpEQ(a, b));
-    case Op::ne: return to_u8(fp ? b_.CreateFCmpUNE(a, b) : b_.CreateICmpNE(a, b));
+    case Op::pow:
+      return call_intrinsic(llvm::Intrinsic::pow, d, {a, b});
+    case Op::eq:
+      return to_u8(fp ? b_.CreateFCmpOEQ(a, b) : b_.CreateICmpEQ(a, b));
+    case Op::ne:
+      return to_u8(fp ? b_.CreateFCmpUNE(a, b) : b_.CreateICmpNE(a, b));
     case Op::lt:
-      return to_u8(fp ? b_.CreateFCmpOLT(a, b)
-                      : is_unsigned ? b_.CreateICmpULT(a, b) : b_.CreateICmpSLT(a, b));
+      return to_u8(fp            ? b_.CreateFCmpOLT(a, b)
+                   : is_unsigned ? b_.CreateICmpULT(a, b)
+                                 : b_.CreateICmpSLT(a, b));
     case Op::le:
-      return to_u8(fp ? b_.CreateFCmpOLE(a, b)
-                      : is_unsigned ? b_.CreateICmpULE(a, b) : b_.CreateICmpSLE(a, b));
+      return to_u8(fp            ? b_.CreateFCmpOLE(a, b)
+                   : is_unsigned ? b_.CreateICmpULE(a, b)
+                                 : b_.CreateICmpSLE(a, b));
     case Op::gt:
-      return to_u8(fp ? b_.CreateFCmpOGT(a, b)
-                      : is_unsigned ? b_.CreateICmpUGT(a, b) : b_.CreateICmpSGT(a, b));
+      return to_u8(fp            ? b_.CreateFCmpOGT(a, b)
+                   : is_unsigned ? b_.CreateICmpUGT(a, b)
+                                 : b_.CreateICmpSGT(a, b));
     case Op::ge:
-      return to_u8(fp ? b_.CreateFCmpOGE(a, b)
-                      : is_unsigned ? b_.CreateICmpUGE(a, b) : b_.CreateICmpSGE(a, b));
-    default: fail("jit: internal error: {} is not a binary op", op_name(op));
+      return to_u8(fp            ? b_.CreateFCmpOGE(a, b)
+                   : is_unsigned ? b_.CreateICmpUGE(a, b)
+                                 : b_.CreateICmpSGE(a, b));
+    default:
+      fail("jit: internal error: {} is not a binary op", op_name(op));
   }
 }
 
@@ -310,8 +356,9 @@ llvm::Value* Emitter::cast(llvm::Value* v, DType from, DType to) {
   if (from_fp) {
     // fptosi of NaN or out-of-range values is poison in LLVM; saturate instead (the interpreter's
     // static_cast is undefined there, so any defined value is acceptable).
-    return to == DType::u8 ? b_.CreateIntrinsic(llvm::Intrinsic::fptoui_sat, {t, v->getType()}, {v})
-                           : b_.CreateIntrinsic(llvm::Intrinsic::fptosi_sat, {t, v->getType()}, {v});
+    return to == DType::u8
+               ? b_.CreateIntrinsic(llvm::Intrinsic::fptoui_sat, {t, v->getType()}, {v})
+               : b_.CreateIntrinsic(llvm::Intrinsic::fptosi_sat, {t, v->getType()}, {v});
   }
   if (to_fp) return from == DType::u8 ? b_.CreateUIToFP(v, t) : b_.CreateSIToFP(v, t);
   return b_.CreateIntCast(v, t, /*isSigned=*/from != DType::u8);

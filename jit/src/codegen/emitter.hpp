@@ -53,10 +53,13 @@ class Emitter {
   llvm::Value* lowest(DType d);  // -inf for floats, the minimum for integers
 
   // ---- control flow
-  /// for (i = lo; i < hi; ++i) body(i), i of type i64.
-  void loop(llvm::Value* lo, llvm::Value* hi, const std::function<void(llvm::Value*)>& body);
-  void loop(std::int64_t lo, std::int64_t hi, const std::function<void(llvm::Value*)>& body) {
-    loop(i64(lo), i64(hi), body);
+  /// for (i = lo; i < hi; ++i) body(i), i of type i64. Returns the loop's back edge, where
+  /// callers may attach loop metadata (unroll / vectorise hints).
+  llvm::BranchInst* loop(llvm::Value* lo, llvm::Value* hi,
+                         const std::function<void(llvm::Value*)>& body);
+  llvm::BranchInst* loop(std::int64_t lo, std::int64_t hi,
+                         const std::function<void(llvm::Value*)>& body) {
+    return loop(i64(lo), i64(hi), body);
   }
   /// for (i = hi - 1; i >= lo; --i) body(i).
   void loop_down(llvm::Value* lo, llvm::Value* hi, const std::function<void(llvm::Value*)>& body);

@@ -59,21 +59,7 @@ void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
                 const std::function<void(llvm::Value*)>& body, bool vectorize) {
   auto& b = e.builder();
   auto& ctx = e.context();
-  llvm::Function* f = b.GetInsertBlock()->getParent();
-  auto* pre = b.GetInsertBlock();
-  auto* header = llvm::BasicBlock::Create(ctx, "loop", f);
-  auto* inner = llvm::BasicBlock::Create(ctx, "body", f);
-  auto* exit = llvm::BasicBlock::Create(ctx, "done", f);
-  b.CreateBr(header);
-  b.SetInsertPoint(header);
-  auto* i = b.CreatePHI(b.getInt64Ty(), 2, "i");
-  i->addIncoming(lo, pre);
-  b.CreateCondBr(b.CreateICmpSLT(i, hi), inner, exit);
-  b.SetInsertPoint(inner);
-  body(i);
-  auto* next = b.CreateAdd(i, e.i64(1), "i.next", /*HasNUW=*/false, /*HasNSW=*/true);
-  i->addIncoming(next, b.GetInsertBlock());
-  auto* latch = b.CreateBr(header);
+  llvm::BranchInst* latch = e.loop(lo, hi, body);
   auto flag = [&](const char* name) -> llvm::Metadata* {
     return llvm::MDNode::get(ctx, {llvm::MDString::get(ctx, name)});
   };
@@ -91,7 +77,6 @@ void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
   auto* md = llvm::MDNode::getDistinct(ctx, ops);
   md->replaceOperandWith(0, md);
   latch->setMetadata(llvm::LLVMContext::MD_loop, md);
-  b.SetInsertPoint(exit);
 }
 
 llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
