@@ -219,8 +219,10 @@ Value apply_attention_mask(const Emit& e, const Node& node, const Value& x, doub
   const Value fill_v = e.c(fill, x);
   if (kind == "tensor") return e.select(node.inputs()[3], x, fill_v);
   const Shape qk = {x.dim(-2), x.dim(-1)};
-  const Value i = ops::iota(qk, 0, x.dtype(), e.loc);  // query index
+  Value i = ops::iota(qk, 0, x.dtype(), e.loc);        // query index
   const Value j = ops::iota(qk, 1, x.dtype(), e.loc);  // key index
+  if (node.attrs().has("query_offset"))  // query row i sits at position i + query_offset
+    i = e.add(i, e.c(static_cast<double>(node.attrs().get_int("query_offset")), i));
   if (kind == "causal") return e.select(e.le(j, i), x, fill_v);
   if (kind == "window") {
     const Value d = e.sub(i, j);  // allowed: 0 <= i - j < window
@@ -245,6 +247,7 @@ ops::AttentionOptions attention_options(const Node& node) {
   }
   o.scale = a.get_float("scale");
   o.fill = a.get_float("fill");
+  if (a.has("query_offset")) o.query_offset = a.get_int("query_offset");
   return o;
 }
 
@@ -516,19 +519,32 @@ std::vector<Value> input_cotangents(const Node& node, const std::vector<Value>& 
       }
       break;
     }
-    case Op::lstm: {  // inputs: x, w_ih, w_hh, b, h0, c0; outputs: h_seq, c_seq
+    case Op::lstm_scan: {  // inputs: zx, w_hh, h0, c0; outputs: h_seq, c_seq
+      // The serial part (dz per step, dh carried through w_hh^T) is lstm_scan_backward; the
+      // weight gradient is one GEMM over every (batch, step): dw_hh = sum h_{t-1}^T dz_t, with
+      // h_{t-1} = concat(h0, h_seq[:, :-1]) along the sequence axis.
       std::vector<Value> args(in.begin(), in.end());
       args.push_back(node.output(0));
       args.push_back(node.output(1));
       for (int i = 0; i < 2; ++i)
         args.push_back(ct[i].valid() ? ct[i] : e.zeros_like(node.output(i)));
-      d = ops::lstm_backward(args, e.loc);
+      const auto r = ops::lstm_scan_backward(args, e.loc);
+      d[0] = r[0], d[2] = r[1], d[3] = r[2];
+      if (want[1]) {
+        const Value& h0 = x(2);
+        const Value& h_seq = node.output(0);
+        const std::int64_t steps = h_seq.shape()[1];
+        Value h_prev = e.reshape(h0, {h0.shape()[0], 1, h0.shape()[1]});
+        if (steps > 1)
+          h_prev = ops::concat({h_prev, ops::slice_axis(h_seq, 1, 0, steps - 1, e.loc)}, 1, e.loc);
+        d[1] = steps == 0 ? e.zeros_like(x(1)) : e.dot(h_prev, r[0], {{0, 1}, {0, 1}, {}, {}});
+      }
       break;
     }
 
     case Op::layer_norm_backward:
     case Op::attention_backward:
-    case Op::lstm_backward:
+    case Op::lstm_scan_backward:
       fail_at(node.location(),
               fmt::format("{}: second-order gradients are not supported", op_name(node.op())));
   }

@@ -5,7 +5,7 @@
 // Numeric policy:
 // - Elementwise ops compute in the element type T (float math in float for f32).
 // - Sums and dot products (reduce_sum/mean, dot_general, scatter_add, softmax, layer_norm,
-//   attention, lstm and the backward ops) accumulate in double for both float dtypes: for f64
+//   attention, lstm_scan and the backward ops) accumulate in double for both float dtypes: for f64
 //   that is T itself, for f32 it keeps the oracle's own rounding far below the tolerances the
 //   JIT is compared with. Results are rounded to T once, when stored. The recurrent and
 //   normalisation ops store their states (h, c, mean, rstd) in T, and their backward ops read
@@ -700,6 +700,7 @@ enum class MaskKind { none, causal, window, tensor };
 struct AttentionSetup {
   MaskKind kind = MaskKind::none;
   std::int64_t window = 0;
+  std::int64_t query_offset = 0;  // query row i is at position i + query_offset (predicates)
   double scale = 1, fill = 0;
   Shape batch_shape;
   std::int64_t batch = 1, sq = 0, sk = 0, d = 0, dv = 0;
@@ -721,6 +722,7 @@ struct AttentionSetup {
     else
       fail("unknown mask kind \"{}\"", m);
     if (kind == MaskKind::window) window = at.get_int("window");
+    if (at.has("query_offset")) query_offset = at.get_int("query_offset");
     fill = at.get_float("fill");
     const std::size_t r = q.shape().size();
     batch_shape.assign(q.shape().begin(), q.shape().end() - 2);
@@ -760,9 +762,9 @@ struct AttentionSetup {
       case MaskKind::none:
         return true;
       case MaskKind::causal:
-        return j <= i;
+        return j <= i + query_offset;
       case MaskKind::window:
-        return i - window + 1 <= j && j <= i;
+        return i + query_offset - window + 1 <= j && j <= i + query_offset;
       case MaskKind::tensor: {
         const std::size_t r = mask_strides.size();
         return mask->data<std::uint8_t>()[base + i * mask_strides[r - 2] +
@@ -878,43 +880,41 @@ std::vector<Tensor> eval_attention_backward(const Node& node, const std::vector<
 // LSTM
 
 struct LstmSizes {
-  std::int64_t batch, steps, in, units;
+  std::int64_t batch, steps, units;
 };
 
-// The activated gates i, f, g, o (4U, in blocks of U) for one batch row:
-// z = x_t.w_ih + h.w_hh + b; i, f, o = sigmoid; g = tanh.
+LstmSizes lstm_sizes(const Tensor& zx, const Tensor& h0) {
+  return {zx.shape()[0], zx.shape()[1], h0.shape()[1]};
+}
+
+// The activated gates i, f, g, o (4U, in blocks of U) for one batch row and step:
+// z = zx_t + h.w_hh; i, f, o = sigmoid; g = tanh.
 template <class T>
-void lstm_gates(const LstmSizes& n, const T* x_t, const T* h, const T* w_ih, const T* w_hh,
-                const T* bias, std::vector<double>& gates) {
+void lstm_gates(const LstmSizes& n, const T* zx_t, const T* h, const T* w_hh,
+                std::vector<double>& gates) {
   const std::int64_t g4 = 4 * n.units;
   gates.assign(static_cast<std::size_t>(g4), 0.0);
   for (std::int64_t col = 0; col < g4; ++col) {
-    double z = bias[col];
-    for (std::int64_t i = 0; i < n.in; ++i) z += static_cast<double>(x_t[i]) * w_ih[i * g4 + col];
+    double z = zx_t[col];
     for (std::int64_t u = 0; u < n.units; ++u) z += static_cast<double>(h[u]) * w_hh[u * g4 + col];
     gates[col] = col / n.units == 2 ? std::tanh(z) : sigmoid_d(z);
   }
 }
 
-LstmSizes lstm_sizes(const Tensor& x, const Tensor& h0) {
-  return {x.shape()[0], x.shape()[1], x.shape()[2], h0.shape()[1]};
-}
-
-// inputs x [B,S,I], w_ih [I,4U], w_hh [U,4U], b [4U], h0 [B,U], c0 [B,U]; outputs h_seq, c_seq.
-std::vector<Tensor> eval_lstm(const Node& node, const std::vector<Tensor>& in) {
-  const Tensor &x = in[0], &w_ih = in[1], &w_hh = in[2], &bias = in[3], &h0 = in[4], &c0 = in[5];
-  const LstmSizes n = lstm_sizes(x, h0);
-  Tensor h_seq(x.dtype(), node.outputs()[0].shape), c_seq(x.dtype(), node.outputs()[1].shape);
-  visit_float(x.dtype(), [&]<class T>() {
+// inputs zx [B,S,4U], w_hh [U,4U], h0 [B,U], c0 [B,U]; outputs h_seq, c_seq.
+std::vector<Tensor> eval_lstm_scan(const Node& node, const std::vector<Tensor>& in) {
+  const Tensor &zx = in[0], &w_hh = in[1], &h0 = in[2], &c0 = in[3];
+  const LstmSizes n = lstm_sizes(zx, h0);
+  Tensor h_seq(zx.dtype(), node.outputs()[0].shape), c_seq(zx.dtype(), node.outputs()[1].shape);
+  visit_float(zx.dtype(), [&]<class T>() {
     const std::int64_t un = n.units;
     std::vector<double> gates;
     for (std::int64_t b = 0; b < n.batch; ++b)
       for (std::int64_t t = 0; t < n.steps; ++t) {
-        // The state carried between steps is the stored (rounded) T value, as in lstm_backward.
+        // The state carried between steps is the stored (rounded) T value, as in the backward.
         const T* h = t == 0 ? h0.data<T>() + b * un : h_seq.data<T>() + (b * n.steps + t - 1) * un;
         const T* c = t == 0 ? c0.data<T>() + b * un : c_seq.data<T>() + (b * n.steps + t - 1) * un;
-        lstm_gates(n, x.data<T>() + (b * n.steps + t) * n.in, h, w_ih.data<T>(), w_hh.data<T>(),
-                   bias.data<T>(), gates);
+        lstm_gates(n, zx.data<T>() + (b * n.steps + t) * 4 * un, h, w_hh.data<T>(), gates);
         T* h_out = h_seq.data<T>() + (b * n.steps + t) * un;
         T* c_out = c_seq.data<T>() + (b * n.steps + t) * un;
         for (std::int64_t u = 0; u < un; ++u) {
@@ -928,28 +928,23 @@ std::vector<Tensor> eval_lstm(const Node& node, const std::vector<Tensor>& in) {
   return {h_seq, c_seq};
 }
 
-// inputs x, w_ih, w_hh, b, h0, c0, h_seq, c_seq, dh_seq, dc_seq;
-// outputs dx, dw_ih, dw_hh, db, dh0, dc0. Backprop through time, from the last step:
+// inputs zx, w_hh, h0, c0, h_seq, c_seq, dh_seq, dc_seq; outputs dzx, dh0, dc0.
+// Backprop through time, from the last step:
 //   dh = dh_seq[t] + dh_next;  dc = dc_seq[t] + dc_next + dh * o * (1 - tanh(c_t)^2)
 //   do = dh * tanh(c_t), di = dc * g, dg = dc * i, df = dc * c_{t-1}
-//   dz = (di i(1-i), df f(1-f), dg (1-g^2), do o(1-o))
-//   dx_t = dz.w_ih^T, dw_ih += x_t^T.dz, dw_hh += h_{t-1}^T.dz, db += dz
+//   dz = (di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)) = dzx_t
 //   dh_next = dz.w_hh^T, dc_next = dc * f.
-std::vector<Tensor> eval_lstm_backward(const Node&, const std::vector<Tensor>& in) {
-  const Tensor &x = in[0], &w_ih = in[1], &w_hh = in[2], &bias = in[3], &h0 = in[4], &c0 = in[5];
-  const Tensor &h_seq = in[6], &c_seq = in[7], &dh_seq = in[8], &dc_seq = in[9];
-  const LstmSizes n = lstm_sizes(x, h0);
-  std::vector<Tensor> outs;
-  visit_float(x.dtype(), [&]<class T>() {
+std::vector<Tensor> eval_lstm_scan_backward(const Node&, const std::vector<Tensor>& in) {
+  const Tensor &zx = in[0], &w_hh = in[1], &h0 = in[2], &c0 = in[3];
+  const Tensor &h_seq = in[4], &c_seq = in[5], &dh_seq = in[6], &dc_seq = in[7];
+  const LstmSizes n = lstm_sizes(zx, h0);
+  Tensor dzx(zx.dtype(), zx.shape()), dh0(h0.dtype(), h0.shape()), dc0(c0.dtype(), c0.shape());
+  visit_float(zx.dtype(), [&]<class T>() {
     const std::int64_t un = n.units, g4 = 4 * un;
     auto zeros = [](std::int64_t count) {
       return std::vector<double>(static_cast<std::size_t>(count), 0.0);
     };
-    std::vector<double> dx = zeros(x.numel()), dw_ih = zeros(w_ih.numel()),
-                        dw_hh = zeros(w_hh.numel()), db = zeros(bias.numel()),
-                        dh0 = zeros(h0.numel()), dc0 = zeros(c0.numel());
     std::vector<double> gates, dz(static_cast<std::size_t>(g4));
-    const T* wi = w_ih.data<T>();
     const T* wh = w_hh.data<T>();
     for (std::int64_t b = 0; b < n.batch; ++b) {
       std::vector<double> dh_next = zeros(un), dc_next = zeros(un);
@@ -957,8 +952,7 @@ std::vector<Tensor> eval_lstm_backward(const Node&, const std::vector<Tensor>& i
         const std::int64_t st = (b * n.steps + t) * un;  // offset of step t in the [B,S,U] arrays
         const T* h_prev = t == 0 ? h0.data<T>() + b * un : h_seq.data<T>() + st - un;
         const T* c_prev = t == 0 ? c0.data<T>() + b * un : c_seq.data<T>() + st - un;
-        const T* x_t = x.data<T>() + (b * n.steps + t) * n.in;
-        lstm_gates(n, x_t, h_prev, wi, wh, bias.data<T>(), gates);
+        lstm_gates(n, zx.data<T>() + (b * n.steps + t) * g4, h_prev, wh, gates);
         std::vector<double> dc_prev = zeros(un);
         for (std::int64_t u = 0; u < un; ++u) {
           const double ig = gates[u], fg = gates[un + u], gg = gates[2 * un + u],
@@ -972,34 +966,23 @@ std::vector<Tensor> eval_lstm_backward(const Node&, const std::vector<Tensor>& i
           dz[3 * un + u] = dh * tc * og * (1 - og);
           dc_prev[u] = dc * fg;
         }
-        for (std::int64_t col = 0; col < g4; ++col) {
-          db[col] += dz[col];
-          for (std::int64_t i = 0; i < n.in; ++i) {
-            dw_ih[i * g4 + col] += static_cast<double>(x_t[i]) * dz[col];
-            dx[(b * n.steps + t) * n.in + i] += dz[col] * wi[i * g4 + col];
-          }
-        }
+        // The stored (rounded) dz is what the compiled kernel carries on from, too.
+        T* dz_out = dzx.data<T>() + (b * n.steps + t) * g4;
+        for (std::int64_t col = 0; col < g4; ++col) dz_out[col] = static_cast<T>(dz[col]);
         std::vector<double> dh_prev = zeros(un);
         for (std::int64_t v = 0; v < un; ++v)
-          for (std::int64_t col = 0; col < g4; ++col) {
-            dw_hh[v * g4 + col] += static_cast<double>(h_prev[v]) * dz[col];
-            dh_prev[v] += dz[col] * wh[v * g4 + col];
-          }
+          for (std::int64_t col = 0; col < g4; ++col)
+            dh_prev[v] += static_cast<double>(dz_out[col]) * wh[v * g4 + col];
         dh_next = std::move(dh_prev);
         dc_next = std::move(dc_prev);
       }
-      std::copy(dh_next.begin(), dh_next.end(), dh0.begin() + b * un);
-      std::copy(dc_next.begin(), dc_next.end(), dc0.begin() + b * un);
+      for (std::int64_t u = 0; u < un; ++u) {
+        dh0.data<T>()[b * un + u] = static_cast<T>(dh_next[u]);
+        dc0.data<T>()[b * un + u] = static_cast<T>(dc_next[u]);
+      }
     }
-    auto to_tensor = [&](const std::vector<double>& g, const Tensor& like) {
-      Tensor t(like.dtype(), like.shape());
-      std::copy(g.begin(), g.end(), t.data<T>());
-      return t;
-    };
-    outs = {to_tensor(dx, x),    to_tensor(dw_ih, w_ih), to_tensor(dw_hh, w_hh),
-            to_tensor(db, bias), to_tensor(dh0, h0),     to_tensor(dc0, c0)};
   });
-  return outs;
+  return {dzx, dh0, dc0};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1090,10 +1073,10 @@ std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
       return eval_attention(node, in);
     case Op::attention_backward:
       return eval_attention_backward(node, in);
-    case Op::lstm:
-      return eval_lstm(node, in);
-    case Op::lstm_backward:
-      return eval_lstm_backward(node, in);
+    case Op::lstm_scan:
+      return eval_lstm_scan(node, in);
+    case Op::lstm_scan_backward:
+      return eval_lstm_scan_backward(node, in);
   }
   fail("unknown op {}", static_cast<int>(node.op()));
 }

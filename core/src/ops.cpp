@@ -104,10 +104,12 @@ Attributes attention_attrs(const Value& q, const AttentionOptions& o) {
   double scale = o.scale;
   if (scale == 0 && q.valid() && q.rank() >= 1 && q.shape().back() > 0)
     scale = 1.0 / std::sqrt(static_cast<double>(q.shape().back()));
-  return {{"mask", mask_kind(o.mask.kind)},
-          {"window", o.mask.window},
-          {"scale", scale},
-          {"fill", o.fill}};
+  Attributes attrs = {{"mask", mask_kind(o.mask.kind)},
+                      {"window", o.mask.window},
+                      {"scale", scale},
+                      {"fill", o.fill}};
+  if (o.query_offset != 0) attrs.set("query_offset", o.query_offset);
+  return attrs;
 }
 
 std::vector<Value> attention_inputs(const Value& q, const Value& k, const Value& v,
@@ -428,11 +430,52 @@ std::vector<Value> attention_backward(const Value& q, const Value& k, const Valu
 
 std::vector<Value> lstm(const Value& x, const Value& w_ih, const Value& w_hh, const Value& b,
                         const Value& h0, const Value& c0, Loc loc) {
-  return make_node(Op::lstm, {x, w_ih, w_hh, b, h0, c0}, {}, loc);
+  // The checks (and messages) of the whole layer, before any node is built, so that a wrong
+  // operand is reported as the lstm's rather than as its dot_general's.
+  const Value* in[] = {&x, &w_ih, &w_hh, &b, &h0, &c0};
+  const char* names[] = {"x", "w_ih", "w_hh", "b", "h0", "c0"};
+  for (int i = 0; i < 6; ++i)
+    if (!in[i]->valid()) fail_at(loc, fmt::format("lstm: input {} is an empty Value", i));
+  if (!is_floating(x.dtype()))
+    fail_at(loc, fmt::format("lstm: x must be floating-point (f32 or f64), got {}",
+                             x.type().to_string()));
+  for (int i = 1; i < 6; ++i)
+    if (in[i]->dtype() != x.dtype())
+      fail_at(loc, fmt::format("lstm: x and {} must have the same dtype, got {} and {}", names[i],
+                               x.type().to_string(), in[i]->type().to_string()));
+  if (x.rank() != 3)
+    fail_at(loc,
+            fmt::format("lstm: x must be [batch, seq, features], got {}", x.type().to_string()));
+  if (w_hh.rank() != 2 || w_hh.shape()[1] != 4 * w_hh.shape()[0])
+    fail_at(loc, fmt::format("lstm: w_hh has shape {}; expected [U, 4U]",
+                             shape_to_string(w_hh.shape())));
+  const std::int64_t u = w_hh.shape()[0], features = x.shape()[2];
+  if (w_ih.shape() != Shape{features, 4 * u})
+    fail_at(loc, fmt::format("lstm: w_ih has shape {}; expected [{},{}] (input features {}, 4 x "
+                             "hidden {})",
+                             shape_to_string(w_ih.shape()), extent(features), 4 * u,
+                             extent(features), u));
+  if (b.shape() != Shape{4 * u})
+    fail_at(loc, fmt::format("lstm: b has shape {}; expected [{}] (4 x hidden {})",
+                             shape_to_string(b.shape()), 4 * u, u));
+  for (const Value* s : {&h0, &c0})
+    if (s->shape() != Shape{x.shape()[0], u})
+      fail_at(loc, fmt::format("lstm: {} has shape {}; expected [{},{}] (batch, hidden)",
+                               s == &h0 ? "h0" : "c0", shape_to_string(s->shape()),
+                               extent(x.shape()[0]), u));
+  // The input projection of all steps: one GEMM ([B*S, I] x [I, 4U]) with the bias added in
+  // its epilogue; only h.w_hh stays inside the serial recurrence.
+  const Value zx = add(dot_general(x, w_ih, {{2}, {0}, {}, {}}, loc), b, loc);
+  return lstm_scan(zx, w_hh, h0, c0, loc);
 }
 
-std::vector<Value> lstm_backward(const std::vector<Value>& inputs, Loc loc) {
-  return make_node(Op::lstm_backward, inputs, {}, loc);
+std::vector<Value> lstm_scan(const Value& zx, const Value& w_hh, const Value& h0, const Value& c0,
+                             Loc loc) {
+  return make_node(Op::lstm_scan, {zx, w_hh, h0, c0}, {}, loc);
+}
+
+std::vector<Value> lstm_scan_backward(const std::vector<Value>& inputs, Loc loc) {
+  return make_node(Op::lstm_scan_backward, inputs, {}, loc);
 }
 
 }  // namespace edifice::ops

@@ -413,6 +413,8 @@ AttentionShapes check_attention(Op op, const TensorType& q, const TensorType& k,
     fail("{}: unknown mask kind \"{}\" (expected none, causal, window or tensor)", name(op), kind);
   if (kind == "window" && attrs.get_int("window") < 1)
     fail("{}: window must be >= 1, got {}", name(op), attrs.get_int("window"));
+  if (attrs.has("query_offset") && attrs.get_int("query_offset") < 0)
+    fail("{}: query_offset must be >= 0, got {}", name(op), attrs.get_int("query_offset"));
   if ((kind == "tensor") != (mask != nullptr))
     fail("{}: mask kind \"{}\" {} a mask tensor input", name(op), kind,
          mask ? "does not take" : "requires");
@@ -466,39 +468,40 @@ Types infer_attention_backward(Op op, const Types& in, const Attributes& attrs) 
   return {in[0], in[1], in[2]};
 }
 
-Types infer_lstm_core(Op op, const Types& in) {
-  const TensorType &x = in[0], &w_ih = in[1], &w_hh = in[2], &b = in[3], &h0 = in[4], &c0 = in[5];
-  expect_float(op, x, "x");
-  for (std::size_t i = 1; i < 6; ++i)
-    expect_same_dtype(op, x, "x", in[i], std::array{"", "w_ih", "w_hh", "b", "h0", "c0"}[i]);
-  if (x.rank() != 3) fail("{}: x must be [batch, seq, features], got {}", name(op), x.to_string());
+// lstm_scan's operands zx [B, S, 4U], w_hh [U, 4U], h0, c0 [B, U]; returns the type of h_seq
+// and c_seq [B, S, U].
+TensorType infer_lstm_scan_core(Op op, const Types& in) {
+  const TensorType &zx = in[0], &w_hh = in[1], &h0 = in[2], &c0 = in[3];
+  expect_float(op, zx, "zx");
+  for (std::size_t i = 1; i < 4; ++i)
+    expect_same_dtype(op, zx, "zx", in[i], std::array{"", "w_hh", "h0", "c0"}[i]);
+  if (zx.rank() != 3)
+    fail("{}: zx must be [batch, seq, 4 x hidden], got {}", name(op), zx.to_string());
   if (w_hh.rank() != 2 || w_hh.shape[1] != 4 * w_hh.shape[0])
     fail("{}: w_hh has shape {}; expected [U, 4U]", name(op), shape_to_string(w_hh.shape));
-  std::int64_t u = w_hh.shape[0], batch = x.shape[0], features = x.shape[2];
-  if (w_ih.shape != Shape{features, 4 * u})
-    fail("{}: w_ih has shape {}; expected [{},{}] (input features {}, 4 x hidden {})", name(op),
-         shape_to_string(w_ih.shape), ext(features), 4 * u, ext(features), u);
-  if (b.shape != Shape{4 * u})
-    fail("{}: b has shape {}; expected [{}] (4 x hidden {})", name(op), shape_to_string(b.shape),
-         4 * u, u);
+  const std::int64_t u = w_hh.shape[0], batch = zx.shape[0], steps = zx.shape[1];
+  if (zx.shape[2] != 4 * u)
+    fail("{}: zx has shape {}; expected [{},{},{}] (batch, seq, 4 x hidden {})", name(op),
+         shape_to_string(zx.shape), ext(batch), ext(steps), 4 * u, u);
   for (const auto* s : {&h0, &c0})
     if (s->shape != Shape{batch, u})
       fail("{}: {} has shape {}; expected [{},{}] (batch, hidden)", name(op),
            s == &h0 ? "h0" : "c0", shape_to_string(s->shape), ext(batch), u);
-  return {{x.dtype, {batch, x.shape[1], u}}, {x.dtype, {batch, x.shape[1], u}}};
+  return {zx.dtype, {batch, steps, u}};
 }
 
-Types infer_lstm(Op op, const Types& in) {
-  expect_inputs(op, in, 6);
-  return infer_lstm_core(op, in);
+Types infer_lstm_scan(Op op, const Types& in) {
+  expect_inputs(op, in, 4);
+  TensorType seq = infer_lstm_scan_core(op, in);
+  return {seq, seq};
 }
 
-Types infer_lstm_backward(Op op, const Types& in) {
-  expect_inputs(op, in, 10);
-  Types seq = infer_lstm_core(op, in);
+Types infer_lstm_scan_backward(Op op, const Types& in) {
+  expect_inputs(op, in, 8);
+  TensorType seq = infer_lstm_scan_core(op, in);
   const char* names[] = {"h_seq", "c_seq", "dh_seq", "dc_seq"};
-  for (int i = 0; i < 4; ++i) expect_type(op, in[6 + i], names[i], seq[0], "[batch, seq, hidden]");
-  return {in[0], in[1], in[2], in[3], in[4], in[5]};
+  for (int i = 0; i < 4; ++i) expect_type(op, in[4 + i], names[i], seq, "[batch, seq, hidden]");
+  return {in[0], in[2], in[3]};
 }
 
 }  // namespace
@@ -581,10 +584,10 @@ std::vector<TensorType> infer_types(Op op, const std::vector<TensorType>& in,
       return infer_attention(op, in, attrs);
     case Op::attention_backward:
       return infer_attention_backward(op, in, attrs);
-    case Op::lstm:
-      return infer_lstm(op, in);
-    case Op::lstm_backward:
-      return infer_lstm_backward(op, in);
+    case Op::lstm_scan:
+      return infer_lstm_scan(op, in);
+    case Op::lstm_scan_backward:
+      return infer_lstm_scan_backward(op, in);
     default:
       return infer_elementwise(op, in);
   }

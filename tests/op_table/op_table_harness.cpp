@@ -690,8 +690,8 @@ JitOpClass jit_op_class(Op op) {
     case Op::layer_norm_backward:
     case Op::attention:
     case Op::attention_backward:
-    case Op::lstm:
-    case Op::lstm_backward:
+    case Op::lstm_scan:
+    case Op::lstm_scan_backward:
       return JitOpClass::reduction;
   }
   return JitOpClass::reduction;

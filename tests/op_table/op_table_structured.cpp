@@ -1,4 +1,4 @@
-// Op-table entries: the structured ops (softmax, layer_norm, attention, lstm) and their
+// Op-table entries: the structured ops (softmax, layer_norm, attention, lstm_scan) and their
 // backward ops. The references are written out naively; they double as the documentation of
 // each op's semantics.
 #include "op_table_harness.hpp"
@@ -269,7 +269,8 @@ OpEntry layer_norm_backward_entry() {
 struct MaskSpec {
   ops::AttentionMask::Kind kind = ops::AttentionMask::Kind::none;
   std::int64_t window = 0;
-  Shape tensor_shape;  // for Kind::tensor
+  Shape tensor_shape;             // for Kind::tensor
+  std::int64_t query_offset = 0;  // query row i is at position i + query_offset (predicates)
 };
 
 ops::AttentionOptions attention_options(const MaskSpec& m, double scale, const Value& mask) {
@@ -289,6 +290,7 @@ ops::AttentionOptions attention_options(const MaskSpec& m, double scale, const V
       break;
   }
   o.scale = scale;
+  o.query_offset = m.query_offset;
   return o;
 }
 
@@ -301,7 +303,8 @@ struct AttentionRow {
 
 /// q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv], mask [Sq, Sk] or [..., Sq, Sk] (leading
 /// extents q's or 1). Score s_ij = scale * q_i . k_j where (i, j) is allowed, else `fill`
-/// (the fill replaces the score). causal: j <= i; window w: i - w + 1 <= j <= i.
+/// (the fill replaces the score). With p = i + query_offset: causal j <= p; window w:
+/// p - w + 1 <= j <= p.
 /// p = softmax_j(s), out_i = sum_j p_ij v_j, lse_i = log sum_j exp(s_ij).
 struct AttentionRef {
   const Arr &q, &k, &v;
@@ -331,9 +334,9 @@ struct AttentionRef {
       case ops::AttentionMask::Kind::none:
         return true;
       case ops::AttentionMask::Kind::causal:
-        return j <= i;
+        return j <= i + spec.query_offset;
       case ops::AttentionMask::Kind::window:
-        return i - spec.window + 1 <= j && j <= i;
+        return i + spec.query_offset - spec.window + 1 <= j && j <= i + spec.query_offset;
       case ops::AttentionMask::Kind::tensor: {
         if (mask->rank() == 2) return mask->at({i, j}) != 0;
         Index mi;
@@ -463,6 +466,14 @@ OpEntry attention_entry() {
       attention_sample("sliding window 2", {2, 4, 3}, {2, 4, 3}, {2, 4, 2}, {Kind::window, 2, {}}));
   e.samples.push_back(attention_sample("window 1 attends only the diagonal", {3, 2}, {3, 2}, {3, 2},
                                        {Kind::window, 1, {}}));
+  // query_offset: query row i sits at position i + off (the rows [off, off + Sq) of a longer
+  // query block), as when the JIT prunes the rows nobody reads.
+  e.samples.push_back(attention_sample("causal, query_offset 3: q [2,2,3] against Sk 6", {2, 2, 3},
+                                       {2, 6, 3}, {2, 6, 2}, {Kind::causal, 0, {}, 3}));
+  e.samples.push_back(attention_sample("window 2, query_offset 2: rows at positions 2..4", {3, 2},
+                                       {6, 2}, {6, 3}, {Kind::window, 2, {}, 2}));
+  e.samples.push_back(attention_sample("window 3, query_offset 5 beyond Sk 4: last keys only",
+                                       {2, 2, 2}, {2, 4, 2}, {2, 4, 2}, {Kind::window, 3, {}, 5}));
   // Random masks with P(attend) = 0.7: some rows may be fully masked; those average v
   // uniformly (every score is the fill).
   e.samples.push_back(attention_sample("tensor mask [3,5]", {2, 3, 4}, {2, 5, 4}, {2, 5, 2},
@@ -535,6 +546,14 @@ OpEntry attention_entry() {
                         o.mask = ops::AttentionMask::sliding_window(0);
                         at = EDF_HERE, ops::attention(q, q, q, o);
                       }});
+  e.errors.push_back(
+      {"negative query_offset", "attention: query_offset must be >= 0, got -1", [](Site& at) {
+         Value q = param(DType::f32, {3, 4});
+         ops::AttentionOptions o;
+         o.mask = ops::AttentionMask::causal();
+         o.query_offset = -1;
+         at = EDF_HERE, ops::attention(q, q, q, o);
+       }});
   return e;
 }
 
@@ -567,6 +586,10 @@ OpEntry attention_backward_entry() {
                                                 {Kind::causal, 0, {}}));
   e.samples.push_back(
       attention_backward_sample("window 2", {4, 3}, {4, 3}, {4, 2}, {Kind::window, 2, {}}));
+  e.samples.push_back(attention_backward_sample("causal, query_offset 2", {2, 2, 3}, {2, 5, 3},
+                                                {2, 5, 2}, {Kind::causal, 0, {}, 2}));
+  e.samples.push_back(attention_backward_sample("window 2, query_offset 3", {3, 2}, {7, 2}, {7, 3},
+                                                {Kind::window, 2, {}, 3}));
   e.samples.push_back(attention_backward_sample("tensor mask [2,1,3,4]", {2, 2, 3, 2}, {2, 2, 4, 2},
                                                 {2, 2, 4, 2}, {Kind::tensor, 0, {2, 1, 3, 4}}));
   e.samples.push_back(
@@ -587,21 +610,21 @@ OpEntry attention_backward_entry() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// lstm and lstm_backward
+// lstm_scan and lstm_scan_backward (and the ops::lstm composite that emits lstm_scan)
 
-/// x [B,S,I], w_ih [I,4U], w_hh [U,4U], b [4U], h0, c0 [B,U]; gate blocks i, f, g, o:
-///   z = x_t.w_ih + h.w_hh + b; i, f, o = sigmoid; g = tanh; c' = f c + i g; h' = o tanh(c').
+/// The recurrence from input projections zx [B,S,4U] (x_t.w_ih + b), w_hh [U,4U], h0, c0 [B,U];
+/// gate blocks i, f, g, o:
+///   z = zx_t + h.w_hh; i, f, o = sigmoid; g = tanh; c' = f c + i g; h' = o tanh(c').
 struct LstmRef {
-  const Arr &x, &w_ih, &w_hh, &b, &h0, &c0;
-  std::int64_t batch, seq, feat, u;
+  Arr zx, w_hh, h0, c0;
+  std::int64_t batch, seq, u;
   // Per step t (0-based) and batch row: gates after their nonlinearity, states after the step.
   std::vector<std::vector<std::vector<double>>> gi, gf, gg, go, h, c;
 
-  explicit LstmRef(const Arrs& in)
-      : x(in[0]), w_ih(in[1]), w_hh(in[2]), b(in[3]), h0(in[4]), c0(in[5]) {
-    batch = x.dim(0);
-    seq = x.dim(1);
-    feat = x.dim(2);
+  LstmRef(const Arr& zx_, const Arr& w_hh_, const Arr& h0_, const Arr& c0_)
+      : zx(zx_), w_hh(w_hh_), h0(h0_), c0(c0_) {
+    batch = zx.dim(0);
+    seq = zx.dim(1);
     u = w_hh.dim(0);
     auto sz = [](std::int64_t n) { return static_cast<std::size_t>(n); };
     for (auto* v : {&gi, &gf, &gg, &go, &h, &c})
@@ -610,8 +633,7 @@ struct LstmRef {
       for (std::int64_t r = 0; r < batch; ++r) {
         std::vector<double> z(sz(4 * u));
         for (std::int64_t col = 0; col < 4 * u; ++col) {
-          double acc = b[col];
-          for (std::int64_t k = 0; k < feat; ++k) acc += x.at({r, t, k}) * w_ih.at({k, col});
+          double acc = zx.at({r, t, col});
           for (std::int64_t k = 0; k < u; ++k) acc += h_prev(t, r, k) * w_hh.at({k, col});
           z[sz(col)] = acc;
         }
@@ -626,6 +648,9 @@ struct LstmRef {
         }
       }
   }
+  /// in: zx, w_hh, h0, c0 (and possibly more).
+  explicit LstmRef(const Arrs& in) : LstmRef(in[0], in[1], in[2], in[3]) {}
+
   double h_prev(std::int64_t t, std::int64_t r, std::int64_t j) const {
     return t == 0 ? h0.at({r, j})
                   : h[static_cast<std::size_t>(t - 1)][static_cast<std::size_t>(r)]
@@ -639,7 +664,7 @@ struct LstmRef {
 
   /// h_seq, c_seq
   Arrs forward() const {
-    Arr hs(x.dtype, {batch, seq, u}), cs(x.dtype, {batch, seq, u});
+    Arr hs(zx.dtype, {batch, seq, u}), cs(zx.dtype, {batch, seq, u});
     for (std::int64_t t = 0; t < seq; ++t)
       for (std::int64_t r = 0; r < batch; ++r)
         for (std::int64_t j = 0; j < u; ++j) {
@@ -652,15 +677,13 @@ struct LstmRef {
   }
 
   /// Backpropagation through time with cotangents dh_seq, dc_seq of both state sequences.
-  /// outputs: dx, dw_ih, dw_hh, db, dh0, dc0.
+  /// outputs: dzx (the gradient of every step's pre-activations), dh0, dc0.
   Arrs backward(const Arr& dh_seq, const Arr& dc_seq) const {
-    Arr dx(x.dtype, x.shape), dw_ih(x.dtype, w_ih.shape), dw_hh(x.dtype, w_hh.shape),
-        db(x.dtype, b.shape);
-    Arr dh_next(x.dtype, {batch, u}), dc_next(x.dtype, {batch, u});
+    Arr dzx(zx.dtype, zx.shape);
+    Arr dh_next(zx.dtype, {batch, u}), dc_next(zx.dtype, {batch, u});
     for (std::int64_t t = seq - 1; t >= 0; --t) {
-      Arr dh_carry(x.dtype, {batch, u}), dc_carry(x.dtype, {batch, u});
+      Arr dh_carry(zx.dtype, {batch, u}), dc_carry(zx.dtype, {batch, u});
       for (std::int64_t r = 0; r < batch; ++r) {
-        std::vector<double> dz(static_cast<std::size_t>(4 * u));
         for (std::int64_t j = 0; j < u; ++j) {
           auto T = static_cast<std::size_t>(t), R = static_cast<std::size_t>(r),
                J = static_cast<std::size_t>(j);
@@ -668,65 +691,142 @@ struct LstmRef {
           double tc = std::tanh(c[T][R][J]);
           double dh = dh_seq.at({r, t, j}) + dh_next.at({r, j});
           double dc = dc_seq.at({r, t, j}) + dc_next.at({r, j}) + dh * o * (1 - tc * tc);
-          dz[J] = dc * g * i * (1 - i);
-          dz[static_cast<std::size_t>(u + j)] = dc * c_prev(t, r, j) * f * (1 - f);
-          dz[static_cast<std::size_t>(2 * u + j)] = dc * i * (1 - g * g);
-          dz[static_cast<std::size_t>(3 * u + j)] = dh * tc * o * (1 - o);
+          dzx.at({r, t, j}) = dc * g * i * (1 - i);
+          dzx.at({r, t, u + j}) = dc * c_prev(t, r, j) * f * (1 - f);
+          dzx.at({r, t, 2 * u + j}) = dc * i * (1 - g * g);
+          dzx.at({r, t, 3 * u + j}) = dh * tc * o * (1 - o);
           dc_carry.at({r, j}) = dc * f;
         }
-        for (std::int64_t col = 0; col < 4 * u; ++col) {
-          double d = dz[static_cast<std::size_t>(col)];
-          db[col] += d;
-          for (std::int64_t k = 0; k < feat; ++k) {
-            dx.at({r, t, k}) += d * w_ih.at({k, col});
-            dw_ih.at({k, col}) += x.at({r, t, k}) * d;
-          }
-          for (std::int64_t k = 0; k < u; ++k) {
-            dh_carry.at({r, k}) += d * w_hh.at({k, col});
-            dw_hh.at({k, col}) += h_prev(t, r, k) * d;
-          }
-        }
+        for (std::int64_t col = 0; col < 4 * u; ++col)
+          for (std::int64_t k = 0; k < u; ++k)
+            dh_carry.at({r, k}) += dzx.at({r, t, col}) * w_hh.at({k, col});
       }
       dh_next = dh_carry;
       dc_next = dc_carry;
     }
-    return {dx, dw_ih, dw_hh, db, dh_next, dc_next};
+    return {dzx, dh_next, dc_next};
   }
 };
 
-std::vector<In> lstm_inputs(std::int64_t batch, std::int64_t seq, std::int64_t feat,
-                            std::int64_t u) {
-  // Weights in [-1, 1): gates stay off saturation, so gradients are well conditioned.
-  Domain w = any(-1, 1);
-  return {fin({batch, seq, feat}, w), fin({feat, 4 * u}, w), fin({u, 4 * u}, w), fin({4 * u}, w),
-          fin({batch, u}, w),         fin({batch, u}, w)};
+/// x [B,S,I].w_ih [I,4U] + b [4U]: the input projections ops::lstm feeds to lstm_scan.
+Arr lstm_projection(const Arr& x, const Arr& w_ih, const Arr& b) {
+  const std::int64_t batch = x.dim(0), seq = x.dim(1), feat = x.dim(2), g4 = w_ih.dim(1);
+  Arr zx(x.dtype, {batch, seq, g4});
+  for (std::int64_t r = 0; r < batch; ++r)
+    for (std::int64_t t = 0; t < seq; ++t)
+      for (std::int64_t col = 0; col < g4; ++col) {
+        double acc = b[col];
+        for (std::int64_t k = 0; k < feat; ++k) acc += x.at({r, t, k}) * w_ih.at({k, col});
+        zx.at({r, t, col}) = acc;
+      }
+  return zx;
 }
 
-Sample lstm_sample(std::string label, std::int64_t batch, std::int64_t seq, std::int64_t feat,
-                   std::int64_t u) {
-  // Both outputs are differentiable (lstm_backward takes cotangents for h_seq and c_seq).
+// Weights in [-1, 1): gates stay off saturation, so gradients are well conditioned.
+std::vector<In> lstm_scan_inputs(std::int64_t batch, std::int64_t seq, std::int64_t u) {
+  Domain w = any(-1, 1);
+  return {fin({batch, seq, 4 * u}, w), fin({u, 4 * u}, w), fin({batch, u}, w), fin({batch, u}, w)};
+}
+
+Sample lstm_scan_sample(std::string label, std::int64_t batch, std::int64_t seq, std::int64_t u) {
+  // Both outputs are differentiable (lstm_scan_backward takes cotangents for h_seq and c_seq).
   return Sample(
-             std::move(label), lstm_inputs(batch, seq, feat, u),
-             [](const Vals& in, DType) {
-               return ops::lstm(in[0], in[1], in[2], in[3], in[4], in[5]);
-             },
+             std::move(label), lstm_scan_inputs(batch, seq, u),
+             [](const Vals& in, DType) { return ops::lstm_scan(in[0], in[1], in[2], in[3]); },
              [](const Arrs& in, DType) { return LstmRef(in).forward(); })
       .f32_tol(kF32Reduction);
 }
 
-OpEntry lstm_entry() {
-  OpEntry e{Op::lstm, {}, {}, {}};
-  e.samples.push_back(lstm_sample("B 2, S 3, I 2, U 2", 2, 3, 2, 2));
-  e.samples.push_back(lstm_sample("B 1, S 1, I 1, U 1", 1, 1, 1, 1));
-  e.samples.push_back(lstm_sample("B 3, S 2, I 3, U 1", 3, 2, 3, 1));
-  e.samples.push_back(lstm_sample("B 1, S 5, I 1, U 3", 1, 5, 1, 3));
+// The ops::lstm composite: x [B,S,I], w_ih [I,4U], w_hh, b [4U], h0, c0. Its gradient check
+// covers the VJP's dot_general for dw_hh and the autodiff of the projection (dx, dw_ih, db).
+Sample lstm_sample(std::string label, std::int64_t batch, std::int64_t seq, std::int64_t feat,
+                   std::int64_t u) {
+  Domain w = any(-1, 1);
+  return Sample(
+             std::move(label),
+             {fin({batch, seq, feat}, w), fin({feat, 4 * u}, w), fin({u, 4 * u}, w),
+              fin({4 * u}, w), fin({batch, u}, w), fin({batch, u}, w)},
+             [](const Vals& in, DType) {
+               return ops::lstm(in[0], in[1], in[2], in[3], in[4], in[5]);
+             },
+             [](const Arrs& in, DType) {
+               return LstmRef(lstm_projection(in[0], in[1], in[3]), in[2], in[4], in[5]).forward();
+             })
+      .f32_tol(kF32Reduction);
+}
+
+OpEntry lstm_scan_entry() {
+  OpEntry e{Op::lstm_scan, {}, {}, {}};
+  e.samples.push_back(lstm_scan_sample("B 2, S 3, U 2", 2, 3, 2));
+  e.samples.push_back(lstm_scan_sample("B 1, S 1, U 1", 1, 1, 1));
+  e.samples.push_back(lstm_scan_sample("B 3, S 2, U 1", 3, 2, 1));
+  e.samples.push_back(lstm_scan_sample("B 1, S 5, U 3", 1, 5, 3));
+  e.samples.push_back(lstm_scan_sample("B 5, S 2, U 2 (a full and a partial row block)", 5, 2, 2));
+  e.samples.push_back(lstm_scan_sample("B 2, S 0, U 2 (no steps)", 2, 0, 2));
   {
-    // Dynamic batch: x, h0 and c0 declared [?, ...].
-    Sample d = lstm_sample("dynamic batch ? bound to 2, S 2, I 2, U 2", 2, 2, 2, 2);
+    // Dynamic batch: zx, h0 and c0 declared [?, ...].
+    Sample d = lstm_scan_sample("dynamic batch ? bound to 2, S 2, U 2", 2, 2, 2);
+    for (int i : {0, 2, 3}) d.inputs[static_cast<std::size_t>(i)].dynamic_axis = 0;
+    e.samples.push_back(std::move(d));
+  }
+  e.samples.push_back(lstm_sample("ops::lstm: B 2, S 3, I 2, U 2", 2, 3, 2, 2));
+  e.samples.push_back(lstm_sample("ops::lstm: B 1, S 1, I 1, U 1", 1, 1, 1, 1));
+  e.samples.push_back(lstm_sample("ops::lstm: B 3, S 2, I 3, U 1", 3, 2, 3, 1));
+  {
+    Sample d = lstm_sample("ops::lstm: dynamic batch ? bound to 2, S 2, I 2, U 2", 2, 2, 2, 2);
     for (int i : {0, 4, 5}) d.inputs[static_cast<std::size_t>(i)].dynamic_axis = 0;
     e.samples.push_back(std::move(d));
   }
-  e.errors.push_back({"w_ih of the wrong shape",
+  e.errors.push_back(
+      {"zx of the wrong width",
+       "lstm_scan: zx has shape [2,3,6]; expected [2,3,8] (batch, seq, 4 x hidden 2)",
+       [](Site& at) {
+         Value zx = param(DType::f32, {2, 3, 6});
+         Value w_hh = param(DType::f32, {2, 8});
+         Value h0 = param(DType::f32, {2, 2});
+         at = EDF_HERE, ops::lstm_scan(zx, w_hh, h0, h0);
+       }});
+  e.errors.push_back(
+      {"w_hh not [U, 4U]", "lstm_scan: w_hh has shape [2,6]; expected [U, 4U]", [](Site& at) {
+         Value zx = param(DType::f32, {2, 3, 8});
+         Value w_hh = param(DType::f32, {2, 6});
+         Value h0 = param(DType::f32, {2, 2});
+         at = EDF_HERE, ops::lstm_scan(zx, w_hh, h0, h0);
+       }});
+  e.errors.push_back({"zx of rank 2",
+                      "lstm_scan: zx must be [batch, seq, 4 x hidden], got f32[3,8]", [](Site& at) {
+                        Value zx = param(DType::f32, {3, 8});
+                        Value w_hh = param(DType::f32, {2, 8});
+                        Value h0 = param(DType::f32, {3, 2});
+                        at = EDF_HERE, ops::lstm_scan(zx, w_hh, h0, h0);
+                      }});
+  e.errors.push_back({"h0 of the wrong batch",
+                      "lstm_scan: h0 has shape [3,2]; expected [2,2] (batch, hidden)",
+                      [](Site& at) {
+                        Value zx = param(DType::f32, {2, 3, 8});
+                        Value w_hh = param(DType::f32, {2, 8});
+                        Value h0 = param(DType::f32, {3, 2});
+                        Value c0 = param(DType::f32, {2, 2});
+                        at = EDF_HERE, ops::lstm_scan(zx, w_hh, h0, c0);
+                      }});
+  e.errors.push_back(
+      {"u8 zx", "lstm_scan: zx must be floating-point (f32 or f64), got u8[2,3,8]", [](Site& at) {
+         Value zx = param(DType::u8, {2, 3, 8});
+         Value w_hh = param(DType::u8, {2, 8});
+         Value h0 = param(DType::u8, {2, 2});
+         at = EDF_HERE, ops::lstm_scan(zx, w_hh, h0, h0);
+       }});
+  e.errors.push_back({"f64 w_hh with f32 zx",
+                      "lstm_scan: zx and w_hh must have the same dtype, got f32[2,3,8] and "
+                      "f64[2,8]",
+                      [](Site& at) {
+                        Value zx = param(DType::f32, {2, 3, 8});
+                        Value w_hh = param(DType::f64, {2, 8});
+                        Value h0 = param(DType::f32, {2, 2});
+                        at = EDF_HERE, ops::lstm_scan(zx, w_hh, h0, h0);
+                      }});
+  // The composite's own checks, made before it builds any node.
+  e.errors.push_back({"ops::lstm: w_ih of the wrong shape",
                       "lstm: w_ih has shape [3,8]; expected [2,8] (input features 2, 4 x hidden 2)",
                       [](Site& at) {
                         Value x = param(DType::f32, {2, 3, 2});
@@ -736,16 +836,16 @@ OpEntry lstm_entry() {
                         Value h0 = param(DType::f32, {2, 2});
                         at = EDF_HERE, ops::lstm(x, w_ih, w_hh, b, h0, h0);
                       }});
-  e.errors.push_back(
-      {"x of rank 2", "lstm: x must be [batch, seq, features], got f32[3,2]", [](Site& at) {
-         Value x = param(DType::f32, {3, 2});
-         Value w_ih = param(DType::f32, {2, 8});
-         Value w_hh = param(DType::f32, {2, 8});
-         Value b = param(DType::f32, {8});
-         Value h0 = param(DType::f32, {3, 2});
-         at = EDF_HERE, ops::lstm(x, w_ih, w_hh, b, h0, h0);
-       }});
-  e.errors.push_back({"c0 of the wrong batch",
+  e.errors.push_back({"ops::lstm: x of rank 2",
+                      "lstm: x must be [batch, seq, features], got f32[3,2]", [](Site& at) {
+                        Value x = param(DType::f32, {3, 2});
+                        Value w_ih = param(DType::f32, {2, 8});
+                        Value w_hh = param(DType::f32, {2, 8});
+                        Value b = param(DType::f32, {8});
+                        Value h0 = param(DType::f32, {3, 2});
+                        at = EDF_HERE, ops::lstm(x, w_ih, w_hh, b, h0, h0);
+                      }});
+  e.errors.push_back({"ops::lstm: c0 of the wrong batch",
                       "lstm: c0 has shape [3,2]; expected [2,2] (batch, hidden)", [](Site& at) {
                         Value x = param(DType::f32, {2, 3, 2});
                         Value w_ih = param(DType::f32, {2, 8});
@@ -755,49 +855,76 @@ OpEntry lstm_entry() {
                         Value c0 = param(DType::f32, {3, 2});
                         at = EDF_HERE, ops::lstm(x, w_ih, w_hh, b, h0, c0);
                       }});
+  e.errors.push_back({"ops::lstm: b of the wrong shape",
+                      "lstm: b has shape [6]; expected [8] (4 x hidden 2)", [](Site& at) {
+                        Value x = param(DType::f32, {2, 3, 2});
+                        Value w_ih = param(DType::f32, {2, 8});
+                        Value w_hh = param(DType::f32, {2, 8});
+                        Value b = param(DType::f32, {6});
+                        Value h0 = param(DType::f32, {2, 2});
+                        at = EDF_HERE, ops::lstm(x, w_ih, w_hh, b, h0, h0);
+                      }});
+  e.errors.push_back({"ops::lstm: u8 x",
+                      "lstm: x must be floating-point (f32 or f64), got u8[2,3,2]", [](Site& at) {
+                        Value x = param(DType::u8, {2, 3, 2});
+                        Value w_ih = param(DType::u8, {2, 8});
+                        Value w_hh = param(DType::u8, {2, 8});
+                        Value b = param(DType::u8, {8});
+                        Value h0 = param(DType::u8, {2, 2});
+                        at = EDF_HERE, ops::lstm(x, w_ih, w_hh, b, h0, h0);
+                      }});
+  e.errors.push_back({"ops::lstm: f64 w_ih with f32 x",
+                      "lstm: x and w_ih must have the same dtype, got f32[2,3,2] and f64[2,8]",
+                      [](Site& at) {
+                        Value x = param(DType::f32, {2, 3, 2});
+                        Value w_ih = param(DType::f64, {2, 8});
+                        Value w_hh = param(DType::f32, {2, 8});
+                        Value b = param(DType::f32, {8});
+                        Value h0 = param(DType::f32, {2, 2});
+                        at = EDF_HERE, ops::lstm(x, w_ih, w_hh, b, h0, h0);
+                      }});
   return e;
 }
 
-Sample lstm_backward_sample(std::string label, std::int64_t batch, std::int64_t seq,
-                            std::int64_t feat, std::int64_t u) {
-  // inputs: x, w_ih, w_hh, b, h0, c0, dh_seq, dc_seq; h_seq and c_seq come from the forward op.
-  std::vector<In> inputs = lstm_inputs(batch, seq, feat, u);
+Sample lstm_scan_backward_sample(std::string label, std::int64_t batch, std::int64_t seq,
+                                 std::int64_t u) {
+  // inputs: zx, w_hh, h0, c0, dh_seq, dc_seq; h_seq and c_seq come from the forward op.
+  std::vector<In> inputs = lstm_scan_inputs(batch, seq, u);
   inputs.push_back(fin({batch, seq, u}));
   inputs.push_back(fin({batch, seq, u}));
   return Sample(
              std::move(label), inputs,
              [](const Vals& in, DType) {
-               Vals fwd = ops::lstm(in[0], in[1], in[2], in[3], in[4], in[5]);
-               return ops::lstm_backward(
-                   {in[0], in[1], in[2], in[3], in[4], in[5], fwd[0], fwd[1], in[6], in[7]});
+               Vals fwd = ops::lstm_scan(in[0], in[1], in[2], in[3]);
+               return ops::lstm_scan_backward(
+                   {in[0], in[1], in[2], in[3], fwd[0], fwd[1], in[4], in[5]});
              },
-             [](const Arrs& in, DType) { return LstmRef(in).backward(in[6], in[7]); })
+             [](const Arrs& in, DType) { return LstmRef(in).backward(in[4], in[5]); })
       .f32_tol(kF32Reduction);
 }
 
-OpEntry lstm_backward_entry() {
-  OpEntry e{Op::lstm_backward, {}, {}, {}};
+OpEntry lstm_scan_backward_entry() {
+  OpEntry e{Op::lstm_scan_backward, {}, {}, {}};
   e.no_grad_reason = kBackwardNoGrad;
-  e.samples.push_back(lstm_backward_sample("B 2, S 3, I 2, U 2", 2, 3, 2, 2));
-  e.samples.push_back(lstm_backward_sample("B 1, S 1, I 1, U 1", 1, 1, 1, 1));
-  e.samples.push_back(lstm_backward_sample("B 3, S 2, I 3, U 1", 3, 2, 3, 1));
-  e.errors.push_back({"nine inputs", "lstm_backward: expects 10 inputs, got 9", [](Site& at) {
-                        Value x = param(DType::f32, {2, 3, 2});
-                        at = EDF_HERE, ops::lstm_backward({x, x, x, x, x, x, x, x, x});
+  e.samples.push_back(lstm_scan_backward_sample("B 2, S 3, U 2", 2, 3, 2));
+  e.samples.push_back(lstm_scan_backward_sample("B 1, S 1, U 1", 1, 1, 1));
+  e.samples.push_back(lstm_scan_backward_sample("B 3, S 2, U 1", 3, 2, 1));
+  e.samples.push_back(
+      lstm_scan_backward_sample("B 5, S 3, U 3 (a full and a partial row block)", 5, 3, 3));
+  e.errors.push_back({"seven inputs", "lstm_scan_backward: expects 8 inputs, got 7", [](Site& at) {
+                        Value x = param(DType::f32, {2, 3, 8});
+                        at = EDF_HERE, ops::lstm_scan_backward({x, x, x, x, x, x, x});
                       }});
   e.errors.push_back(
       {"dh_seq of the wrong shape",
-       "lstm_backward: dh_seq is f32[2,3,4], expected f32[2,3,2] ([batch, seq, "
-       "hidden])",
+       "lstm_scan_backward: dh_seq is f32[2,3,4], expected f32[2,3,2] ([batch, seq, hidden])",
        [](Site& at) {
-         Value x = param(DType::f32, {2, 3, 2});
-         Value w_ih = param(DType::f32, {2, 8});
+         Value zx = param(DType::f32, {2, 3, 8});
          Value w_hh = param(DType::f32, {2, 8});
-         Value b = param(DType::f32, {8});
          Value h0 = param(DType::f32, {2, 2});
          Value seq = param(DType::f32, {2, 3, 2});
          Value bad = param(DType::f32, {2, 3, 4});
-         at = EDF_HERE, ops::lstm_backward({x, w_ih, w_hh, b, h0, h0, seq, seq, bad, seq});
+         at = EDF_HERE, ops::lstm_scan_backward({zx, w_hh, h0, h0, seq, seq, bad, seq});
        }});
   return e;
 }
@@ -810,8 +937,8 @@ void add_structured_entries(Table& t) {
   t.push_back(layer_norm_backward_entry());
   t.push_back(attention_entry());
   t.push_back(attention_backward_entry());
-  t.push_back(lstm_entry());
-  t.push_back(lstm_backward_entry());
+  t.push_back(lstm_scan_entry());
+  t.push_back(lstm_scan_backward_entry());
 }
 
 }  // namespace edifice::optable

@@ -39,8 +39,8 @@ namespace edifice {
   /* indexing */                                                                                   \
   X(take) X(scatter_add)                                                                           \
   /* structured ops with their own gradient rules */                                               \
-  X(softmax) X(layer_norm) X(layer_norm_backward) X(attention) X(attention_backward) X(lstm)       \
-  X(lstm_backward)
+  X(softmax) X(layer_norm) X(layer_norm_backward) X(attention) X(attention_backward)              \
+  X(lstm_scan) X(lstm_scan_backward)
 
 enum class Op : std::uint8_t {
 #define EDIFICE_OP_ENUM(name) name,

@@ -205,12 +205,18 @@ struct AttentionOptions {
   /// The score given to masked pairs before softmax. Edifice uses -1e9 (a fully masked row then
   /// averages uniformly); -infinity gives NaN for such rows.
   double fill = -1e9;
+  /// Query row i sits at absolute position i + query_offset (>= 0) for the causal and window
+  /// predicates (causal: j <= i + off; window w: i + off - w + 1 <= j <= i + off), so a slice of
+  /// the query rows [off, off + Sq) attends exactly as those rows did. Tensor masks ignore it
+  /// (their [Sq, Sk] block is explicit). Stored as the attribute query_offset when nonzero.
+  std::int64_t query_offset = 0;
 };
 
 /// softmax(mask(q.k^T * scale)) . v over the last two axes; leading axes are batch axes.
 /// q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv] -> out [..., Sq, Dv] and lse [..., Sq] (the
 /// row log-sum-exp, kept for the gradient). inputs: q, k, v [, mask]. attrs: mask ("none",
-/// "causal", "window", "tensor"), window, scale, fill.
+/// "causal", "window", "tensor"), window, scale, fill, and query_offset when nonzero (absent
+/// means 0).
 std::vector<Value> attention_full(const Value& q, const Value& k, const Value& v,
                                   const AttentionOptions& options, Loc loc = Loc::current());
 Value attention(const Value& q, const Value& k, const Value& v,
@@ -220,16 +226,25 @@ std::vector<Value> attention_backward(const Value& q, const Value& k, const Valu
                                       const Value& out, const Value& lse, const Value& dout,
                                       const AttentionOptions& options, Loc loc = Loc::current());
 
-/// One LSTM layer run as a scan over time (not unrolled). x [B, S, I], w_ih [I, 4U],
-/// w_hh [U, 4U], b [4U], h0 and c0 [B, U]. Gate columns are i, f, g, o in blocks of U:
+/// One LSTM layer. x [B, S, I], w_ih [I, 4U], w_hh [U, 4U], b [4U], h0 and c0 [B, U]. Gate
+/// columns are i, f, g, o in blocks of U:
 ///   z = x_t.w_ih + h.w_hh + b; i, f, o = sigmoid(z_i, z_f, z_o); g = tanh(z_g)
 ///   c' = f*c + i*g; h' = o*tanh(c')
-/// outputs: h_seq [B, S, U] and c_seq [B, S, U] (the states after each step).
+/// outputs: h_seq [B, S, U] and c_seq [B, S, U] (the states after each step). A composite: the
+/// input projection of every step at once, zx = x.w_ih + b (dot_general and add, [B, S, 4U]),
+/// then lstm_scan(zx, w_hh, h0, c0) for the recurrence.
 std::vector<Value> lstm(const Value& x, const Value& w_ih, const Value& w_hh, const Value& b,
                         const Value& h0, const Value& c0, Loc loc = Loc::current());
-/// Backward through time. inputs: x, w_ih, w_hh, b, h0, c0, h_seq, c_seq, dh_seq, dc_seq.
-/// outputs: dx, dw_ih, dw_hh, db, dh0, dc0.
-std::vector<Value> lstm_backward(const std::vector<Value>& inputs, Loc loc = Loc::current());
+/// The LSTM recurrence run as a scan over time (not unrolled), from precomputed input
+/// projections zx [B, S, 4U] (x_t.w_ih + b): z = zx_t + h.w_hh, then the gates as in lstm.
+/// w_hh [U, 4U], h0 and c0 [B, U]. outputs: h_seq, c_seq [B, S, U].
+std::vector<Value> lstm_scan(const Value& zx, const Value& w_hh, const Value& h0, const Value& c0,
+                             Loc loc = Loc::current());
+/// Backward through time of lstm_scan. inputs: zx, w_hh, h0, c0, h_seq, c_seq, dh_seq, dc_seq.
+/// outputs: dzx [B, S, 4U] (the gradient of the pre-activations z, which is also zx's), dh0,
+/// dc0. The weight gradient dw_hh = sum over (b, t) of h_{t-1}^T dz_t is left to a dot_general
+/// (see the lstm_scan rule in autodiff.cpp).
+std::vector<Value> lstm_scan_backward(const std::vector<Value>& inputs, Loc loc = Loc::current());
 
 }  // namespace edifice::ops
 
