@@ -52,8 +52,8 @@ KernelKind anchor_kind(Op op) {
     case Op::layer_norm_backward: return KernelKind::layer_norm_backward;
     case Op::attention: return KernelKind::attention;
     case Op::attention_backward: return KernelKind::attention_backward;
-    case Op::lstm: return KernelKind::lstm;
-    case Op::lstm_backward: return KernelKind::lstm_backward;
+    case Op::lstm_scan: return KernelKind::lstm_scan;
+    case Op::lstm_scan_backward: return KernelKind::lstm_scan_backward;
     case Op::scatter_add: return KernelKind::scatter_add;
     default: fail("jit: internal error: {} is not an anchor op", op_name(op));
   }
@@ -242,8 +242,8 @@ std::string kernel_kind_name(KernelKind kind) {
     case KernelKind::layer_norm_backward: return "layer_norm_backward";
     case KernelKind::attention: return "attention";
     case KernelKind::attention_backward: return "attention_backward";
-    case KernelKind::lstm: return "lstm";
-    case KernelKind::lstm_backward: return "lstm_backward";
+    case KernelKind::lstm_scan: return "lstm_scan";
+    case KernelKind::lstm_scan_backward: return "lstm_scan_backward";
     case KernelKind::scatter_add: return "scatter_add";
   }
   return "?";

@@ -19,9 +19,10 @@ class ExecutableCache {
   std::shared_ptr<const Executable> get_or_build(const Graph& graph,
                                                  const std::vector<Shape>& shapes,
                                                  const Options& options) {
-    std::string key = fmt::format("{:016x}|{}|{}|{}|{}|{}", graph.hash(), host_target().cpu,
-                                  host_target().features, resolve_threads(options),
-                                  options.disk_cache, options.cache_dir);
+    std::string key = fmt::format(
+        "{:016x}|{}|{}|{}|{}|{}|{}|{}", graph.hash(), host_target().cpu, host_target().features,
+        resolve_threads(options), options.disk_cache, options.cache_dir,
+        resolve_prune_rows(options), static_cast<int>(options.attention_kernel));
     for (const Shape& s : shapes) key += "|" + shape_to_string(s);
     {
       std::lock_guard lock(mutex_);
@@ -52,11 +53,21 @@ Executable::~Executable() = default;
 std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
   return program_->run(inputs);
 }
-const std::vector<KernelInfo>& Executable::kernels() const { return program_->infos; }
-std::string Executable::plan() const { return program_->plan.to_string(); }
-bool Executable::loaded_from_cache() const { return program_->from_cache; }
-double Executable::compile_seconds() const { return program_->seconds; }
-std::int64_t Executable::arena_bytes() const { return program_->plan.arena_bytes; }
+const std::vector<KernelInfo>& Executable::kernels() const {
+  return program_->infos;
+}
+std::string Executable::plan() const {
+  return program_->plan.to_string();
+}
+bool Executable::loaded_from_cache() const {
+  return program_->from_cache;
+}
+double Executable::compile_seconds() const {
+  return program_->seconds;
+}
+std::int64_t Executable::arena_bytes() const {
+  return program_->plan.arena_bytes;
+}
 std::int64_t Executable::largest_intermediate_bytes() const {
   std::int64_t largest = 0;
   for (const auto& [key, slot] : program_->plan.buffers)

@@ -42,7 +42,9 @@ int choose_tasks(const Kernel& k, std::int64_t items, int threads) {
 }
 
 // LLVM's optimiser dominates cold compiles; one module per hardware thread.
-int compile_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+int compile_threads() {
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 // Several objects in one cache entry: "<count>\n" then "<size>\n<bytes>" per object.
 std::string pack_objects(const std::vector<std::string>& objects) {
@@ -80,6 +82,11 @@ std::optional<std::vector<std::string>> unpack_objects(const std::string& bundle
 
 }  // namespace
 
+bool resolve_prune_rows(const Options& options) {
+  const char* env = std::getenv("EDIFICE_PRUNE");
+  return options.prune_rows && !(env && std::string(env) == "0");
+}
+
 int resolve_threads(const Options& options) {
   if (options.threads > 0) return options.threads;
   if (const char* t = std::getenv("EDIFICE_THREADS"); t && std::atoi(t) > 0) return std::atoi(t);
@@ -105,14 +112,23 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
   // 1. Bind the dynamic batch extent: every later stage sees static shapes.
   Graph g = specialize(graph, input_shapes);
   stage("specialize");
-  // 2. Give every dot_general operand a layout the GEMM kernel reads in place.
+  // 2. Compute only the rows that are read (a model's last position): slices move up through
+  //    row-wise producers.
+  if (resolve_prune_rows(options)) {
+    g = prune_rows(g);
+    stage("prune_rows");
+  }
+  // 3. Give every dot_general operand a layout the GEMM kernel reads in place.
   g = canonicalize_dot(g);
   stage("canonicalize_dot");
-  // 3. Group nodes into kernels.
+  // 4. Choose tiled (flash) or row kernels for attention.
+  g = choose_attention_kernels(g, options.attention_kernel);
+  stage("choose_attention_kernels");
+  // 5. Group nodes into kernels.
   Plan& plan = program->plan;
   plan = fuse(g);
   stage("fuse");
-  // 4. Give every intermediate an arena offset by liveness.
+  // 6. Give every intermediate an arena offset by liveness.
   plan_memory(plan);
   stage("plan_memory");
 
@@ -122,7 +138,7 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
   if (dump.graph) dump.write(name + ".graph.txt", g.to_string());
   if (dump.plan) dump.write(name + ".plan.txt", plan.to_string());
 
-  // 5. Native code: from the disk cache, or generated, optimised and stored.
+  // 7. Native code: from the disk cache, or generated, optimised and stored.
   DiskCache cache(options.cache_dir);
   std::optional<std::vector<std::string>> objects;
   if (options.disk_cache)
@@ -134,7 +150,7 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
     stage("LLVM codegen");
     if (options.disk_cache) cache.store(program->cache_key, pack_objects(*objects));
   }
-  // 6. Link it and bind one step per kernel.
+  // 8. Link it and bind one step per kernel.
   program->code = load_objects(*objects, name);
   stage("link");
   for (const Kernel& k : plan.kernels) {
@@ -149,8 +165,7 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
   }
   for (std::size_t i = 0; i < plan.kernels.size(); ++i)
     if (plan.kernels[i].workspace_bytes > 0)
-      program->steps[i].slots.push_back({BufferSlot::Place::arena, -1,
-                                         plan.workspace_offsets[i],
+      program->steps[i].slots.push_back({BufferSlot::Place::arena, -1, plan.workspace_offsets[i],
                                          plan.kernels[i].workspace_bytes});
   stage("bind kernels");
   program->infos = describe(plan);

@@ -3,6 +3,7 @@
 // the graph IR (no LLVM), printable at every stage.
 
 #include <edifice/core/graph.hpp>
+#include <edifice/jit/jit.hpp>
 
 #include <map>
 #include <string>
@@ -11,16 +12,16 @@
 namespace edifice::jit {
 
 enum class KernelKind {
-  loop,        // elementwise and layout ops fused into one loop over the root's elements
-  reduce,      // reduce_sum/max/mean over fused producers
-  gemm,        // dot_general, optionally with an elementwise epilogue
+  loop,    // elementwise and layout ops fused into one loop over the root's elements
+  reduce,  // reduce_sum/max/mean over fused producers
+  gemm,    // dot_general, optionally with an elementwise epilogue
   softmax,
   layer_norm,
   layer_norm_backward,
   attention,
   attention_backward,
-  lstm,
-  lstm_backward,
+  lstm_scan,
+  lstm_scan_backward,
   scatter_add,
 };
 
@@ -53,8 +54,8 @@ struct Kernel {
 /// Where a materialised value lives at run time.
 struct BufferSlot {
   enum class Place { input, output, arena, constant } place = Place::arena;
-  int index = 0;              // input position, output position, or -1
-  std::int64_t offset = 0;    // byte offset in the arena
+  int index = 0;            // input position, output position, or -1
+  std::int64_t offset = 0;  // byte offset in the arena
   std::int64_t bytes = 0;
 };
 
@@ -77,6 +78,18 @@ struct Plan {
 /// ([batch..., M, K] x [batch..., K, N], either operand possibly transposed in place).
 /// Defined in canonicalize_dot.cpp.
 Graph canonicalize_dot(const Graph& graph);
+
+/// Pushes slices up through producers that are row-wise along the sliced axes (elementwise,
+/// layout, layer_norm, softmax, dot_general, attention via query_offset, ...) when nothing
+/// else needs the other rows (or splits a producer read only through disjoint slices that
+/// leave elements unread), so a model returning its last position computes only that row of
+/// its last layer's query path. Values are unchanged. Defined in prune_rows.cpp.
+Graph prune_rows(const Graph& graph);
+
+/// Records in each attention and attention_backward node which kernel computes it (attribute
+/// "kernel": "tiles" or "rows"); `choice` forces one where supported. Defined in
+/// choose_attention_kernels.cpp.
+Graph choose_attention_kernels(const Graph& graph, AttentionKernel choice);
 
 /// Partitions the graph into kernels. Defined in fuse.cpp.
 Plan fuse(const Graph& graph);

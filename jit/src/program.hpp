@@ -6,6 +6,8 @@
 #include "llvm_backend.hpp"
 #include "plan.hpp"
 
+#include <mutex>
+
 namespace edifice::jit {
 
 /// The native signature of every kernel (see codegen/emitter.hpp).
@@ -33,7 +35,22 @@ class Program {
 
   /// Runs the steps in order (runtime.cpp).
   std::vector<Tensor> run(const std::vector<Tensor>& inputs) const;
+
+  /// With EDIFICE_PROFILE=1: wall time per step summed over every run, printed to stderr by
+  /// the destructor (kernels by time, with their share and GFLOP/s).
+  ~Program();
+  // Arenas of finished runs, reused by the next (a fresh multi-megabyte arena per run costs a
+  // page fault per 4 KB on first touch: measured ~10% of a training step). One per concurrent
+  // run; held until the executable is destroyed.
+  mutable std::mutex arena_mutex;
+  mutable std::vector<Tensor> free_arenas;
+  mutable std::mutex profile_mutex;
+  mutable std::vector<double> profile_seconds;
+  mutable std::int64_t profile_runs = 0;
 };
+
+/// Whether EDIFICE_PROFILE=1 is set (read once).
+bool profiling_enabled();
 
 /// The lowering driver (lower.cpp): graph -> specialised graph -> plan -> code.
 std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Shape>& input_shapes,
@@ -41,5 +58,8 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
 
 /// Worker count from options, EDIFICE_THREADS or the hardware.
 int resolve_threads(const Options& options);
+
+/// Whether the prune_rows pass runs: Options::prune_rows and not EDIFICE_PRUNE=0.
+bool resolve_prune_rows(const Options& options);
 
 }  // namespace edifice::jit

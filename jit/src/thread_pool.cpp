@@ -3,8 +3,34 @@
 #include <map>
 #include <memory>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace edifice::jit {
 namespace {
+
+// Spin iterations before sleeping: ~50-100 us of pause instructions, longer than the gap
+// between two kernels of a run, shorter than a scheduler tick.
+constexpr int kSpinIterations = 1 << 11;
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Spins until done() or the spin budget runs out; returns done().
+template <typename Done>
+bool spin_until(Done done) {
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (done()) return true;
+    cpu_relax();
+  }
+  return done();
+}
 
 std::pair<std::int64_t, std::int64_t> chunk(std::int64_t items, int tasks, int t) {
   return {items * t / tasks, items * (t + 1) / tasks};
@@ -36,18 +62,28 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::worker_loop(int index) {
   std::uint64_t seen = 0;
+  auto ready = [&] {
+    return stop_.load(std::memory_order_acquire) ||
+           generation_.load(std::memory_order_acquire) != seen;
+  };
   for (;;) {
-    std::unique_lock lock(mutex_);
-    wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+    if (!spin_until(ready)) {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, ready);
+    }
     if (stop_) return;
-    seen = generation_;
-    if (index >= tasks_) continue;
-    auto [begin, end] = chunk(items_, tasks_, index);
-    const auto* body = body_;
-    lock.unlock();
-    if (begin < end) (*body)(begin, end);
-    lock.lock();
-    if (--pending_ == 0) done_.notify_one();
+    seen = generation_.load(std::memory_order_acquire);
+    if (index < tasks_) {
+      auto [begin, end] = chunk(items_, tasks_, index);
+      if (begin < end) (*body_)(begin, end);
+    }
+    // Every worker acknowledges every loop (idle ones too), so none reads the loop's fields
+    // after the caller has moved on to the next.
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // Under the mutex, so a caller between its check and its wait cannot miss this.
+      std::lock_guard lock(mutex_);
+      done_.notify_one();
+    }
   }
 }
 
@@ -61,19 +97,22 @@ void ThreadPool::parallel_for(std::int64_t items, int tasks,
     return;
   }
   std::lock_guard run(run_mutex_);
+  body_ = &body;
+  items_ = items;
+  tasks_ = tasks;
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
     std::lock_guard lock(mutex_);
-    body_ = &body;
-    items_ = items;
-    tasks_ = tasks;
-    pending_ = tasks - 1;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   auto [begin, end] = chunk(items, tasks, 0);
   body(begin, end);
-  std::unique_lock lock(mutex_);
-  done_.wait(lock, [&] { return pending_ == 0; });
+  auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!spin_until(finished)) {
+    std::unique_lock lock(mutex_);
+    done_.wait(lock, finished);
+  }
 }
 
 }  // namespace edifice::jit

@@ -23,12 +23,42 @@ std::int64_t leading(const Shape& s) {
 
 }  // namespace
 
+GemmTiling attention_tiling(const Node& n) {
+  GemmLayout g;
+  g.k = n.inputs()[0].shape().back();
+  return gemm_tiling(g, n.inputs()[0].dtype());
+}
+
+bool tiles_supported(const Node& n) {
+  const Shape& q = n.inputs()[0].shape();
+  const Shape& k = n.inputs()[1].shape();
+  const Shape& v = n.inputs()[2].shape();
+  return n.attrs().get_string("mask") != "tensor" && k[k.size() - 2] > 0 &&
+         q.back() <= kMaxTiledHeadDim && v.back() <= kMaxTiledHeadDim;
+}
+
+std::int64_t attention_query_tile(const Node& n) {
+  const bool tiles = n.attrs().has("kernel") && n.attrs().get_string("kernel") == "tiles";
+  return tiles && tiles_supported(n) ? attention_tiling(n).nr : 1;
+}
+
+bool reduces_leading_axes(const Node& reduce) {
+  const auto& axes = reduce.attrs().get_ints("axes");
+  if (axes.empty() || static_cast<std::int64_t>(axes.size()) >= reduce.inputs()[0].rank())
+    return false;
+  for (std::size_t i = 0; i < axes.size(); ++i)
+    if (axes[i] != static_cast<std::int64_t>(i)) return false;
+  return true;
+}
+
 std::int64_t work_items(const Kernel& k) {
   const Node& a = *k.anchor;
   switch (k.kind) {
     case KernelKind::loop:
       return rows(k.root->outputs()[0].shape);
     case KernelKind::reduce:
+      if (reduces_leading_axes(a))  // blocks of kReduceColumnBlock output columns
+        return (numel(a.outputs()[0].shape) + kReduceColumnBlock - 1) / kReduceColumnBlock;
       return numel(a.outputs()[0].shape);
     case KernelKind::gemm:
       // One C tile (tile_m x tile_n of one batch entry, all of K) per item.
@@ -55,19 +85,22 @@ std::int64_t work_items(const Kernel& k) {
       return rows(x) + (a.num_outputs() == 3 ? blocks : 0);
     }
     case KernelKind::attention: {
+      // Tiles of attention_query_tile query rows.
       const Shape& q = a.inputs()[0].shape();
-      return leading(q) * q[q.size() - 2];
+      const std::int64_t tile = attention_query_tile(a);
+      return leading(q) * ((q[q.size() - 2] + tile - 1) / tile);
     }
     case KernelKind::attention_backward: {
-      // Query rows (dq), then key rows (dk, dv).
+      // Query tiles (dq), then key tiles (dk, dv).
       const Shape& q = a.inputs()[0].shape();
       const Shape& kk = a.inputs()[1].shape();
-      return leading(q) * (q[q.size() - 2] + kk[kk.size() - 2]);
+      const std::int64_t tile = attention_query_tile(a);
+      auto tiles = [&](std::int64_t n) { return (n + tile - 1) / tile; };
+      return leading(q) * (tiles(q[q.size() - 2]) + tiles(kk[kk.size() - 2]));
     }
-    case KernelKind::lstm:  // blocks of kLstmRowBlock batch rows
+    case KernelKind::lstm_scan:  // blocks of kLstmRowBlock batch rows (rows are independent)
+    case KernelKind::lstm_scan_backward:
       return (a.inputs()[0].shape()[0] + kLstmRowBlock - 1) / kLstmRowBlock;
-    case KernelKind::lstm_backward:
-      return 1;
     case KernelKind::scatter_add:
       return 1;
   }
@@ -87,11 +120,12 @@ double work_item_cost(const Kernel& k) {
       const Shape& q = n->inputs()[0].shape();
       const Shape& kk = n->inputs()[1].shape();
       out = 4.0 * static_cast<double>(numel(q)) * static_cast<double>(kk[kk.size() - 2]);
-    } else if (n->op() == Op::lstm || n->op() == Op::lstm_backward) {
-      const Shape& x = n->inputs()[0].shape();
-      const Shape& w = n->inputs()[2].shape();
-      out = 2.0 * static_cast<double>(x[0] * x[1]) * static_cast<double>(x[2] + w[0]) *
-            static_cast<double>(w[1]);
+    } else if (n->op() == Op::lstm_scan || n->op() == Op::lstm_scan_backward) {
+      // h.w_hh per step (the backward also dz.w_hh^T).
+      const Shape& zx = n->inputs()[0].shape();
+      const Shape& w = n->inputs()[1].shape();
+      out = (n->op() == Op::lstm_scan ? 2.0 : 4.0) * static_cast<double>(zx[0] * zx[1]) *
+            static_cast<double>(w[0] * w[1]);
     } else {
       for (const Value& in : n->inputs())
         out = std::max(out, static_cast<double>(numel(in.shape())));

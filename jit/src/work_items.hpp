@@ -4,6 +4,7 @@
 // item is computed entirely by one thread with a fixed instruction sequence, so results do
 // not depend on how items are split.
 
+#include "gemm_layout.hpp"
 #include "plan.hpp"
 
 namespace edifice::jit {
@@ -14,6 +15,27 @@ constexpr std::int64_t kLayerNormColumnBlock = 64;
 constexpr std::int64_t kSoftmaxColumnBlock = 64;
 /// Batch rows per lstm work item (each weight load serves this many rows).
 constexpr std::int64_t kLstmRowBlock = 4;
+/// Reductions over leading axes only ([rows, C] -> [C], e.g. a bias gradient): output columns
+/// per work item, so each item streams whole rows instead of one strided column.
+constexpr std::int64_t kReduceColumnBlock = 64;
+
+/// Whether a reduction's axes are exactly its input's leading axes 0..k-1, with at least one
+/// axis kept (the column-blocked reduce kernel).
+bool reduces_leading_axes(const Node& reduce);
+
+/// Heads wider than this (D or Dv) run the row attention kernel: the tiled kernels keep
+/// O(NR (D + Dv + 64)) elements on the stack.
+constexpr std::int64_t kMaxTiledHeadDim = 1024;
+
+/// The tiling of the fused attention kernels of an attention or attention_backward node: the
+/// GEMM micro-kernel of its element type (its nr lanes are the query or key tile).
+GemmTiling attention_tiling(const Node& attention);
+/// Whether the tiled kernels can compute attention node `n` (not for tensor masks, no keys, or
+/// heads wider than kMaxTiledHeadDim).
+bool tiles_supported(const Node& attention);
+/// Query rows per work item of an attention kernel: attention_tiling(n).nr when the node's
+/// "kernel" attribute (set by choose_attention_kernels) is "tiles", else 1 (the row kernel).
+std::int64_t attention_query_tile(const Node& attention);
 
 /// Number of independent work items of `kernel`.
 std::int64_t work_items(const Kernel& kernel);

@@ -77,7 +77,7 @@ struct AttentionPlan {
   std::optional<Tensor> mask_tensor;
 };
 
-// The [S, S] mask tensor of a plan (for chunked row slices and for weights).
+// The [S, S] mask tensor of a plan (for the attention weights readout).
 Tensor plan_mask(const AttentionPlan& p, std::int64_t s) {
   if (p.mask_tensor) return *p.mask_tensor;
   if (p.mask == o::AttentionMask::Kind::window) return window_mask(s, p.window);
@@ -86,7 +86,6 @@ Tensor plan_mask(const AttentionPlan& p, std::int64_t s) {
 }
 
 Value attend(const Value& q, const Value& k, const Value& v, const AttentionPlan& p) {
-  const std::int64_t s = q.dim(-2);
   switch (p.kind) {
     case AttentionPlan::Kind::memory_efficient:
       return memory_efficient_attention(
@@ -94,12 +93,7 @@ Value attend(const Value& q, const Value& k, const Value& v, const AttentionPlan
           {.chunk_size = p.chunk_size,
            .causal = p.mask != o::AttentionMask::Kind::none,
            .window = p.mask == o::AttentionMask::Kind::window ? p.window : 0});
-    case AttentionPlan::Kind::chunked: {
-      Value mask;
-      if (p.mask != o::AttentionMask::Kind::none || p.mask_tensor)
-        mask = o::constant(plan_mask(p, s));
-      return chunked_attention(q, k, v, {.chunk_size = p.chunk_size, .mask = mask});
-    }
+    case AttentionPlan::Kind::chunked:  // the same fused op (see chunked_attention)
     case AttentionPlan::Kind::standard: {
       o::AttentionOptions opts{.fill = kMaskFill};
       if (p.mask_tensor)
@@ -194,23 +188,15 @@ Value scaled_dot_product_attention(const Value& q, const Value& k, const Value& 
   return o::attention(q, k, v, opts, loc);
 }
 
+// Both "chunked" paths of the original are one fused attention op here: the JIT's attention
+// kernels already work in query tiles and key blocks with O(S) scratch memory (see
+// jit/src/codegen/attention_kernels.cpp), so chunking in the graph would only add slicing.
+// chunk_size is validated for compatibility and otherwise does not change the computation.
 Value chunked_attention(const Value& q, const Value& k, const Value& v,
                         const ChunkedAttentionOptions& options, Loc loc) {
   require(options.chunk_size >= 1, loc,
           fmt::format("chunked_attention: chunk_size must be >= 1, got {}", options.chunk_size));
-  const std::int64_t sq = q.dim(-2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.dim(-1)));
-  std::vector<Value> parts;
-  for (std::int64_t c0 = 0; c0 < sq; c0 += options.chunk_size) {
-    const std::int64_t c1 = std::min(sq, c0 + options.chunk_size);
-    o::AttentionOptions opts{.scale = scale, .fill = kMaskFill};
-    if (options.mask.valid()) {
-      // The mask's query rows for this chunk (axis -2 of a [.., Sq, Sk] mask).
-      opts.mask = o::AttentionMask::from_tensor(o::slice_axis(options.mask, -2, c0, c1, loc));
-    }
-    parts.push_back(o::attention(o::slice_axis(q, -2, c0, c1, loc), k, v, opts, loc));
-  }
-  return parts.size() == 1 ? parts[0] : o::concat(parts, -2, loc);
+  return scaled_dot_product_attention(q, k, v, {.mask = options.mask}, loc);
 }
 
 Value memory_efficient_attention(const Value& q, const Value& k, const Value& v,
@@ -218,62 +204,16 @@ Value memory_efficient_attention(const Value& q, const Value& k, const Value& v,
   require(options.chunk_size >= 1, loc,
           fmt::format("memory_efficient_attention: chunk_size must be >= 1, got {}",
                       options.chunk_size));
-  const std::int64_t sq = q.dim(-2), sk = k.dim(-2), r = q.rank();
-  const DType d = q.dtype();
-  const double inf = std::numeric_limits<double>::infinity();
-  Shape stat_shape(q.shape().begin(), q.shape().end() - 1);
-  Shape out_shape = q.shape();
-  out_shape.back() = v.dim(-1);
-  Value qs = o::mul(q, o::scalar(1.0 / std::sqrt(static_cast<double>(q.dim(-1))), d, loc), loc);
-  Value out = o::full(out_shape, 0, d, loc);
-  Value m = o::full(stat_shape, -inf, d, loc);
-  Value l = o::full(stat_shape, 0, d, loc);
-  std::vector<std::int64_t> batch;
-  for (std::int64_t i = 0; i < r - 2; ++i) batch.push_back(i);
-  for (std::int64_t c0 = 0; c0 < sk; c0 += options.chunk_size) {
-    const std::int64_t c1 = std::min(sk, c0 + options.chunk_size);
-    Value kc = o::slice_axis(k, -2, c0, c1, loc), vc = o::slice_axis(v, -2, c0, c1, loc);
-    Value s = o::dot_general(qs, kc, {{r - 1}, {r - 1}, batch, batch}, loc);  // [.., Sq, c]
-    if (options.causal || options.window > 0) {
-      Tensor mask(DType::u8, {sq, c1 - c0});
-      for (std::int64_t i = 0; i < sq; ++i)
-        for (std::int64_t j = c0; j < c1; ++j)
-          mask.data<std::uint8_t>()[i * (c1 - c0) + j - c0] =
-              j <= i && (options.window <= 0 || j >= i - options.window + 1);
-      s = o::select(o::constant(mask, loc), s, o::full_like(s, -inf, loc), loc);
-    }
-    Value m_new = o::max(m, o::reduce_max(s, {-1}, false, loc), loc);
-    // A row whose keys so far are all masked has m_new = -inf: keep it at zero weight.
-    Value dead = o::eq(m_new, o::full_like(m_new, -inf, loc), loc);
-    Value safe_m = o::select(dead, o::zeros_like(m_new, loc), m_new, loc);
-    Value alpha = o::exp(o::sub(m, safe_m, loc), loc);
-    Value p = o::exp(o::sub(s,
-                            o::reshape(
-                                safe_m,
-                                [&] {
-                                  Shape sh = stat_shape;
-                                  sh.push_back(1);
-                                  return sh;
-                                }(),
-                                loc),
-                            loc),
-                     loc);
-    l = o::add(o::mul(l, alpha, loc), o::reduce_sum(p, {-1}, false, loc), loc);
-    Value alpha_col = o::reshape(
-        alpha,
-        [&] {
-          Shape sh = stat_shape;
-          sh.push_back(1);
-          return sh;
-        }(),
-        loc);
-    out = o::add(o::mul(out, alpha_col, loc),
-                 o::dot_general(p, vc, {{r - 1}, {r - 2}, batch, batch}, loc), loc);
-    m = m_new;
-  }
-  Shape col = stat_shape;
-  col.push_back(1);
-  return o::div(out, o::reshape(l, col, loc), loc);
+  require(options.window >= 0, loc,
+          fmt::format("memory_efficient_attention: window must be >= 0, got {}", options.window));
+  // Masked scores are -inf (a row with no allowed key is NaN, as in the original's 0/0).
+  o::AttentionOptions opts{.scale = 1.0 / std::sqrt(static_cast<double>(q.dim(-1))),
+                           .fill = -std::numeric_limits<double>::infinity()};
+  if (options.window > 0)
+    opts.mask = o::AttentionMask::sliding_window(options.window);
+  else if (options.causal)
+    opts.mask = o::AttentionMask::causal();
+  return o::attention(q, k, v, opts, loc);
 }
 
 // ---- layers ----

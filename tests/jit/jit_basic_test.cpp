@@ -68,6 +68,28 @@ TEST_CASE("reductions, layouts and gathers match the interpreter", "[jit]") {
   check_against_interpreter(g, {random_tensor(DType::f64, {4, 6, 5}, 3), idx_t}, 1e-12, 1e-12);
 }
 
+TEST_CASE("reductions over leading axes (column blocks) match the interpreter", "[jit]") {
+  // 150 and 240 output columns: full blocks of 64 and a partial one; producers inlined.
+  for (DType d : {DType::f64, DType::f32}) {
+    auto x = o::parameter("x", d, {7, 3, 150});
+    auto y = o::parameter("y", d, {5, 2, 3, 40});
+    auto s = o::reduce_sum(o::exp(x) * 0.5, {0, 1});
+    auto m = o::reduce_max(x, {0});
+    auto mean = o::reduce_mean(o::tanh(y), {0, 1});
+    auto s4 = o::reduce_sum(y, {0});
+    Graph g({x, y}, {s, m, mean, s4});
+    check_against_interpreter(
+        g, {random_tensor(d, {7, 3, 150}, 11), random_tensor(d, {5, 2, 3, 40}, 12)},
+        d == DType::f64 ? 1e-12 : 1e-5, d == DType::f64 ? 1e-12 : 1e-5);
+  }
+  auto n = o::parameter("n", DType::i32, {9, 70});
+  Graph gi({n}, {o::reduce_sum(n, {0}), o::reduce_max(n, {0})});
+  Tensor nt(DType::i32, {9, 70});
+  for (std::int64_t i = 0; i < nt.numel(); ++i)
+    nt.set_from_double(i, static_cast<double>((i * 37) % 101) - 50);
+  check_against_interpreter(gi, {nt}, 0, 0);
+}
+
 TEST_CASE("matmul with bias and gelu is one GEMM kernel", "[jit]") {
   auto x = o::parameter("x", DType::f32, {7, 33});
   auto w = o::parameter("w", DType::f32, {33, 19});

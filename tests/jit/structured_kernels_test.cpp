@@ -73,8 +73,11 @@ std::vector<Shape> shapes_of(const std::vector<Tensor>& inputs) {
 
 // Runs `g` through the JIT and the interpreter; `kind` (if not empty) must be a kernel kind
 // of the compiled plan, so the structured kernel is really what is being tested.
+// Attention kernels the checks compile with (the attention tests run both).
+jit::AttentionKernel attention_kernel = jit::AttentionKernel::automatic;
+
 void check(const Graph& g, const std::vector<Tensor>& inputs, Tol tol, const std::string& kind) {
-  auto exe = jit::compile(g, shapes_of(inputs));
+  auto exe = jit::compile(g, shapes_of(inputs), {.attention_kernel = attention_kernel});
   if (!kind.empty()) {
     bool found = false;
     for (const auto& k : exe->kernels()) found |= k.kind == kind;
@@ -233,7 +236,19 @@ Shape with(const Shape& batch, std::int64_t a, std::int64_t b) {
   return s;
 }
 
+void check_attention_with(const AttnCase& c, DType d, std::uint32_t seed, bool gradient);
+
+// Every case through both the row and the tiled kernels (tensor masks: rows only).
 void check_attention(const AttnCase& c, DType d, std::uint32_t seed, bool gradient = true) {
+  for (auto kernel : {jit::AttentionKernel::rows, jit::AttentionKernel::tiles}) {
+    INFO((kernel == jit::AttentionKernel::tiles ? "tiled kernels" : "row kernels"));
+    attention_kernel = kernel;
+    check_attention_with(c, d, seed, gradient);
+  }
+  attention_kernel = jit::AttentionKernel::automatic;
+}
+
+void check_attention_with(const AttnCase& c, DType d, std::uint32_t seed, bool gradient) {
   INFO(c.name << " " << dtype_name(d));
   auto q = o::parameter("q", d, with(c.batch, c.sq, c.dim));
   auto k = o::parameter("k", d, with(c.batch, c.sk, c.dim));
@@ -330,6 +345,30 @@ TEST_CASE("attention kernels match the interpreter for every mask kind", "[jit][
     }
 }
 
+TEST_CASE("tiled attention kernels: partial tiles, key blocks and head sizes",
+          "[jit][structured]") {
+  // Query tiles are 32 (f32) or 16 (f64) rows on AVX-512 and key blocks 72 keys: sizes that
+  // leave partial tiles and blocks, bands that start and end inside a block, and the head
+  // sizes 8, 10, 64 and 128.
+  using K = o::AttentionMask::Kind;
+  const AttnCase cases[] = {
+      {"none, S 70, hd 8", {2}, 70, 70, 8, 8, K::none},
+      {"causal, S 100, hd 10", {}, 100, 100, 10, 10, K::causal},
+      {"causal, Sq 33 < Sk 150, hd 64", {}, 33, 150, 64, 64, K::causal},
+      {"window 1, S 45, hd 64", {2}, 45, 45, 64, 64, K::window, 1},
+      {"window 7, S 100, hd 128", {}, 100, 100, 128, 128, K::window, 7},
+      {"window 64, S 150, hd 64, dv 10", {}, 150, 150, 64, 10, K::window, 64},
+      {"window 200 >= S, S 130, hd 8", {}, 130, 130, 8, 8, K::window, 200},
+      {"window 20, Sq 50 > Sk 30 (fully masked tail rows)", {}, 50, 30, 8, 4, K::window, 20},
+  };
+  std::uint32_t seed = 5000;
+  for (DType d : kFloatTypes)
+    for (const auto& c : cases) {
+      check_attention(c, d, seed);
+      seed += 40;
+    }
+}
+
 TEST_CASE("attention with fill -inf and fully masked rows gives NaN like the interpreter",
           "[jit][structured]") {
   using K = o::AttentionMask::Kind;
@@ -367,7 +406,9 @@ TEST_CASE("lstm kernels match the interpreter", "[jit][structured]") {
       {5, 3, 6, 1},
       // 4U beyond one register tile of columns, plus a tail: full and partial row blocks.
       {6, 4, 5, 20},
-      {9, 2, 3, 33}};
+      {9, 2, 3, 33},
+      // Several full vectors of 4U columns and of w_hh rows per dot block (backward).
+      {10, 3, 4, 64}};
   std::uint32_t seed = 5000;
   for (DType d : kFloatTypes)
     for (const auto& c : cases) {
@@ -384,11 +425,11 @@ TEST_CASE("lstm kernels match the interpreter", "[jit][structured]") {
           random_tensor(d, w_hh.shape(), seed + 2), random_tensor(d, b.shape(), seed + 3),
           random_tensor(d, h0.shape(), seed + 4),   random_tensor(d, c0.shape(), seed + 5)};
       auto outs = o::lstm(x, w_ih, w_hh, b, h0, c0);
-      check_with_gradient({x, w_ih, w_hh, b, h0, c0}, outs, inputs, tol_for(d), "lstm",
-                          "lstm_backward", seed + 6);
+      check_with_gradient({x, w_ih, w_hh, b, h0, c0}, outs, inputs, tol_for(d), "lstm_scan",
+                          "lstm_scan_backward", seed + 6);
       // Only h_seq used: dc_seq is zeros.
-      check_with_gradient({x, w_ih, w_hh, b, h0, c0}, {outs[0]}, inputs, tol_for(d), "lstm",
-                          "lstm_backward", seed + 7);
+      check_with_gradient({x, w_ih, w_hh, b, h0, c0}, {outs[0]}, inputs, tol_for(d), "lstm_scan",
+                          "lstm_scan_backward", seed + 7);
       seed += 20;
     }
 }

@@ -1,6 +1,7 @@
 // Attention kernels (forward and backward). See structured_kernels.cpp for the conventions
 // shared by the structured-op kernels.
 #include "../work_items.hpp"
+#include "gemm_microkernel.hpp"
 #include "structured_ir.hpp"
 
 #include <edifice/core/error.hpp>
@@ -30,6 +31,8 @@ constexpr std::int64_t kMaxStoredScores = 16384;
 struct Attention {
   Mask kind = Mask::none;
   std::int64_t window = 0;
+  // Query row i sits at position i + query_offset for the causal and window predicates.
+  std::int64_t query_offset = 0;
   double scale = 1, fill = 0;
   DType d = DType::f32;
   Shape batch_shape;
@@ -51,6 +54,7 @@ struct Attention {
     else
       fail("jit: unknown attention mask kind \"{}\"", m);
     if (kind == Mask::window) window = at.get_int("window");
+    if (at.has("query_offset")) query_offset = at.get_int("query_offset");
     fill = at.get_float("fill");
     const Value q = n.inputs()[0];
     const Shape& qs = q.shape();
@@ -95,24 +99,229 @@ struct Attention {
   }
 
   // Keys [lo, hi) that query row i may attend under a predicate mask (all keys otherwise).
+  // With p = i + query_offset: causal [0, p + 1), window [p - w + 1, p + 1), clamped to [0, Sk).
   std::pair<V, V> key_range(Ir& ir, V i) const {
     if (!predicate()) return {ir.i(0), ir.i(sk)};
-    V hi = ir.imin(ir.add(i, 1), ir.i(sk));
+    V p = ir.add(i, query_offset);
+    V hi = ir.imin(ir.add(p, 1), ir.i(sk));
     if (kind == Mask::causal) return {ir.i(0), hi};
-    V lo = ir.imax(ir.i(0), ir.sub(i, ir.i(window - 1)));
+    V lo = ir.imax(ir.i(0), ir.sub(p, ir.i(window - 1)));
     return {ir.imin(lo, hi), hi};
   }
-  // Query rows [lo, hi) that may attend key j under a predicate mask (all rows otherwise):
-  // causal j <= i, window j <= i <= j + w - 1.
+  // Query rows [lo, hi) (lo <= hi) that may attend key j under a predicate mask (all rows
+  // otherwise), with p = i + query_offset: causal j <= p, window j <= p <= j + w - 1.
   std::pair<V, V> query_range(Ir& ir, V j) const {
     if (!predicate()) return {ir.i(0), ir.i(sq)};
-    V lo = ir.imin(j, ir.i(sq));
+    V lo = ir.imin(ir.imax(ir.sub(j, ir.i(query_offset)), ir.i(0)), ir.i(sq));
     if (kind == Mask::causal) return {lo, ir.i(sq)};
-    return {lo, ir.imin(ir.i(sq), ir.add(j, window))};
+    V hi = ir.imin(ir.i(sq), ir.sub(ir.add(j, window), ir.i(query_offset)));
+    return {lo, ir.imax(lo, hi)};
   }
 };
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// attention: the tiled (flash) forward kernel
+//
+// Work item: one query tile of NR rows (the GEMM micro-tile's columns: 32 f32 lanes on
+// AVX-512) of one batch entry. Queries sit in the lanes, so the softmax statistics of the tile
+// are vertical vector operations. The tile's queries are packed once (Qᵀ, D x NR); the keys of
+// the tile's band [lo, hi) (the union of its rows' allowed keys: a window or causal predicate
+// never visits a key block outside it) are visited in blocks of BC keys:
+//   Sᵀ = K_block · Qᵀ            (BC x NR; the GEMM micro-kernel on packed panels)
+//   s = scale * Sᵀ, -inf where masked (only blocks on the band's edge test elements)
+//   m' = max(m, max_j s), alpha = exp(m - m'), P = exp(s - m'), l = alpha l + sum_j P
+//   Oᵀ = alpha Oᵀ + V_blockᵀ · P  (Dv x NR; the micro-kernel again, P as its packed B panel)
+// and finally out = Oᵀᵀ / l, lse = m + log l. Memory: O(NR (D + Dv + BC)) per thread, never
+// the Sq x Sk score matrix.
+// Keys outside a row's band score exactly `fill` in the interpreter; they change the result
+// only if exp(fill - m) does not underflow to 0 (a row with no allowed key, or a fill close to
+// the scores). A tile with such a row is recomputed by the row kernel, which adds them exactly.
+namespace {
+
+// Keys per block of the tiled kernels: a multiple of the micro-kernel's rows near 64.
+std::int64_t key_block(const GemmTiling& t) {
+  return t.mr * ((64 + t.mr - 1) / t.mr);
+}
+
+std::int64_t round_up(std::int64_t a, std::int64_t m) {
+  return (a + m - 1) / m * m;
+}
+
+// exp(x) for the tiles' softmax, where masked scores are -inf: 0 below the smallest normal
+// result instead of a denormal, and a finite argument in every lane, so that libmvec's vector
+// exp stays on its fast path (one lane out of its range sends the whole vector to the scalar
+// fallback: measured 3x slower tiles) and no denormal reaches the micro-kernel. The flushed
+// terms are below 2^-125 of the row's sum (its largest term is exp(0) = 1). NaN propagates.
+V tile_exp(Emitter& e, Ir& ir, DType d, V x) {
+  auto& b = e.builder();
+  V floor = ir.c(d == DType::f32 ? -87.0 : -708.0);
+  V low = b.CreateFCmpOLT(x, floor);
+  return b.CreateSelect(low, ir.c(0), e.exp(d, b.CreateSelect(low, floor, x)));
+}
+
+}  // namespace
+
+void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
+                          const Attention& at, const KernelArgs& args,
+                          const std::function<void(V, V)>& attend_rows) {
+  const DType d = at.d;
+  Ir ir(e, d);
+  auto& b = e.builder();
+  V q = expr.buffer(node.inputs()[0]);
+  V kp = expr.buffer(node.inputs()[1]);
+  V vp = expr.buffer(node.inputs()[2]);
+  V out = expr.buffer(node.output(0));
+  V lse = expr.buffer(node.output(1));
+
+  const GemmTiling t = attention_tiling(node);
+  const std::int64_t nr = t.nr, mr = t.mr, bc = key_block(t);
+  const std::int64_t tiles = (at.sq + nr - 1) / nr;
+  llvm::Function* ukernel = gemm_microkernel(e, d, t);
+  llvm::Function* pack_rows = gemm_packer(e, d, t, mr, /*transpose=*/true);
+  llvm::Function* pack_cols = gemm_packer(e, d, t, mr, /*transpose=*/false);
+  llvm::Function* pack_query = gemm_packer(e, d, t, nr, /*transpose=*/true);
+
+  const std::int64_t dv_pad = round_up(at.dv, mr);
+  llvm::AllocaInst* qt = e.local_array(d, at.dim * nr);
+  llvm::AllocaInst* kpack = e.local_array(d, bc * at.dim);
+  llvm::AllocaInst* vpack = e.local_array(d, dv_pad * bc);
+  llvm::AllocaInst* st = e.local_array(d, bc * nr);
+  llvm::AllocaInst* ot = e.local_array(d, dv_pad * nr);
+  llvm::AllocaInst* m = e.local_array(d, nr);
+  llvm::AllocaInst* mnew = e.local_array(d, nr);
+  llvm::AllocaInst* l = e.local_array(d, nr);
+  llvm::AllocaInst* alpha = e.local_array(d, nr);
+  V scale = ir.c(at.scale);
+  V ninf = e.lowest(d);
+  auto ptr = [&](V base, V index) { return e.element_ptr(d, base, index); };
+  // Loops over the tile's lanes: vectorised, never unrolled (fully unrolled, SROA turns the
+  // lane arrays into scalars and the loop vectoriser no longer sees them).
+  auto lanes = [&](const std::function<void(V)>& body) {
+    plain_loop(e, ir.i(0), ir.i(nr), body, /*vectorize=*/true);
+  };
+
+  e.loop(args.begin, args.end, [&](V it) {
+    V bi = ir.div(it, tiles);
+    V i0 = ir.mul(ir.rem(it, tiles), nr);
+    V nq = ir.imin(ir.i(nr), ir.sub(ir.i(at.sq), i0));
+    V row0 = ir.add(ir.mul(bi, at.sq), i0);  // flat index of the tile's first query row
+    b.CreateCall(pack_query,
+                 {qt, ptr(q, ir.mul(row0, at.dim)), ir.i(at.dim), ir.i(1), nq, ir.i(at.dim)});
+    V lo = at.key_range(ir, i0).first;
+    V hi = at.key_range(ir, ir.add(i0, ir.sub(nq, ir.i(1)))).second;
+    // Keys every row of the tile may attend: blocks inside need no per-element test.
+    V inner_lo = at.key_range(ir, ir.add(i0, ir.sub(nq, ir.i(1)))).first;
+    V inner_hi = at.key_range(ir, i0).second;
+    lanes([&](V c) {
+      ir.st(ninf, m, c);
+      ir.st(ir.c(0), l, c);
+    });
+    e.loop(0, dv_pad * nr, [&](V x) { ir.st(ir.c(0), ot, x); });
+
+    V span = ir.sub(hi, lo);
+    V blocks = b.CreateUDiv(ir.add(span, bc - 1), ir.i(bc));
+    e.loop(ir.i(0), blocks, [&](V blk) {
+      V j0 = ir.add(lo, ir.mul(blk, bc));
+      V nb = ir.imin(ir.i(bc), ir.sub(hi, j0));
+      V kv_row = ir.add(ir.mul(bi, at.sk), j0);
+      // Sᵀ = K_block · Qᵀ, one micro-tile of mr keys at a time.
+      b.CreateCall(pack_rows, {kpack, ptr(kp, ir.mul(kv_row, at.dim)), ir.i(at.dim), ir.i(1), nb,
+                               ir.i(at.dim)});
+      V panels = b.CreateUDiv(ir.add(nb, mr - 1), ir.i(mr));
+      e.loop(ir.i(0), panels, [&](V p) {
+        b.CreateCall(ukernel, {ir.i(at.dim), ptr(kpack, ir.mul(p, mr * at.dim)), qt,
+                               ptr(st, ir.mul(p, mr * nr)), ir.i(nr), b.getFalse()});
+      });
+      // Scale, mask, and the new running max.
+      lanes([&](V c) { ir.st(ir.ld(m, c), mnew, c); });
+      auto scale_rows = [&](bool test) {
+        e.loop(ir.i(0), nb, [&](V r) {
+          V j = ir.add(j0, r);
+          lanes([&](V c) {
+            V x = ir.add(ir.mul(r, nr), c);
+            V s = ir.fmul(ir.ld(st, x), scale);
+            if (test) {
+              auto [klo, khi] = at.key_range(ir, ir.add(i0, c));
+              V ok = b.CreateAnd(b.CreateICmpSGE(j, klo), b.CreateICmpSLT(j, khi));
+              s = b.CreateSelect(ok, s, ninf);
+            }
+            ir.st(s, st, x);
+            V cur = ir.ld(mnew, c);
+            ir.st(b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur), mnew, c);
+          });
+        });
+      };
+      if (at.predicate()) {
+        V inside =
+            b.CreateAnd(b.CreateICmpSGE(j0, inner_lo), b.CreateICmpSLE(ir.add(j0, nb), inner_hi));
+        e.if_then(inside, [&] { scale_rows(false); });
+        e.if_then(b.CreateNot(inside), [&] { scale_rows(true); });
+      } else {
+        scale_rows(false);
+      }
+      // alpha = exp(m - m') (1 while both are -inf); m' = 0 in place of -inf for the exps.
+      lanes([&](V c) {
+        V old = ir.ld(m, c), now = ir.ld(mnew, c);
+        V a = b.CreateSelect(b.CreateFCmpOEQ(old, now), ir.c(1),
+                             tile_exp(e, ir, d, ir.fsub(old, now)));
+        ir.st(a, alpha, c);
+        ir.st(now, m, c);
+        ir.st(b.CreateSelect(b.CreateFCmpOEQ(now, ninf), ir.c(0), now), mnew, c);
+        ir.st(ir.fmul(ir.ld(l, c), a), l, c);
+      });
+      e.loop(ir.i(0), nb, [&](V r) {
+        lanes([&](V c) {
+          V x = ir.add(ir.mul(r, nr), c);
+          V p = tile_exp(e, ir, d, ir.fsub(ir.ld(st, x), ir.ld(mnew, c)));
+          ir.st(p, st, x);
+          ir.st(ir.fadd(ir.ld(l, c), p), l, c);
+        });
+      });
+      e.loop(0, at.dv, [&](V row) {
+        lanes([&](V c) {
+          V x = ir.add(ir.mul(row, nr), c);
+          ir.st(ir.fmul(ir.ld(ot, x), ir.ld(alpha, c)), ot, x);
+        });
+      });
+      // Oᵀ += V_blockᵀ · P, one micro-tile of mr value columns at a time.
+      b.CreateCall(pack_cols,
+                   {vpack, ptr(vp, ir.mul(kv_row, at.dv)), ir.i(1), ir.i(at.dv), ir.i(at.dv), nb});
+      e.loop(0, dv_pad / mr, [&](V p) {
+        b.CreateCall(ukernel, {nb, ptr(vpack, ir.mul(ir.mul(p, nb), mr)), st,
+                               ptr(ot, ir.mul(p, mr * nr)), ir.i(nr), b.getTrue()});
+      });
+    });
+
+    // Rows whose masked keys would contribute (see above) send the tile to the row kernel.
+    llvm::AllocaInst* exact = e.local(DType::u8, b.getInt8(1));
+    if (at.predicate()) {
+      V fill = ir.c(at.fill);
+      e.loop(ir.i(0), nq, [&](V c) {
+        auto [klo, khi] = at.key_range(ir, ir.add(i0, c));
+        V masked = b.CreateICmpSGT(ir.i(at.sk), ir.sub(khi, klo));
+        V empty = b.CreateICmpSLE(khi, klo);
+        V pm = e.exp(d, ir.fsub(fill, ir.ld(m, c)));
+        V bad = b.CreateOr(empty, b.CreateAnd(masked, b.CreateFCmpUNE(pm, ir.c(0))));
+        // An AND-reduction (vectorisable) rather than a branch per row.
+        e.set(exact, b.CreateAnd(e.get(exact), b.CreateZExt(b.CreateNot(bad), b.getInt8Ty())));
+      });
+    }
+    V ok = b.CreateICmpNE(e.get(exact), b.getInt8(0));
+    e.if_then(ok, [&] {
+      e.loop(ir.i(0), nq, [&](V c) {
+        V total = ir.ld(l, c);
+        V orow = ir.mul(ir.add(row0, c), at.dv);
+        e.loop(0, at.dv, [&](V col) {
+          ir.st(ir.fdiv(ir.ld(ot, ir.add(ir.mul(col, nr), c)), total), out, ir.add(orow, col));
+        });
+        ir.st(ir.fadd(ir.ld(m, c), e.log(d, total)), lse, ir.add(row0, c));
+      });
+    });
+    e.if_then(b.CreateNot(ok), [&] { attend_rows(row0, ir.add(row0, nq)); });
+  });
+}
 
 // ---------------------------------------------------------------------------------------------
 // attention
@@ -159,79 +368,359 @@ void emit_attention(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const 
   V scale = ir.c(at.scale);
   V fill = ir.c(at.fill);
 
-  e.loop(args.begin, args.end, [&](V it) {
-    V bi = ir.div(it, at.sq);
-    V i = ir.rem(it, at.sq);
-    V qrow = ir.mul(it, at.dim);
-    V kb = ir.mul(bi, at.sk * at.dim);
-    V vb = ir.mul(bi, at.sk * at.dv);
-    V orow = ir.mul(it, at.dv);
-    V mbase = at.mask_base(ir, expr, bi);
-    auto [lo, hi] = at.key_range(ir, i);
+  // Query rows [first, last) (flat indices b*Sq + i), one at a time.
+  auto attend_rows = [&](V first, V last) {
+    e.loop(first, last, [&](V it) {
+      V bi = ir.div(it, at.sq);
+      V i = ir.rem(it, at.sq);
+      V qrow = ir.mul(it, at.dim);
+      V kb = ir.mul(bi, at.sk * at.dim);
+      V vb = ir.mul(bi, at.sk * at.dv);
+      V orow = ir.mul(it, at.dv);
+      V mbase = at.mask_base(ir, expr, bi);
+      auto [lo, hi] = at.key_range(ir, i);
 
-    // The scaled score of key j, replaced by fill where a tensor mask disallows it.
-    auto score = [&](V j) -> V {
-      auto dot = [&] {
-        return ir.fmul(ir.dot(q, qrow, kp, ir.add(kb, ir.mul(j, at.dim)), at.dim), scale);
+      // The scaled score of key j, replaced by fill where a tensor mask disallows it.
+      auto score = [&](V j) -> V {
+        auto dot = [&] {
+          return ir.fmul(ir.dot(q, qrow, kp, ir.add(kb, ir.mul(j, at.dim)), at.dim), scale);
+        };
+        if (at.kind != Mask::tensor) return dot();
+        llvm::AllocaInst* s = e.local(d, fill);
+        e.if_then(at.allowed(ir, mask, mbase, i, j), [&] { e.set(s, dot()); });
+        return e.get(s);
       };
-      if (at.kind != Mask::tensor) return dot();
-      llvm::AllocaInst* s = e.local(d, fill);
-      e.if_then(at.allowed(ir, mask, mbase, i, j), [&] { e.set(s, dot()); });
-      return e.get(s);
-    };
 
-    // Pass 1: scores and their max.
-    llvm::AllocaInst* m = e.local(d, e.lowest(d));
-    e.loop(lo, hi, [&](V j) {
-      V s = score(j);
-      if (keep) ir.st(s, scores, ir.sub(j, lo));
-      // std::max(m, s) as in the interpreter (a NaN score is skipped here but still poisons
-      // the sum); one maxss, where the NaN-propagating maximum is a long serial chain.
-      V cur = e.get(m);
-      e.set(m, b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur));
-    });
-    V mx = e.get(m);
-    V masked = nullptr;  // number of keys outside [lo, hi) under a predicate mask
-    if (at.predicate()) {
-      masked = ir.sub(ir.i(at.sk), ir.sub(hi, lo));
-      V with_fill = b.CreateSelect(b.CreateFCmpOLT(mx, fill), fill, mx);
-      mx = b.CreateSelect(b.CreateICmpSGT(masked, ir.i(0)), with_fill, mx);
-    }
-
-    // Pass 2: exponentials, their sum and the weighted sum of v.
-    ir.fill(acc, ir.c(0), at.dv);
-    llvm::AllocaInst* sum = e.local(d, ir.c(0));
-    auto add_key = [&](V j, V p) {
-      e.set(sum, ir.fadd(e.get(sum), p));
-      ir.axpy(acc, ir.i(0), p, vp, ir.add(vb, ir.mul(j, at.dv)), at.dv);
-    };
-    if (keep) {
-      // The exponentials over the stored row first (a vectorised exp and a reassociable sum),
-      // then the weighted sum of v.
-      e.loop(ir.i(0), ir.sub(hi, lo), [&](V t) {
-        V p = e.exp(d, ir.fsub(ir.ld(scores, t), mx));
-        ir.st(p, scores, t);
-        e.set(sum, e.accumulate(d, e.get(sum), p));
-      });
+      // Pass 1: scores and their max.
+      llvm::AllocaInst* m = e.local(d, e.lowest(d));
       e.loop(lo, hi, [&](V j) {
-        ir.axpy(acc, ir.i(0), ir.ld(scores, ir.sub(j, lo)), vp, ir.add(vb, ir.mul(j, at.dv)),
-                at.dv);
+        V s = score(j);
+        if (keep) ir.st(s, scores, ir.sub(j, lo));
+        // std::max(m, s) as in the interpreter (a NaN score is skipped here but still poisons
+        // the sum); one maxss, where the NaN-propagating maximum is a long serial chain.
+        V cur = e.get(m);
+        e.set(m, b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur));
       });
-    } else {
-      e.loop(lo, hi, [&](V j) { add_key(j, e.exp(d, ir.fsub(score(j), mx))); });
-    }
-    if (at.predicate()) {
-      V pm = e.exp(d, ir.fsub(fill, mx));
-      // une: also true for NaN, which must propagate as in the interpreter.
-      V any = b.CreateAnd(b.CreateICmpSGT(masked, ir.i(0)), b.CreateFCmpUNE(pm, ir.c(0)));
-      e.if_then(any, [&] {
-        e.loop(ir.i(0), lo, [&](V j) { add_key(j, pm); });
-        e.loop(hi, ir.i(at.sk), [&](V j) { add_key(j, pm); });
+      V mx = e.get(m);
+      V masked = nullptr;  // number of keys outside [lo, hi) under a predicate mask
+      if (at.predicate()) {
+        masked = ir.sub(ir.i(at.sk), ir.sub(hi, lo));
+        V with_fill = b.CreateSelect(b.CreateFCmpOLT(mx, fill), fill, mx);
+        mx = b.CreateSelect(b.CreateICmpSGT(masked, ir.i(0)), with_fill, mx);
+      }
+
+      // Pass 2: exponentials, their sum and the weighted sum of v.
+      ir.fill(acc, ir.c(0), at.dv);
+      llvm::AllocaInst* sum = e.local(d, ir.c(0));
+      auto add_key = [&](V j, V p) {
+        e.set(sum, ir.fadd(e.get(sum), p));
+        ir.axpy(acc, ir.i(0), p, vp, ir.add(vb, ir.mul(j, at.dv)), at.dv);
+      };
+      if (keep) {
+        // The exponentials over the stored row first (a vectorised exp and a reassociable sum),
+        // then the weighted sum of v.
+        e.loop(ir.i(0), ir.sub(hi, lo), [&](V t) {
+          V p = e.exp(d, ir.fsub(ir.ld(scores, t), mx));
+          ir.st(p, scores, t);
+          e.set(sum, e.accumulate(d, e.get(sum), p));
+        });
+        e.loop(lo, hi, [&](V j) {
+          ir.axpy(acc, ir.i(0), ir.ld(scores, ir.sub(j, lo)), vp, ir.add(vb, ir.mul(j, at.dv)),
+                  at.dv);
+        });
+      } else {
+        e.loop(lo, hi, [&](V j) { add_key(j, e.exp(d, ir.fsub(score(j), mx))); });
+      }
+      if (at.predicate()) {
+        V pm = e.exp(d, ir.fsub(fill, mx));
+        // une: also true for NaN, which must propagate as in the interpreter.
+        V any = b.CreateAnd(b.CreateICmpSGT(masked, ir.i(0)), b.CreateFCmpUNE(pm, ir.c(0)));
+        e.if_then(any, [&] {
+          e.loop(ir.i(0), lo, [&](V j) { add_key(j, pm); });
+          e.loop(hi, ir.i(at.sk), [&](V j) { add_key(j, pm); });
+        });
+      }
+      V total = e.get(sum);
+      e.loop(0, at.dv, [&](V t) { ir.st(ir.fdiv(ir.ld(acc, t), total), out, ir.add(orow, t)); });
+      ir.st(ir.fadd(mx, e.log(d, total)), lse, it);
+    });
+  };
+
+  if (attention_query_tile(node) == 1) {
+    attend_rows(args.begin, args.end);
+    return;
+  }
+  emit_attention_tiles(e, expr, node, at, args, attend_rows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// attention_backward: the tiled (FlashAttention-2 style) kernel
+//
+// Recomputes P from the saved lse, so no Sq x Sk matrix is ever stored. Work items: the query
+// tiles of every batch entry (dq), then the key tiles (dk, dv); NR rows per tile, in the
+// lanes. With delta_i = dout_i.out_i:
+//   query tile (queries in lanes), per key block of its band:
+//     Sᵀ = K_block · Qᵀ, dPᵀ = V_block · dOᵀ, dSᵀ = P (dP - delta) scale  (P = exp(s - lse))
+//     dQᵀ += K_blockᵀ · dSᵀ
+//   key tile (keys in lanes), per block of the queries that attend it:
+//     S = Q_block · Kᵀ, dP = dO_block · Vᵀ, P and dS as above
+//     dVᵀ += dO_blockᵀ · P,  dKᵀ += Q_blockᵀ · dS
+// every product on the GEMM micro-kernel. Masked pairs have ds = 0; they reach dv only with
+// p = exp(fill - lse_i), which a key tile adds exactly when some masked query's lse makes it
+// nonzero (a fully masked row, or a fill close to the scores).
+namespace {
+
+// exp(x - lse) is exactly 0 in d when lse > fill + margin (f32: ln(2^-149) ~ -103.3, f64:
+// ln(2^-1074) ~ -744.4); masked queries with lse_i above the returned threshold are skipped.
+double masked_lse_threshold(const Attention& at) {
+  const double margin = at.d == DType::f32 ? 120.0 : 760.0;
+  const double thr = at.fill + margin + 1e-6 * std::abs(at.fill);
+  if (at.d == DType::f32 && std::isfinite(thr)) {
+    // Round the threshold up, so that the check stays conservative.
+    float t = static_cast<float>(thr);
+    if (static_cast<double>(t) < thr) t = std::nextafter(t, std::numeric_limits<float>::infinity());
+    return static_cast<double>(t);
+  }
+  return thr;
+}
+
+// Whether some lse_i (i in [r.first, r.second) for each range, lse at offset lb) is at or
+// below the threshold, or NaN: an OR-reduction the loop vectoriser handles.
+V any_lse_below(Emitter& e, Ir& ir, V lse, V lb, V threshold,
+                std::initializer_list<std::pair<V, V>> ranges) {
+  auto& b = e.builder();
+  llvm::AllocaInst* any = e.local(DType::u8, b.getInt8(0));
+  for (const auto& [lo, hi] : ranges)
+    e.loop(lo, hi, [&](V i) {
+      V hit = b.CreateFCmpULE(ir.ld(lse, ir.add(lb, i)), threshold);
+      e.set(any, b.CreateOr(e.get(any), b.CreateZExt(hit, b.getInt8Ty())));
+    });
+  return b.CreateICmpNE(e.get(any), b.getInt8(0));
+}
+
+}  // namespace
+
+void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
+                                   const Attention& at, const KernelArgs& args) {
+  const DType d = at.d;
+  Ir ir(e, d);
+  auto& b = e.builder();
+  V q = expr.buffer(node.inputs()[0]);
+  V kp = expr.buffer(node.inputs()[1]);
+  V vp = expr.buffer(node.inputs()[2]);
+  V outp = expr.buffer(node.inputs()[3]);
+  V lse = expr.buffer(node.inputs()[4]);
+  V dout = expr.buffer(node.inputs()[5]);
+  V dq = expr.buffer(node.output(0));
+  V dk = expr.buffer(node.output(1));
+  V dvp = expr.buffer(node.output(2));
+
+  const GemmTiling t = attention_tiling(node);
+  const std::int64_t nr = t.nr, mr = t.mr, bc = key_block(t);
+  const std::int64_t dim = at.dim, dv = at.dv;
+  const std::int64_t q_tiles = (at.sq + nr - 1) / nr, k_tiles = (at.sk + nr - 1) / nr;
+  const std::int64_t nq_items = at.batch * q_tiles;
+  llvm::Function* ukernel = gemm_microkernel(e, d, t);
+  llvm::Function* pack_rows = gemm_packer(e, d, t, mr, /*transpose=*/true);
+  llvm::Function* pack_cols = gemm_packer(e, d, t, mr, /*transpose=*/false);
+  llvm::Function* pack_tile = gemm_packer(e, d, t, nr, /*transpose=*/true);
+
+  const std::int64_t d_pad = round_up(dim, mr), dv_pad = round_up(dv, mr);
+  const std::int64_t wide = std::max(dim, dv);
+  // Tile operands packed once per item (D x NR and Dv x NR), block operands packed per block.
+  llvm::AllocaInst* tile_a = e.local_array(d, dim * nr);
+  llvm::AllocaInst* tile_b = e.local_array(d, dv * nr);
+  llvm::AllocaInst* block_a = e.local_array(d, bc * wide);
+  llvm::AllocaInst* block_b = e.local_array(d, bc * wide);
+  llvm::AllocaInst* block_t = e.local_array(d, round_up(wide, mr) * bc);
+  llvm::AllocaInst* sp = e.local_array(d, bc * nr);  // scores, then P
+  llvm::AllocaInst* gp = e.local_array(d, bc * nr);  // dP, then dS * scale
+  llvm::AllocaInst* acc_a = e.local_array(d, d_pad * nr);
+  llvm::AllocaInst* acc_b = e.local_array(d, dv_pad * nr);
+  llvm::AllocaInst* lse_l = e.local_array(d, std::max(nr, bc));
+  llvm::AllocaInst* delta_l = e.local_array(d, std::max(nr, bc));
+  V scale = ir.c(at.scale);
+  auto ptr = [&](V base, V index) { return e.element_ptr(d, base, index); };
+  // Loops over the tile's lanes: vectorised, never unrolled (fully unrolled, SROA turns the
+  // lane arrays into scalars and the loop vectoriser no longer sees them).
+  auto lanes = [&](const std::function<void(V)>& body) {
+    plain_loop(e, ir.i(0), ir.i(nr), body, /*vectorize=*/true);
+  };
+  auto zero = [&](llvm::AllocaInst* a, std::int64_t n) {
+    e.loop(0, n, [&](V x) { ir.st(ir.c(0), a, x); });
+  };
+  // C (rows x NR, row stride NR) = A · B_tile over kc steps, A packed in mr-row panels.
+  auto product = [&](llvm::AllocaInst* a_packed, V rows, V kc, llvm::AllocaInst* b_tile,
+                     llvm::AllocaInst* c, bool accumulate) {
+    V panels = b.CreateUDiv(ir.add(rows, mr - 1), ir.i(mr));
+    e.loop(ir.i(0), panels, [&](V p) {
+      b.CreateCall(ukernel, {kc, ptr(a_packed, ir.mul(ir.mul(p, kc), mr)), b_tile,
+                             ptr(c, ir.mul(p, mr * nr)), ir.i(nr), b.getInt1(accumulate)});
+    });
+  };
+  // delta_i = dout_i.out_i of flat row `row` of dout/out.
+  auto delta = [&](V row) { return ir.dot(dout, ir.mul(row, dv), outp, ir.mul(row, dv), dv); };
+  // P and dS*scale of a block: rows r < nb of sp/gp, with (query, key) of element (r, c) given
+  // by pair(r, c), the row statistics by stats(r, c) -> {lse, delta}; masked elements (test)
+  // get p = ds = 0.
+  auto probabilities = [&](V nb, const std::function<std::pair<V, V>(V, V)>& pair,
+                           const std::function<std::pair<V, V>(V, V)>& stats, V inside) {
+    auto body = [&](bool test) {
+      e.loop(ir.i(0), nb, [&](V r) {
+        lanes([&](V c) {
+          V x = ir.add(ir.mul(r, nr), c);
+          auto [l, dl] = stats(r, c);
+          V p = tile_exp(e, ir, d, ir.fsub(ir.fmul(ir.ld(sp, x), scale), l));
+          V g = ir.fmul(ir.fmul(p, ir.fsub(ir.ld(gp, x), dl)), scale);
+          if (test) {
+            auto [i, j] = pair(r, c);
+            auto [klo, khi] = at.key_range(ir, i);
+            V ok = b.CreateAnd(b.CreateICmpSGE(j, klo), b.CreateICmpSLT(j, khi));
+            p = b.CreateSelect(ok, p, ir.c(0));
+            g = b.CreateSelect(ok, g, ir.c(0));
+          }
+          ir.st(p, sp, x);
+          ir.st(g, gp, x);
+        });
       });
-    }
-    V total = e.get(sum);
-    e.loop(0, at.dv, [&](V t) { ir.st(ir.fdiv(ir.ld(acc, t), total), out, ir.add(orow, t)); });
-    ir.st(ir.fadd(mx, e.log(d, total)), lse, it);
+    };
+    if (!at.predicate()) return body(false);
+    e.if_then(inside, [&] { body(false); });
+    e.if_then(b.CreateNot(inside), [&] { body(true); });
+  };
+
+  // Query tiles: dq.
+  e.loop(args.begin, ir.imin(args.end, ir.i(nq_items)), [&](V it) {
+    V bi = ir.div(it, q_tiles);
+    V i0 = ir.mul(ir.rem(it, q_tiles), nr);
+    V nq = ir.imin(ir.i(nr), ir.sub(ir.i(at.sq), i0));
+    V row0 = ir.add(ir.mul(bi, at.sq), i0);
+    V last = ir.add(i0, ir.sub(nq, ir.i(1)));
+    b.CreateCall(pack_tile, {tile_a, ptr(q, ir.mul(row0, dim)), ir.i(dim), ir.i(1), nq, ir.i(dim)});
+    b.CreateCall(pack_tile, {tile_b, ptr(dout, ir.mul(row0, dv)), ir.i(dv), ir.i(1), nq, ir.i(dv)});
+    lanes([&](V c) {
+      ir.st(ir.c(0), lse_l, c);
+      ir.st(ir.c(0), delta_l, c);
+    });
+    e.loop(ir.i(0), nq, [&](V c) {
+      ir.st(ir.ld(lse, ir.add(row0, c)), lse_l, c);
+      ir.st(delta(ir.add(row0, c)), delta_l, c);
+    });
+    zero(acc_a, d_pad * nr);
+    V lo = at.key_range(ir, i0).first, hi = at.key_range(ir, last).second;
+    V inner_lo = at.key_range(ir, last).first, inner_hi = at.key_range(ir, i0).second;
+    V blocks = b.CreateUDiv(ir.add(ir.sub(hi, lo), bc - 1), ir.i(bc));
+    e.loop(ir.i(0), blocks, [&](V blk) {
+      V j0 = ir.add(lo, ir.mul(blk, bc));
+      V nb = ir.imin(ir.i(bc), ir.sub(hi, j0));
+      V kv_row = ir.add(ir.mul(bi, at.sk), j0);
+      b.CreateCall(pack_rows,
+                   {block_a, ptr(kp, ir.mul(kv_row, dim)), ir.i(dim), ir.i(1), nb, ir.i(dim)});
+      product(block_a, nb, ir.i(dim), tile_a, sp, false);  // Sᵀ
+      b.CreateCall(pack_rows,
+                   {block_b, ptr(vp, ir.mul(kv_row, dv)), ir.i(dv), ir.i(1), nb, ir.i(dv)});
+      product(block_b, nb, ir.i(dv), tile_b, gp, false);  // dPᵀ
+      V inside =
+          b.CreateAnd(b.CreateICmpSGE(j0, inner_lo), b.CreateICmpSLE(ir.add(j0, nb), inner_hi));
+      probabilities(
+          nb,
+          [&](V r, V c) {
+            return std::pair{ir.add(i0, c), ir.add(j0, r)};
+          },
+          [&](V, V c) {
+            return std::pair{ir.ld(lse_l, c), ir.ld(delta_l, c)};
+          },
+          inside);
+      b.CreateCall(pack_cols,
+                   {block_t, ptr(kp, ir.mul(kv_row, dim)), ir.i(1), ir.i(dim), ir.i(dim), nb});
+      product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dQᵀ += K_blockᵀ · dSᵀ
+    });
+    e.loop(ir.i(0), nq, [&](V c) {
+      V row = ir.mul(ir.add(row0, c), dim);
+      e.loop(0, dim,
+             [&](V col) { ir.st(ir.ld(acc_a, ir.add(ir.mul(col, nr), c)), dq, ir.add(row, col)); });
+    });
+  });
+
+  // Key tiles: dk and dv.
+  V fill = ir.c(at.fill);
+  V threshold = ir.c(masked_lse_threshold(at));
+  e.loop(ir.imax(args.begin, ir.i(nq_items)), args.end, [&](V it) {
+    V jt = ir.sub(it, ir.i(nq_items));
+    V bi = ir.div(jt, k_tiles);
+    V j0 = ir.mul(ir.rem(jt, k_tiles), nr);
+    V nk = ir.imin(ir.i(nr), ir.sub(ir.i(at.sk), j0));
+    V row0 = ir.add(ir.mul(bi, at.sk), j0);
+    V last = ir.add(j0, ir.sub(nk, ir.i(1)));
+    V lb = ir.mul(bi, at.sq);
+    b.CreateCall(pack_tile,
+                 {tile_a, ptr(kp, ir.mul(row0, dim)), ir.i(dim), ir.i(1), nk, ir.i(dim)});
+    b.CreateCall(pack_tile, {tile_b, ptr(vp, ir.mul(row0, dv)), ir.i(dv), ir.i(1), nk, ir.i(dv)});
+    zero(acc_a, d_pad * nr);
+    zero(acc_b, dv_pad * nr);
+    V lo = at.query_range(ir, j0).first, hi = at.query_range(ir, last).second;
+    V inner_lo = at.query_range(ir, last).first, inner_hi = at.query_range(ir, j0).second;
+    V blocks = b.CreateUDiv(ir.add(ir.imax(ir.sub(hi, lo), ir.i(0)), bc - 1), ir.i(bc));
+    e.loop(ir.i(0), blocks, [&](V blk) {
+      V i0 = ir.add(lo, ir.mul(blk, bc));
+      V nb = ir.imin(ir.i(bc), ir.sub(hi, i0));
+      V q_row = ir.add(lb, i0);
+      e.loop(ir.i(0), nb, [&](V r) {
+        ir.st(ir.ld(lse, ir.add(q_row, r)), lse_l, r);
+        ir.st(delta(ir.add(q_row, r)), delta_l, r);
+      });
+      b.CreateCall(pack_rows,
+                   {block_a, ptr(q, ir.mul(q_row, dim)), ir.i(dim), ir.i(1), nb, ir.i(dim)});
+      product(block_a, nb, ir.i(dim), tile_a, sp, false);  // S
+      b.CreateCall(pack_rows,
+                   {block_b, ptr(dout, ir.mul(q_row, dv)), ir.i(dv), ir.i(1), nb, ir.i(dv)});
+      product(block_b, nb, ir.i(dv), tile_b, gp, false);  // dP
+      V inside =
+          b.CreateAnd(b.CreateICmpSGE(i0, inner_lo), b.CreateICmpSLE(ir.add(i0, nb), inner_hi));
+      probabilities(
+          nb,
+          [&](V r, V c) {
+            return std::pair{ir.add(i0, r), ir.add(j0, c)};
+          },
+          [&](V r, V) {
+            return std::pair{ir.ld(lse_l, r), ir.ld(delta_l, r)};
+          },
+          inside);
+      b.CreateCall(pack_cols,
+                   {block_t, ptr(dout, ir.mul(q_row, dv)), ir.i(1), ir.i(dv), ir.i(dv), nb});
+      product(block_t, ir.i(dv), nb, sp, acc_b, true);  // dVᵀ += dO_blockᵀ · P
+      b.CreateCall(pack_cols,
+                   {block_t, ptr(q, ir.mul(q_row, dim)), ir.i(1), ir.i(dim), ir.i(dim), nb});
+      product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dKᵀ += Q_blockᵀ · dS
+    });
+    e.loop(ir.i(0), nk, [&](V c) {
+      V krow = ir.mul(ir.add(row0, c), dim), vrow = ir.mul(ir.add(row0, c), dv);
+      e.loop(0, dim, [&](V col) {
+        ir.st(ir.ld(acc_a, ir.add(ir.mul(col, nr), c)), dk, ir.add(krow, col));
+      });
+      e.loop(0, dv, [&](V col) {
+        ir.st(ir.ld(acc_b, ir.add(ir.mul(col, nr), c)), dvp, ir.add(vrow, col));
+      });
+    });
+    if (!at.predicate()) return;
+    // Masked pairs: dv_j += exp(fill - lse_i) dout_i. Every masked query of the tile's keys is
+    // in [0, inner_lo) or [inner_hi, Sq); "lse_i <= threshold or NaN" there sends the tile's keys
+    // through the exact per-key loops.
+    V any =
+        any_lse_below(e, ir, lse, lb, threshold, {{ir.i(0), inner_lo}, {inner_hi, ir.i(at.sq)}});
+    e.if_then(any, [&] {
+      e.loop(ir.i(0), nk, [&](V c) {
+        auto [qlo, qhi] = at.query_range(ir, ir.add(j0, c));
+        V vrow = ir.mul(ir.add(row0, c), dv);
+        auto masked_pair = [&](V i) {
+          V p = e.exp(d, ir.fsub(fill, ir.ld(lse, ir.add(lb, i))));
+          e.if_then(b.CreateFCmpUNE(p, ir.c(0)),
+                    [&] { ir.axpy(dvp, vrow, p, dout, ir.mul(ir.add(lb, i), dv), dv); });
+        };
+        e.loop(ir.i(0), qlo, masked_pair);
+        e.loop(qhi, ir.i(at.sq), masked_pair);
+      });
+    });
   });
 }
 
@@ -262,6 +751,10 @@ void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
                              const KernelArgs& args) {
   const Node& node = *k.anchor;
   const Attention at(node);
+  if (attention_query_tile(node) != 1) {
+    emit_attention_backward_tiles(e, expr, node, at, args);
+    return;
+  }
   const DType d = at.d;
   Ir ir(e, d);
   auto& b = e.builder();
@@ -336,18 +829,8 @@ void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
     e.loop(0, at.dim, [&](V t) { ir.st(ir.ld(gq, t), dq, ir.add(qrow, t)); });
   });
 
-  // Key rows: dk and dv.
-  // exp(x) is exactly 0 in d below these (f32: ln(2^-149) ~ -103.3, f64: ln(2^-1074) ~ -744.4);
-  // masked queries with lse_i > fill + margin are skipped.
-  const double margin = d == DType::f32 ? 120.0 : 760.0;
-  double thr = at.fill + margin + 1e-6 * std::abs(at.fill);
-  V threshold = ir.c(thr);
-  if (d == DType::f32 && std::isfinite(thr)) {
-    // Round the threshold up, so that the check stays conservative.
-    float t = static_cast<float>(thr);
-    if (static_cast<double>(t) < thr) t = std::nextafter(t, std::numeric_limits<float>::infinity());
-    threshold = ir.c(static_cast<double>(t));
-  }
+  // Key rows: dk and dv. Masked queries with lse_i above the threshold are skipped.
+  V threshold = ir.c(masked_lse_threshold(at));
   e.loop(ir.imax(args.begin, ir.i(nq)), args.end, [&](V it) {
     V jj = ir.sub(it, ir.i(nq));
     V bi = ir.div(jj, at.sk);
@@ -394,14 +877,8 @@ void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
                   [&] { ir.axpy(gv, ir.i(0), p, dout, ir.add(ob, ir.mul(i, at.dv)), at.dv); });
       };
       // Masked queries are [0, lo) and [hi, Sq). "lse_i <= threshold or NaN" as an OR-reduction.
-      llvm::AllocaInst* any = e.local(DType::u8, b.getInt8(0));
-      auto check = [&](V i) {
-        V hit = b.CreateFCmpULE(ir.ld(lse, ir.add(lb, i)), threshold);
-        e.set(any, b.CreateOr(e.get(any), b.CreateZExt(hit, b.getInt8Ty())));
-      };
-      e.loop(ir.i(0), lo, check);
-      e.loop(hi, ir.i(at.sq), check);
-      e.if_then(b.CreateICmpNE(e.get(any), b.getInt8(0)), [&] {
+      V any = any_lse_below(e, ir, lse, lb, threshold, {{ir.i(0), lo}, {hi, ir.i(at.sq)}});
+      e.if_then(any, [&] {
         e.loop(ir.i(0), lo, masked_pair);
         e.loop(hi, ir.i(at.sq), masked_pair);
       });

@@ -28,8 +28,8 @@ void emit_kernel(codegen::Emitter& e, const Plan& plan, const Kernel& k) {
     case KernelKind::layer_norm_backward: emit_layer_norm_backward(e, expr, k, args); break;
     case KernelKind::attention: emit_attention(e, expr, k, args); break;
     case KernelKind::attention_backward: emit_attention_backward(e, expr, k, args); break;
-    case KernelKind::lstm: emit_lstm(e, expr, k, args); break;
-    case KernelKind::lstm_backward: emit_lstm_backward(e, expr, k, args); break;
+    case KernelKind::lstm_scan: emit_lstm_scan(e, expr, k, args); break;
+    case KernelKind::lstm_scan_backward: emit_lstm_scan_backward(e, expr, k, args); break;
   }
   e.end_kernel();
 }
@@ -39,9 +39,9 @@ double code_weight(const Kernel& k) {
   switch (k.kind) {
     case KernelKind::gemm: return 8.0 + static_cast<double>(k.nodes.size());
     case KernelKind::attention_backward:
-    case KernelKind::lstm_backward: return 10.0;
+    case KernelKind::lstm_scan_backward: return 10.0;
     case KernelKind::attention:
-    case KernelKind::lstm:
+    case KernelKind::lstm_scan:
     case KernelKind::layer_norm_backward: return 6.0;
     default: return 1.0 + static_cast<double>(k.nodes.size());
   }

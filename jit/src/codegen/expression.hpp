@@ -29,6 +29,8 @@ class ExpressionEmitter {
 
   llvm::Value* linearize(const Index& index, const Shape& shape);
   Index delinearize(llvm::Value* flat, const Shape& shape);
+  /// The input index of a reshape from in_shape to out_shape at output index `index`.
+  Index reshape_index(const Index& index, const Shape& out_shape, const Shape& in_shape);
 
  private:
   llvm::Value* compute(const Value& v, const Index& index);

@@ -27,8 +27,10 @@ void emit_attention(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
                     const KernelArgs& args);
 void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
                              const KernelArgs& args);
-void emit_lstm(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel, const KernelArgs& args);
-void emit_lstm_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
-                        const KernelArgs& args);
+// lstm_kernels.cpp
+void emit_lstm_scan(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
+                    const KernelArgs& args);
+void emit_lstm_scan_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
+                             const KernelArgs& args);
 
 }  // namespace edifice::jit::codegen

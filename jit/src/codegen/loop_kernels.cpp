@@ -1,6 +1,8 @@
 // Loop kernels (fused elementwise/layout expressions), reductions and scatter_add.
 #include "kernels.hpp"
 
+#include "../work_items.hpp"
+
 #include <algorithm>
 
 namespace edifice::jit::codegen {
@@ -29,6 +31,9 @@ void emit_loop(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
 
 // One work item is one output element; nested loops walk the reduced axes in order, so the
 // innermost loop runs over the last reduced axis (contiguous when it is the input's last).
+// Reductions over the leading axes only ([rows, C] -> [C]) instead take kReduceColumnBlock
+// output columns per item and walk the rows in order, each row's columns contiguous: every
+// output element still accumulates its inputs in the same (row-major) order.
 void emit_reduce(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
   auto& b = e.builder();
   const Node& n = *k.anchor;
@@ -38,10 +43,45 @@ void emit_reduce(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Ker
   const auto& axes = n.attrs().get_ints("axes");
   std::int64_t count = 1;
   for (auto a : axes) count *= x.shape()[a];
+  auto initial = [&] { return n.op() == Op::reduce_max ? e.lowest(d) : e.constant(0, d); };
+  auto combine = [&](llvm::Value* acc, llvm::Value* v) {
+    return n.op() == Op::reduce_max ? e.maximum(d, acc, v) : e.accumulate(d, acc, v);
+  };
+  auto finish = [&](llvm::Value* acc) {
+    if (n.op() != Op::reduce_mean) return acc;
+    return b.CreateFDiv(acc, e.constant(static_cast<double>(count), d));
+  };
+  if (reduces_leading_axes(n)) {
+    const std::int64_t block = kReduceColumnBlock;
+    const std::int64_t columns = shape_numel(out.shape());
+    const Shape rows_shape(x.shape().begin(),
+                           x.shape().begin() + static_cast<std::ptrdiff_t>(axes.size()));
+    llvm::AllocaInst* acc = e.local_array(d, block);
+    e.loop(args.begin, args.end, [&](llvm::Value* item) {
+      llvm::Value* c0 = b.CreateMul(item, e.i64(block));
+      llvm::Value* c1 = b.CreateAdd(c0, e.i64(block));
+      c1 = b.CreateSelect(b.CreateICmpSLT(c1, e.i64(columns)), c1, e.i64(columns));
+      auto slot = [&](llvm::Value* c) { return b.CreateSub(c, c0); };
+      e.loop(c0, c1, [&](llvm::Value* c) { e.store(d, initial(), acc, slot(c)); });
+      e.loop(0, count, [&](llvm::Value* row) {
+        Index lead = expr.delinearize(row, rows_shape);
+        e.loop(c0, c1, [&](llvm::Value* c) {
+          Index in_index = lead;
+          for (llvm::Value* i : expr.delinearize(c, out.shape())) in_index.push_back(i);
+          expr.clear_memo();
+          llvm::Value* v = expr.at(x, in_index);
+          e.store(d, combine(e.load(d, acc, slot(c)), v), acc, slot(c));
+          expr.clear_memo();
+        });
+      });
+      llvm::Value* dst = expr.buffer(out);
+      e.loop(c0, c1, [&](llvm::Value* c) { e.store(d, finish(e.load(d, acc, slot(c))), dst, c); });
+    });
+    return;
+  }
   e.loop(args.begin, args.end, [&](llvm::Value* o) {
     Index out_index = expr.delinearize(o, out.shape());
-    llvm::AllocaInst* acc =
-        e.local(d, n.op() == Op::reduce_max ? e.lowest(d) : e.constant(0, d));
+    llvm::AllocaInst* acc = e.local(d, initial());
     // Recursively open one loop per reduced axis.
     Index in_index(x.rank());
     std::function<void(std::size_t)> open = [&](std::size_t level) {
@@ -51,8 +91,7 @@ void emit_reduce(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Ker
           if (std::find(axes.begin(), axes.end(), i) == axes.end()) in_index[i] = out_index[kept++];
         expr.clear_memo();
         llvm::Value* v = expr.at(x, in_index);
-        e.set(acc, n.op() == Op::reduce_max ? e.maximum(d, e.get(acc), v)
-                                            : e.accumulate(d, e.get(acc), v));
+        e.set(acc, combine(e.get(acc), v));
         expr.clear_memo();
         return;
       }
@@ -62,9 +101,7 @@ void emit_reduce(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Ker
       });
     };
     open(0);
-    llvm::Value* result = e.get(acc);
-    if (n.op() == Op::reduce_mean) result = b.CreateFDiv(result, e.constant(static_cast<double>(count), d));
-    e.store(d, result, expr.buffer(out), o);
+    e.store(d, finish(e.get(acc)), expr.buffer(out), o);
   });
 }
 

@@ -9,7 +9,8 @@
 ///
 /// Environment: EDIFICE_THREADS (worker count), EDIFICE_ISA (cap: avx512|avx2|sse4.2|generic),
 /// EDIFICE_CACHE=0 (no disk cache), EDIFICE_CACHE_DIR, EDIFICE_DUMP=graph,plan,ir,opt-ir,asm|all
-/// and EDIFICE_DUMP_DIR (see docs/architecture.md).
+/// and EDIFICE_DUMP_DIR (see docs/architecture.md), EDIFICE_PRUNE=0 (no row pruning, see
+/// Options::prune_rows).
 
 #include <edifice/core/graph.hpp>
 #include <edifice/core/tensor.hpp>
@@ -22,6 +23,13 @@
 
 namespace edifice::jit {
 
+/// Which kernels compute attention (see Options::attention_kernel).
+enum class AttentionKernel {
+  automatic,  ///< the measured rule of choose_attention_kernels.cpp
+  tiles,      ///< the tiled (flash) kernels wherever they apply
+  rows,       ///< the row kernels everywhere
+};
+
 struct Options {
   /// Worker threads; 0 means EDIFICE_THREADS if set, else every hardware thread.
   int threads = 0;
@@ -30,15 +38,22 @@ struct Options {
   /// Cache directory; empty means EDIFICE_CACHE_DIR, else $XDG_CACHE_HOME/edifice, else
   /// ~/.cache/edifice.
   std::string cache_dir;
+  /// Compute only the rows that are read: slices (e.g. a model's last position) are pushed up
+  /// through row-wise producers, so the last layer computes one query row (outputs are
+  /// unchanged). EDIFICE_PRUNE=0 turns it off too; for tests and comparisons.
+  bool prune_rows = true;
+  /// Attention kernels: the tiled (flash) kernels where they are faster, or forced either way
+  /// (for tests and comparisons; results agree to rounding).
+  AttentionKernel attention_kernel = AttentionKernel::automatic;
 };
 
 /// Per-kernel statistics, from the fusion plan.
 struct KernelInfo {
-  std::string name;   ///< "k3_loop", "k4_gemm", ...
-  std::string kind;   ///< loop, reduce, gemm, softmax, layer_norm, attention, lstm, ...
+  std::string name;  ///< "k3_loop", "k4_gemm", ...
+  std::string kind;  ///< loop, reduce, gemm, softmax, layer_norm, attention, lstm_scan, ...
   std::vector<std::string> ops;  ///< ops computed inside, in order
-  double flops = 0;   ///< floating-point operations per run (estimated: 1 per elementwise op)
-  double bytes = 0;   ///< bytes read from and written to buffers per run
+  double flops = 0;  ///< floating-point operations per run (estimated: 1 per elementwise op)
+  double bytes = 0;  ///< bytes read from and written to buffers per run
 };
 
 class Program;  // internal: the plan, the memory plan and the linked code

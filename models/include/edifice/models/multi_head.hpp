@@ -207,8 +207,10 @@ struct ChunkedAttentionOptions {
   std::int64_t chunk_size = kDefaultChunkSize;
   Value mask;
 };
-/// The same result as scaled_dot_product_attention, computed over query chunks so that only
-/// chunk x Sk scores exist at a time.
+/// The same result as scaled_dot_product_attention. The original computes it over query
+/// chunks so that only chunk x Sk scores exist at a time; here it is the same fused attention
+/// op, whose JIT kernels never hold more than a tile of scores (O(S) scratch), so chunk_size
+/// (>= 1) does not change the computation.
 Value chunked_attention(const Value& q, const Value& k, const Value& v,
                         const ChunkedAttentionOptions& options = {}, Loc loc = Loc::current());
 
@@ -218,8 +220,10 @@ struct MemoryEfficientAttentionOptions {
   /// Causal window (>= 1); 0 = none. The original drops the window on this path; we keep it.
   std::int64_t window = 0;
 };
-/// Online-softmax attention over key/value chunks (Rabe & Staats): only Sq x chunk scores
-/// exist at a time; masked scores are -inf.
+/// Online-softmax attention over key/value chunks (Rabe & Staats) in the original; here the
+/// fused attention op with a causal or window predicate mask, whose tiled JIT kernel is that
+/// online softmax over key blocks (and skips the blocks outside the band). Masked scores are
+/// -inf; chunk_size (>= 1) does not change the computation.
 Value memory_efficient_attention(const Value& q, const Value& k, const Value& v,
                                  const MemoryEfficientAttentionOptions& options = {},
                                  Loc loc = Loc::current());
