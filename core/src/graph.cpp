@@ -143,7 +143,9 @@ std::vector<const Node*> topological_order(const std::vector<Value>& outputs) {
 }
 
 Graph::Graph(std::vector<Value> inputs, std::vector<Value> outputs)
-    : inputs_(std::move(inputs)), outputs_(std::move(outputs)) {
+    : inputs_(std::move(inputs)),
+      outputs_(std::move(outputs)),
+      hash_cache_(std::make_shared<std::atomic<std::uint64_t>>(0)) {
   std::set<const Node*> listed;
   for (std::size_t i = 0; i < inputs_.size(); ++i) {
     const Value& in = inputs_[i];
@@ -246,6 +248,8 @@ std::string Graph::to_dot() const {
 }
 
 std::uint64_t Graph::hash() const {
+  if (hash_cache_)
+    if (std::uint64_t cached = hash_cache_->load(std::memory_order_relaxed)) return cached;
   // Nodes are numbered by topological position so the hash ignores creation ids.
   std::unordered_map<const Node*, std::uint64_t> position;
   std::uint64_t h = 1469598103934665603ull;
@@ -270,6 +274,8 @@ std::uint64_t Graph::hash() const {
     mix(position.at(&out.node()));
     mix(static_cast<std::uint64_t>(out.index()));
   }
+  if (h == 0) h = 1;  // 0 marks "not computed"
+  if (hash_cache_) hash_cache_->store(h, std::memory_order_relaxed);
   return h;
 }
 

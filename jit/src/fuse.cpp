@@ -5,8 +5,9 @@
 //  - an elementwise or layout node is inlined into its single consumer; with several
 //    consumers it is materialised unless recomputing it is free (constants, iota, and pure
 //    index remaps of such values or of buffers);
-//  - inputs of buffer-reading anchors (everything but reductions) are materialised, and so are
-//    values an expanding broadcast or a gather would recompute many times;
+//  - inputs of buffer-reading anchors (everything but reductions and layer_norm's x) are
+//    materialised, and so are values an expanding broadcast or a gather would recompute many
+//    times;
 //  - a dot_general whose single consumer chain is elementwise over its own shape becomes the
 //    anchor of that chain's kernel: a GEMM with an epilogue.
 #include "plan.hpp"
@@ -20,7 +21,9 @@ namespace edifice::jit {
 namespace {
 
 using Key = std::pair<const Node*, int>;
-Key key(const Value& v) { return {&v.node(), v.index()}; }
+Key key(const Value& v) {
+  return {&v.node(), v.index()};
+}
 
 bool is_elementwise(Op op) {
   OpKind k = op_kind(op);
@@ -41,25 +44,44 @@ bool reads_expressions(Op op) {
   return op == Op::reduce_sum || op == Op::reduce_max || op == Op::reduce_mean;
 }
 
+// Operand `input` of `op` may be an inlined expression: every operand of a reduction, and the
+// x of a layer_norm (so a residual add before a post-LN norm is computed inside the norm).
+bool reads_expression_operand(Op op, std::size_t input) {
+  return reads_expressions(op) || (op == Op::layer_norm && input == 0);
+}
+
 KernelKind anchor_kind(Op op) {
   switch (op) {
     case Op::reduce_sum:
     case Op::reduce_max:
-    case Op::reduce_mean: return KernelKind::reduce;
-    case Op::dot_general: return KernelKind::gemm;
-    case Op::softmax: return KernelKind::softmax;
-    case Op::layer_norm: return KernelKind::layer_norm;
-    case Op::layer_norm_backward: return KernelKind::layer_norm_backward;
-    case Op::attention: return KernelKind::attention;
-    case Op::attention_backward: return KernelKind::attention_backward;
-    case Op::lstm_scan: return KernelKind::lstm_scan;
-    case Op::lstm_scan_backward: return KernelKind::lstm_scan_backward;
-    case Op::scatter_add: return KernelKind::scatter_add;
-    default: fail("jit: internal error: {} is not an anchor op", op_name(op));
+    case Op::reduce_mean:
+      return KernelKind::reduce;
+    case Op::dot_general:
+      return KernelKind::gemm;
+    case Op::softmax:
+      return KernelKind::softmax;
+    case Op::layer_norm:
+      return KernelKind::layer_norm;
+    case Op::layer_norm_backward:
+      return KernelKind::layer_norm_backward;
+    case Op::attention:
+      return KernelKind::attention;
+    case Op::attention_backward:
+      return KernelKind::attention_backward;
+    case Op::lstm_scan:
+      return KernelKind::lstm_scan;
+    case Op::lstm_scan_backward:
+      return KernelKind::lstm_scan_backward;
+    case Op::scatter_add:
+      return KernelKind::scatter_add;
+    default:
+      fail("jit: internal error: {} is not an anchor op", op_name(op));
   }
 }
 
-std::int64_t numel(const Value& v) { return shape_numel(v.shape()); }
+std::int64_t numel(const Value& v) {
+  return shape_numel(v.shape());
+}
 
 class Fuser {
  public:
@@ -84,8 +106,7 @@ class Fuser {
       }
     }
     for (std::size_t i = 0; i < plan.kernels.size(); ++i)
-      plan.kernels[i].name =
-          fmt::format("k{}_{}", i, kernel_kind_name(plan.kernels[i].kind));
+      plan.kernels[i].name = fmt::format("k{}_{}", i, kernel_kind_name(plan.kernels[i].kind));
     return plan;
   }
 
@@ -118,10 +139,10 @@ class Fuser {
       if (!inlinable(n->op())) {
         for (int i = 0; i < n->num_outputs(); ++i)
           note(n->output(i), fmt::format("output of {}", op_name(n->op())));
-        // Kernels other than reductions read their operands from buffers.
-        if (!reads_expressions(n->op()))
-          for (const Value& in : n->inputs())
-            note(in, fmt::format("operand of {}", op_name(n->op())));
+        // Kernels other than reductions (and layer_norm's x) read their operands from buffers.
+        for (std::size_t i = 0; i < n->inputs().size(); ++i)
+          if (!reads_expression_operand(n->op(), i))
+            note(n->inputs()[i], fmt::format("operand of {}", op_name(n->op())));
         continue;
       }
       Value v = n->output(0);
@@ -206,7 +227,7 @@ class Fuser {
     k.anchor = n;
     k.root = n;
     for (int i = 0; i < n->num_outputs(); ++i) k.outputs.push_back(n->output(i));
-    if (reads_expressions(n->op())) {
+    if (reads_expressions(n->op()) || n->op() == Op::layer_norm) {
       std::set<const Node*> seen;
       std::set<Key> leaves;
       collect(n, k, seen, leaves);
@@ -234,22 +255,35 @@ class Fuser {
 
 std::string kernel_kind_name(KernelKind kind) {
   switch (kind) {
-    case KernelKind::loop: return "loop";
-    case KernelKind::reduce: return "reduce";
-    case KernelKind::gemm: return "gemm";
-    case KernelKind::softmax: return "softmax";
-    case KernelKind::layer_norm: return "layer_norm";
-    case KernelKind::layer_norm_backward: return "layer_norm_backward";
-    case KernelKind::attention: return "attention";
-    case KernelKind::attention_backward: return "attention_backward";
-    case KernelKind::lstm_scan: return "lstm_scan";
-    case KernelKind::lstm_scan_backward: return "lstm_scan_backward";
-    case KernelKind::scatter_add: return "scatter_add";
+    case KernelKind::loop:
+      return "loop";
+    case KernelKind::reduce:
+      return "reduce";
+    case KernelKind::gemm:
+      return "gemm";
+    case KernelKind::softmax:
+      return "softmax";
+    case KernelKind::layer_norm:
+      return "layer_norm";
+    case KernelKind::layer_norm_backward:
+      return "layer_norm_backward";
+    case KernelKind::attention:
+      return "attention";
+    case KernelKind::attention_backward:
+      return "attention_backward";
+    case KernelKind::lstm_scan:
+      return "lstm_scan";
+    case KernelKind::lstm_scan_backward:
+      return "lstm_scan_backward";
+    case KernelKind::scatter_add:
+      return "scatter_add";
   }
   return "?";
 }
 
-Plan fuse(const Graph& graph) { return Fuser(graph).run(); }
+Plan fuse(const Graph& graph) {
+  return Fuser(graph).run();
+}
 
 std::string Plan::to_string() const {
   std::string out;
@@ -261,10 +295,9 @@ std::string Plan::to_string() const {
     for (const Node* n : k.nodes) out += " " + std::string(op_name(n->op()));
     out += "\n    reads:";
     for (const Value& in : k.inputs)
-      out += fmt::format(" {}{}", in.type().to_string(),
-                         in.node().op() == Op::parameter
-                             ? "(" + in.node().attrs().get_string("name") + ")"
-                             : "");
+      out += fmt::format(
+          " {}{}", in.type().to_string(),
+          in.node().op() == Op::parameter ? "(" + in.node().attrs().get_string("name") + ")" : "");
     out += "\n";
   }
   if (arena_bytes) out += fmt::format("arena: {} bytes\n", arena_bytes);

@@ -182,6 +182,26 @@ TEST_CASE("softmax is one kernel", "[jit][fusion]") {
   check_plan_explains_boundaries(*exe);
 }
 
+TEST_CASE("a residual add and a head merge are computed inside the layer norm", "[jit][fusion]") {
+  // The post-LN block's LN(x + merge_heads(attn)): attn [B, nh, S, hd] is transposed and
+  // reshaped to [B, S, nh * hd] and added to x, all inside the layer_norm kernel.
+  auto x = o::parameter("x", DType::f32, {2, 5, 12});
+  auto attn = o::parameter("attn", DType::f32, {2, 3, 5, 4});
+  auto gamma = o::parameter("gamma", DType::f32, {12});
+  auto beta = o::parameter("beta", DType::f32, {12});
+  auto merged = o::reshape(o::transpose(attn, {0, 2, 1, 3}), {2, 5, 12});
+  Graph g({x, attn, gamma, beta}, {o::layer_norm(o::add(x, merged), gamma, beta, 1e-5)});
+  auto exe = compile_and_check(
+      g, {random_tensor(DType::f32, {2, 5, 12}, 21), random_tensor(DType::f32, {2, 3, 5, 4}, 22),
+          random_tensor(DType::f32, {12}, 23), random_tensor(DType::f32, {12}, 24)});
+  INFO(describe(*exe));
+  REQUIRE(exe->kernels().size() == 1);
+  CHECK(exe->kernels()[0].kind == "layer_norm");
+  CHECK(ops_of(exe->kernels()[0]) ==
+        std::vector<std::string>{"transpose", "reshape", "add", "layer_norm"});
+  check_plan_explains_boundaries(*exe);
+}
+
 TEST_CASE("plan() explains every kernel boundary", "[jit][fusion]") {
   // A reduction feeding elementwise work, a value with two users and a GEMM.
   auto x = o::parameter("x", DType::f32, {12, 20});

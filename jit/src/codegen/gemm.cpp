@@ -67,6 +67,9 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   llvm::Function* pack_b = gemm_packer(e, d, t, t.nr, /*transpose=*/b_sn != 1);
 
   const std::int64_t tm = t.tile_m, tn = t.tile_n;
+  // Products with at most kSmallM rows of A and B stored K x N skip packing (see below).
+  constexpr std::int64_t kSmallM = 4;
+  const bool small_m = is_floating(d) && g.m <= kSmallM && b_sn == 1 && g.k > 0;
   // B panels hold b_depth k steps: all of K (packed once per (batch, n tile) and reused by the
   // following items) or one K block.
   const std::int64_t b_depth = t.whole_k_b ? std::max<std::int64_t>(g.k, 1) : t.kc;
@@ -111,44 +114,75 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
     llvm::Value* b_item = e.element_ptr(
         d, b_ptr, b.CreateAdd(b.CreateMul(batch, e.i64(g.k * g.n)), b.CreateMul(n0, e.i64(b_sn))));
 
-    if (t.whole_k_b && g.k > 0) {
-      // Packing is exact, so reusing the panel changes no bits.
-      e.if_then(b.CreateICmpNE(key, e.get(packed_key)), [&] {
-        b.CreateCall(pack_b, {bp, b_item, e.i64(b_sn), e.i64(b_sk), ni, e.i64(g.k)});
-        e.set(packed_key, key);
+    if (small_m) {
+      // A row or two (a model's pruned last position, a batch-1 step): packing B (the whole
+      // weight matrix) would cost far more than the product. Stream B's rows in place instead;
+      // each element is still one chain of multiply-adds in k order from 0, as below.
+      plain_loop(e, e.i64(0), mi, [&](llvm::Value* r) {
+        plain_loop(
+            e, e.i64(0), ni,
+            [&](llvm::Value* j) {
+              e.store(d, e.constant(0, d), ct, b.CreateAdd(b.CreateMul(r, e.i64(tn)), j));
+            },
+            true);
       });
-    }
-    if (g.k == 0)
-      plain_loop(
-          e, e.i64(0), e.i64(tm * tn), [&](llvm::Value* i) { e.store(d, e.constant(0, d), ct, i); },
-          true);
-    plain_loop(e, e.i64(0), e.i64(ceil_div(g.k, t.kc)), [&](llvm::Value* block) {
-      llvm::Value* pc = b.CreateMul(block, e.i64(t.kc));
-      llvm::Value* kc = min(e.i64(t.kc), b.CreateSub(e.i64(g.k), pc));
-      // Offset of this K block inside each B panel.
-      llvm::Value* b_block = b.CreateMul(pc, e.i64(t.nr));
-      if (!t.whole_k_b) {
-        b.CreateCall(pack_b, {bp, e.element_ptr(d, b_item, b.CreateMul(pc, e.i64(b_sk))),
-                              e.i64(b_sn), e.i64(b_sk), ni, kc});
-        b_block = e.i64(0);
-      }
-      llvm::Value* b_panel_size =
-          t.whole_k_b ? e.i64(b_depth * t.nr) : b.CreateMul(kc, e.i64(t.nr));
-      b.CreateCall(pack_a, {ap, e.element_ptr(d, a_item, b.CreateMul(pc, e.i64(a_sk))), e.i64(a_sm),
-                            e.i64(a_sk), mi, kc});
-      llvm::Value* accumulate = b.CreateICmpNE(block, e.i64(0));
-      plain_loop(e, e.i64(0), n_panels, [&](llvm::Value* jr) {
-        llvm::Value* b_panel =
-            e.element_ptr(d, bp, b.CreateAdd(b.CreateMul(jr, b_panel_size), b_block));
-        plain_loop(e, e.i64(0), m_panels, [&](llvm::Value* ir) {
-          llvm::Value* a_panel =
-              e.element_ptr(d, ap, b.CreateMul(ir, b.CreateMul(kc, e.i64(t.mr))));
-          llvm::Value* c_tile = e.element_ptr(
-              d, ct, b.CreateAdd(b.CreateMul(ir, e.i64(t.mr * tn)), b.CreateMul(jr, e.i64(t.nr))));
-          b.CreateCall(ukernel, {kc, a_panel, b_panel, c_tile, e.i64(tn), accumulate});
+      plain_loop(e, e.i64(0), e.i64(g.k), [&](llvm::Value* kk) {
+        llvm::Value* b_row = b.CreateMul(kk, e.i64(b_sk));
+        plain_loop(e, e.i64(0), mi, [&](llvm::Value* r) {
+          llvm::Value* a = e.load(
+              d, a_item, b.CreateAdd(b.CreateMul(r, e.i64(a_sm)), b.CreateMul(kk, e.i64(a_sk))));
+          llvm::Value* c_row = b.CreateMul(r, e.i64(tn));
+          plain_loop(
+              e, e.i64(0), ni,
+              [&](llvm::Value* j) {
+                llvm::Value* at = b.CreateAdd(c_row, j);
+                llvm::Value* bv = e.load(d, b_item, b.CreateAdd(b_row, j));
+                e.store(d, e.fma(d, a, bv, e.load(d, ct, at)), ct, at);
+              },
+              true);
         });
       });
-    });
+    } else {
+      if (t.whole_k_b && g.k > 0) {
+        // Packing is exact, so reusing the panel changes no bits.
+        e.if_then(b.CreateICmpNE(key, e.get(packed_key)), [&] {
+          b.CreateCall(pack_b, {bp, b_item, e.i64(b_sn), e.i64(b_sk), ni, e.i64(g.k)});
+          e.set(packed_key, key);
+        });
+      }
+      if (g.k == 0)
+        plain_loop(
+            e, e.i64(0), e.i64(tm * tn),
+            [&](llvm::Value* i) { e.store(d, e.constant(0, d), ct, i); }, true);
+      plain_loop(e, e.i64(0), e.i64(ceil_div(g.k, t.kc)), [&](llvm::Value* block) {
+        llvm::Value* pc = b.CreateMul(block, e.i64(t.kc));
+        llvm::Value* kc = min(e.i64(t.kc), b.CreateSub(e.i64(g.k), pc));
+        // Offset of this K block inside each B panel.
+        llvm::Value* b_block = b.CreateMul(pc, e.i64(t.nr));
+        if (!t.whole_k_b) {
+          b.CreateCall(pack_b, {bp, e.element_ptr(d, b_item, b.CreateMul(pc, e.i64(b_sk))),
+                                e.i64(b_sn), e.i64(b_sk), ni, kc});
+          b_block = e.i64(0);
+        }
+        llvm::Value* b_panel_size =
+            t.whole_k_b ? e.i64(b_depth * t.nr) : b.CreateMul(kc, e.i64(t.nr));
+        b.CreateCall(pack_a, {ap, e.element_ptr(d, a_item, b.CreateMul(pc, e.i64(a_sk))),
+                              e.i64(a_sm), e.i64(a_sk), mi, kc});
+        llvm::Value* accumulate = b.CreateICmpNE(block, e.i64(0));
+        plain_loop(e, e.i64(0), n_panels, [&](llvm::Value* jr) {
+          llvm::Value* b_panel =
+              e.element_ptr(d, bp, b.CreateAdd(b.CreateMul(jr, b_panel_size), b_block));
+          plain_loop(e, e.i64(0), m_panels, [&](llvm::Value* ir) {
+            llvm::Value* a_panel =
+                e.element_ptr(d, ap, b.CreateMul(ir, b.CreateMul(kc, e.i64(t.mr))));
+            llvm::Value* c_tile = e.element_ptr(
+                d, ct,
+                b.CreateAdd(b.CreateMul(ir, e.i64(t.mr * tn)), b.CreateMul(jr, e.i64(t.nr))));
+            b.CreateCall(ukernel, {kc, a_panel, b_panel, c_tile, e.i64(tn), accumulate});
+          });
+        });
+      });
+    }
 
     // Epilogue: each finished element goes through the fused expression, then one store.
     Index batch_index = expr.delinearize(batch, batch_shape);

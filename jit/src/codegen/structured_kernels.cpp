@@ -102,22 +102,31 @@ void emit_layer_norm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const
   Ir ir(e, d);
   const bool affine = node.inputs().size() == 3;
   const std::int64_t c = x.shape().back();
-  V src = expr.buffer(x);
   V gamma = affine ? expr.buffer(node.inputs()[1]) : nullptr;
   V beta = affine ? expr.buffer(node.inputs()[2]) : nullptr;
   V y = expr.buffer(node.output(0));
   V mean = expr.buffer(node.output(1));
   V rstd = expr.buffer(node.output(2));
+  const Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
   e.loop(args.begin, args.end, [&](V r) {
     V base = ir.mul(r, c);
+    // x may be an inlined expression (the residual add before a post-LN norm): read it at
+    // (row, j) in each pass.
+    const Index lead = expr.delinearize(r, rows_shape);
+    auto src_at = [&](V j) {
+      Index index = lead;
+      index.push_back(j);
+      V value = expr.at(x, index);
+      expr.clear_memo();
+      return value;
+    };
     llvm::AllocaInst* sum = e.local(d, ir.c(0));
-    e.loop(0, c,
-           [&](V j) { e.set(sum, e.accumulate(d, e.get(sum), ir.ld(src, ir.add(base, j)))); });
+    e.loop(0, c, [&](V j) { e.set(sum, e.accumulate(d, e.get(sum), src_at(j))); });
     // Division, not multiplication by 1/C, to round like the interpreter's mu /= C.
     V mu = ir.fdiv(e.get(sum), ir.c(static_cast<double>(c)));
     llvm::AllocaInst* sq = e.local(d, ir.c(0));
     e.loop(0, c, [&](V j) {
-      V t = ir.fsub(ir.ld(src, ir.add(base, j)), mu);
+      V t = ir.fsub(src_at(j), mu);
       e.set(sq, e.accumulate(d, e.get(sq), ir.fmul(t, t)));
     });
     V var = ir.fdiv(e.get(sq), ir.c(static_cast<double>(c)));
@@ -126,7 +135,7 @@ void emit_layer_norm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const
     ir.st(rs, rstd, r);
     e.loop(0, c, [&](V j) {
       V at = ir.add(base, j);
-      V v = ir.fmul(ir.fsub(ir.ld(src, at), mu), rs);
+      V v = ir.fmul(ir.fsub(src_at(j), mu), rs);
       if (affine) v = ir.fadd(ir.fmul(v, ir.ld(gamma, j)), ir.ld(beta, j));
       ir.st(v, y, at);
     });

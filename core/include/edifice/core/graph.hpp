@@ -9,6 +9,7 @@
 #include <edifice/core/op.hpp>
 #include <edifice/core/shape.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <source_location>
@@ -144,6 +145,9 @@ class Graph {
  private:
   std::vector<Value> inputs_;
   std::vector<Value> outputs_;
+  // hash(), computed on first use (0 = not yet) and shared by copies: a graph never changes,
+  // and the JIT's in-process cache hashes the graph on every call (e.g. each predict).
+  std::shared_ptr<std::atomic<std::uint64_t>> hash_cache_;
 };
 
 /// Topological order of everything `outputs` depends on.
