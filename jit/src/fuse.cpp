@@ -10,6 +10,7 @@
 //    times;
 //  - a dot_general whose single consumer chain is elementwise over its own shape becomes the
 //    anchor of that chain's kernel: a GEMM with an epilogue.
+#include "gemm_layout.hpp"
 #include "plan.hpp"
 
 #include <algorithm>
@@ -140,9 +141,13 @@ class Fuser {
         for (int i = 0; i < n->num_outputs(); ++i)
           note(n->output(i), fmt::format("output of {}", op_name(n->op())));
         // Kernels other than reductions (and layer_norm's x) read their operands from buffers.
-        for (std::size_t i = 0; i < n->inputs().size(); ++i)
-          if (!reads_expression_operand(n->op(), i))
+        for (std::size_t i = 0; i < n->inputs().size(); ++i) {
+          if (reads_expression_operand(n->op(), i)) continue;
+          if (n->op() == Op::dot_general && gemm_column_view(*n, i))
+            note(gemm_operand_source(*n, i), "operand of dot_general (read as a column block)");
+          else
             note(n->inputs()[i], fmt::format("operand of {}", op_name(n->op())));
+        }
         continue;
       }
       Value v = n->output(0);
@@ -192,8 +197,10 @@ class Fuser {
         // The dot's operands are the GEMM's inputs.
         const Node* dot = &in.node();
         if (seen.insert(dot).second) {
-          for (const Value& op : dot->inputs())
+          for (std::size_t i = 0; i < dot->inputs().size(); ++i) {
+            const Value op = gemm_operand_source(*dot, i);
             if (leaves.insert(key(op)).second) k.inputs.push_back(op);
+          }
           k.nodes.push_back(dot);
         }
       } else {
@@ -234,8 +241,10 @@ class Fuser {
     } else {
       k.nodes = {n};
       std::set<Key> leaves;
-      for (const Value& in : n->inputs())
+      for (std::size_t i = 0; i < n->inputs().size(); ++i) {
+        const Value in = n->op() == Op::dot_general ? gemm_operand_source(*n, i) : n->inputs()[i];
         if (leaves.insert(key(in)).second) k.inputs.push_back(in);
+      }
     }
     k.boundary = why_.at({n, 0});
     return k;

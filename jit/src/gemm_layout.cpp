@@ -82,6 +82,26 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
 
 }  // namespace
 
+std::optional<ColumnView> gemm_column_view(const Node& dot, std::size_t input) {
+  if (input != 1 || dot.op() != Op::dot_general) return std::nullopt;
+  const Value& operand = dot.inputs()[1];
+  const Node& slice = operand.node();
+  if (slice.op() != Op::slice) return std::nullopt;
+  const std::optional<GemmLayout> g = try_gemm_layout(dot);
+  if (!g || g->batch != 1 || g->trans_b || operand.rank() != 2) return std::nullopt;
+  const Value& source = slice.inputs()[0];
+  const auto& start = slice.attrs().get_ints("start");
+  const auto& stride = slice.attrs().get_ints("stride");
+  if (stride[0] != 1 || stride[1] != 1 || start[0] != 0 || operand.shape()[0] != source.shape()[0])
+    return std::nullopt;
+  return ColumnView{source, start[1], source.shape()[1]};
+}
+
+Value gemm_operand_source(const Node& dot, std::size_t input) {
+  if (auto view = gemm_column_view(dot, input)) return view->source;
+  return dot.inputs()[input];
+}
+
 GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   const Target& target = host_target();
   GemmTiling t;

@@ -21,6 +21,21 @@ std::optional<GemmLayout> try_gemm_layout(const Node& dot);
 /// As above; throws for a dot that canonicalize_dot should have rewritten.
 GemmLayout gemm_layout(const Node& dot);
 
+/// A B operand the GEMM reads in place although it is a slice: a block of columns of a
+/// row-major K x W matrix (slice with unit strides of the last axis only; unbatched dot, B
+/// stored K x N). The pruned last layer of a model multiplies by such column blocks of the
+/// fused QKV weight; reading them in place saves a copy of the block per run.
+struct ColumnView {
+  Value source;                 ///< the sliced K x W value
+  std::int64_t offset = 0;      ///< first column
+  std::int64_t row_stride = 0;  ///< W
+};
+/// The view of operand `input` (0: A, 1: B) of a dot, when it is one (only B qualifies).
+std::optional<ColumnView> gemm_column_view(const Node& dot, std::size_t input);
+/// The value the GEMM kernel of `dot` reads for operand `input`: the view's source or the
+/// operand itself.
+Value gemm_operand_source(const Node& dot, std::size_t input);
+
 /// How the GEMM kernel blocks one dot for the host's vector width (the scheme is described at
 /// the top of codegen/gemm.cpp). One work item computes one C tile of tile_m x tile_n for one
 /// batch entry, over all of K, so items never share an output element.

@@ -202,6 +202,23 @@ TEST_CASE("a residual add and a head merge are computed inside the layer norm", 
   check_plan_explains_boundaries(*exe);
 }
 
+TEST_CASE("a GEMM reads a column block of its weight in place", "[jit][fusion]") {
+  // x . W[:, 8:20] (what the pruned last layer does with the fused QKV weight): no copy of the
+  // block, the GEMM reads W with W's row stride; with 1 and with 7 rows of x (the small-M and
+  // the packed paths).
+  for (std::int64_t rows : {1, 7}) {
+    auto x = o::parameter("x", DType::f32, {rows, 16});
+    auto w = o::parameter("w", DType::f32, {16, 36});
+    Graph g({x, w}, {o::matmul(x, o::slice_axis(w, 1, 8, 20))});
+    auto exe = compile_and_check(
+        g, {random_tensor(DType::f32, {rows, 16}, 31), random_tensor(DType::f32, {16, 36}, 32)});
+    INFO(describe(*exe));
+    REQUIRE(exe->kernels().size() == 1);
+    CHECK(exe->kernels()[0].kind == "gemm");
+    check_plan_explains_boundaries(*exe);
+  }
+}
+
 TEST_CASE("plan() explains every kernel boundary", "[jit][fusion]") {
   // A reduction feeding elementwise work, a value with two users and a GEMM.
   auto x = o::parameter("x", DType::f32, {12, 20});

@@ -56,12 +56,16 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   const Value root = k.root->output(0);
   const Shape& out_shape = dot.outputs()[0].shape;
   llvm::Value* a_ptr = expr.buffer(dot.inputs()[0]);
-  llvm::Value* b_ptr = expr.buffer(dot.inputs()[1]);
+  // B may be a column block of a wider matrix, read in place (see ColumnView).
+  const std::optional<ColumnView> b_view = gemm_column_view(dot, 1);
+  llvm::Value* b_ptr = b_view ? e.element_ptr(d, expr.buffer(b_view->source), e.i64(b_view->offset))
+                              : expr.buffer(dot.inputs()[1]);
   llvm::Value* c_ptr = expr.buffer(root);
 
   // Element strides of A as (m, k) and B as (n, k).
   const std::int64_t a_sm = g.trans_a ? 1 : g.k, a_sk = g.trans_a ? g.m : 1;
-  const std::int64_t b_sn = g.trans_b ? g.k : 1, b_sk = g.trans_b ? 1 : g.n;
+  const std::int64_t b_sn = g.trans_b ? g.k : 1,
+                     b_sk = g.trans_b ? 1 : (b_view ? b_view->row_stride : g.n);
   llvm::Function* ukernel = gemm_microkernel(e, d, t);
   llvm::Function* pack_a = gemm_packer(e, d, t, t.mr, /*transpose=*/a_sm != 1);
   llvm::Function* pack_b = gemm_packer(e, d, t, t.nr, /*transpose=*/b_sn != 1);
