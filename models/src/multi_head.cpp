@@ -25,6 +25,11 @@ void check_positive(std::int64_t v, const char* what, const char* fn, const Loc&
   require(v >= 1, loc, fmt::format("{}: {} must be >= 1, got {}", fn, what, v));
 }
 
+void check_float_dtype(DType dtype, const char* fn, const Loc& loc) {
+  require(dtype == DType::f32 || dtype == DType::f64, loc,
+          fmt::format("{}: dtype must be f32 or f64, got {}", fn, dtype_name(dtype)));
+}
+
 void check_dropout(double rate, const char* fn, const Loc& loc) {
   require(rate >= 0 && rate < 1, loc,
           fmt::format("{}: dropout must be in [0, 1), got {}", fn, rate));
@@ -320,10 +325,11 @@ Built build_sliding_window(const SlidingWindowOptions& opt, Loc loc) {
   check_positive(opt.num_layers, "num_layers", fn, loc);
   check_positive(opt.ffn_dim, "ffn_dim", fn, loc);
   check_dropout(opt.dropout, fn, loc);
+  check_float_dtype(opt.dtype, fn, loc);
   const std::int64_t s = resolve_seq_len(opt.seq_len, opt.window_size, fn, loc);
   const std::int64_t h = opt.num_heads * opt.head_dim;
   Built built;
-  built.input = nn::input("state_sequence", {nn::dynamic, s, e}, DType::f32, loc);
+  built.input = nn::input("state_sequence", {nn::dynamic, s, e}, opt.dtype, loc);
   nn::Layer x = nn::dense(built.input, h, {.name = "input_proj"}, loc);
   x = add_positional_encoding(x, {.name = "pos_encoding"}, loc);
   for (std::int64_t l = 1; l <= opt.num_layers; ++l) {
@@ -362,7 +368,8 @@ Built build(const BuildOptions& opt, Loc loc) {
                                .num_layers = opt.num_layers,
                                .ffn_dim = opt.ffn_dim,
                                .dropout = opt.dropout,
-                               .seq_len = opt.seq_len},
+                               .seq_len = opt.seq_len,
+                               .dtype = opt.dtype},
                               loc);
 }
 
@@ -377,7 +384,8 @@ Built build_hybrid(const HybridOptions& opt, Loc loc) {
   check_dropout(opt.dropout, fn, loc);
   const std::int64_t s = resolve_seq_len(opt.seq_len, opt.window_size, fn, loc);
   Built built;
-  built.input = nn::input("state_sequence", {nn::dynamic, s, e}, DType::f32, loc);
+  check_float_dtype(opt.dtype, "build_hybrid", loc);
+  built.input = nn::input("state_sequence", {nn::dynamic, s, e}, opt.dtype, loc);
   nn::Layer x = nn::layer_norm(built.input, {.name = "input_ln", .epsilon = 1e-6}, loc);
   for (std::int64_t k = 1; k <= opt.lstm_layers; ++k) {
     x = nn::lstm(x, opt.lstm_hidden, {.name = fmt::format("lstm_{}", k)}, loc).sequence;
@@ -411,7 +419,8 @@ Built build_hybrid_mlp(const HybridMlpOptions& opt, Loc loc) {
                               .head_dim = opt.head_dim,
                               .dropout = opt.dropout,
                               .window_size = opt.window_size,
-                              .seq_len = opt.seq_len},
+                              .seq_len = opt.seq_len,
+                              .dtype = opt.dtype},
                              loc);
   nn::Layer x = built.output;
   for (std::size_t i = 0; i < opt.mlp_sizes.size(); ++i) {

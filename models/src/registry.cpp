@@ -46,6 +46,16 @@ class Options {
       }
     }
   }
+  void dtype(const char* key, DType& out) {
+    if (auto v = raw(key)) {
+      if (*v == "f32")
+        out = DType::f32;
+      else if (*v == "f64")
+        out = DType::f64;
+      else
+        fail("models::build(\"{}\"): option {} = \"{}\" is not f32 or f64", arch_, key, *v);
+    }
+  }
   void integers(const char* key, std::vector<std::int64_t>& out) {
     if (auto v = raw(key)) {
       out.clear();
@@ -102,6 +112,7 @@ void read_attention(Options& o, O& b) {
   o.real("dropout", b.dropout);
   o.integer("window_size", b.window_size);
   o.integer("seq_len", b.seq_len);
+  o.dtype("dtype", b.dtype);
 }
 
 template <class O>

@@ -59,23 +59,31 @@ TEST_CASE("the original's test shapes and parameter count", "[models]") {
   CHECK(y.shape() == Shape{4, 32});
   for (std::int64_t i = 0; i < y.numel(); ++i) CHECK(std::isfinite(y.get_as_double(i)));
 
-  auto hybrid = mh::build_hybrid({.embed_dim = 16, .lstm_hidden = 16, .num_heads = 2, .head_dim = 8,
-                                  .window_size = 8});
+  auto hybrid = mh::build_hybrid(
+      {.embed_dim = 16, .lstm_hidden = 16, .num_heads = 2, .head_dim = 8, .window_size = 8});
   CHECK(hybrid.output.shape() == Shape{nn::dynamic, 16});
-  auto mlp = mh::build_hybrid_mlp({.embed_dim = 16, .lstm_hidden = 16, .num_heads = 2,
-                                   .head_dim = 8, .window_size = 8, .mlp_sizes = {16, 8}});
+  auto mlp = mh::build_hybrid_mlp({.embed_dim = 16,
+                                   .lstm_hidden = 16,
+                                   .num_heads = 2,
+                                   .head_dim = 8,
+                                   .window_size = 8,
+                                   .mlp_sizes = {16, 8}});
   CHECK(mlp.output.shape() == Shape{nn::dynamic, 8});
   CHECK(mh::output_size({.mlp_sizes = std::vector<std::int64_t>{16, 8}}) == 8);
   CHECK(mh::output_size({.num_heads = 2, .hidden_size = 16}) == 16);
   CHECK(mh::output_size() == 256);
-  auto b = mh::build({.embed_dim = 16, .hidden_size = 16, .window_size = 8, .num_heads = 2,
-                      .num_layers = 1});
+  auto b = mh::build(
+      {.embed_dim = 16, .hidden_size = 16, .window_size = 8, .num_heads = 2, .num_layers = 1});
   CHECK(b.output.shape() == Shape{nn::dynamic, 16});
 }
 
 TEST_CASE("parameter names follow the original", "[models]") {
-  auto built = mh::build_sliding_window({.embed_dim = 8, .window_size = 4, .num_heads = 2,
-                                         .head_dim = 2, .num_layers = 1, .ffn_dim = 4});
+  auto built = mh::build_sliding_window({.embed_dim = 8,
+                                         .window_size = 4,
+                                         .num_heads = 2,
+                                         .head_dim = 2,
+                                         .num_layers = 1,
+                                         .ffn_dim = 4});
   nn::Model model(built.output);
   std::vector<std::string> names;
   for (const auto& p : model.parameters()) names.push_back(p.name);
@@ -133,12 +141,13 @@ TEST_CASE("constant Q = K = 0.1, V = 0.5 gives 0.5 on every path and mask", "[mo
       mh::memory_efficient_attention(q, k, v, {.chunk_size = 3, .causal = true, .window = 2}),
   };
   Graph g({q, k, v}, outs);
-  auto results = interpret(g, {Tensor::full(DType::f32, {2, 8, 16}, 0.1),
-                               Tensor::full(DType::f32, {2, 8, 16}, 0.1),
-                               Tensor::full(DType::f32, {2, 8, 16}, 0.5)});
+  auto results = interpret(
+      g, {Tensor::full(DType::f32, {2, 8, 16}, 0.1), Tensor::full(DType::f32, {2, 8, 16}, 0.1),
+          Tensor::full(DType::f32, {2, 8, 16}, 0.5)});
   for (const Tensor& r : results) {
     CHECK(r.shape() == Shape{2, 8, 16});
-    for (std::int64_t i = 0; i < r.numel(); ++i) CHECK(r.get_as_double(i) == Approx(0.5).margin(1e-6));
+    for (std::int64_t i = 0; i < r.numel(); ++i)
+      CHECK(r.get_as_double(i) == Approx(0.5).margin(1e-6));
   }
 }
 
@@ -159,8 +168,8 @@ TEST_CASE("chunked and memory-efficient attention agree with the standard path",
              mh::chunked_attention(q, k, v, {.chunk_size = 5, .mask = mask}),
              mh::memory_efficient_attention(
                  q, k, v, {.chunk_size = 5, .causal = mask_kind > 0, .window = window})});
-    auto r = interpret(g, {uniform({2, 13, 8}, 1, 2.0), uniform({2, 13, 8}, 2, 2.0),
-                           uniform({2, 13, 8}, 3)});
+    auto r = interpret(
+        g, {uniform({2, 13, 8}, 1, 2.0), uniform({2, 13, 8}, 2, 2.0), uniform({2, 13, 8}, 3)});
     INFO("mask kind " << mask_kind);
     CHECK(max_abs_diff(r[0], r[1]) <= 1e-6);
     CHECK(max_abs_diff(r[0], r[2]) <= 1e-5);
@@ -172,8 +181,13 @@ TEST_CASE("RoPE makes q.k depend only on the position difference", "[models]") {
   // between positions m and n depends on m - n only.
   auto x = nn::input("x", {1, 6, 4});
   std::vector<nn::Layer> weights;
-  auto y = mh::self_attention(x, {.hidden_size = 4, .num_heads = 1, .dropout = 0, .causal = false,
-                                  .rope = true, .name = "sa", .weights = &weights});
+  auto y = mh::self_attention(x, {.hidden_size = 4,
+                                  .num_heads = 1,
+                                  .dropout = 0,
+                                  .causal = false,
+                                  .rope = true,
+                                  .name = "sa",
+                                  .weights = &weights});
   nn::Model model(std::vector<nn::Layer>{y, weights[0]});
   nn::Params p = model.init(3);
   // q = k = x . W (per position): feed the same row everywhere.
@@ -196,8 +210,12 @@ TEST_CASE("RoPE makes q.k depend only on the position difference", "[models]") {
 }
 
 TEST_CASE("attention weights: rows sum to 1 and masked entries are exactly 0", "[models]") {
-  auto built = mh::build_sliding_window({.embed_dim = 8, .window_size = 3, .num_heads = 2,
-                                         .head_dim = 4, .num_layers = 2, .seq_len = 7});
+  auto built = mh::build_sliding_window({.embed_dim = 8,
+                                         .window_size = 3,
+                                         .num_heads = 2,
+                                         .head_dim = 4,
+                                         .num_layers = 2,
+                                         .seq_len = 7});
   REQUIRE(built.attention_weights.size() == 2);
   std::vector<nn::Layer> outs = {built.output};
   outs.insert(outs.end(), built.attention_weights.begin(), built.attention_weights.end());
@@ -226,16 +244,19 @@ TEST_CASE("attention weights: rows sum to 1 and masked entries are exactly 0", "
 }
 
 TEST_CASE("bad options are rejected before anything is compiled", "[models]") {
-  CHECK(error_of([] { mh::build_sliding_window({}); }) == "build_sliding_window: embed_dim is required");
+  CHECK(error_of([] { mh::build_sliding_window({}); }) ==
+        "build_sliding_window: embed_dim is required");
   CHECK(error_of([] { mh::build({.embed_dim = 8, .hidden_size = 10, .num_heads = 4}); }) ==
         "build: hidden_size 10 is not divisible by num_heads 4");
   auto x = nn::input("x", {2, 5, 8});
-  CHECK(error_of([&] { mh::self_attention(x, {.hidden_size = 10, .num_heads = 2, .rope = true}); }) ==
-        "self_attention: rope needs an even head_dim, got 5");
+  CHECK(error_of([&] {
+          mh::self_attention(x, {.hidden_size = 10, .num_heads = 2, .rope = true});
+        }) == "self_attention: rope needs an even head_dim, got 5");
   CHECK(error_of([] { mh::build_sliding_window({.embed_dim = 8, .window_size = 0}); }) ==
         "build_sliding_window: window_size must be >= 1, got 0");
-  CHECK(error_of([&] { mh::self_attention(x, {.hidden_size = 8, .chunked = true, .chunk_size = 0}); }) ==
-        "self_attention: chunk_size must be >= 1, got 0");
+  CHECK(error_of([&] {
+          mh::self_attention(x, {.hidden_size = 8, .chunked = true, .chunk_size = 0});
+        }) == "self_attention: chunk_size must be >= 1, got 0");
   CHECK(error_of([] { mh::build_sliding_window({.embed_dim = 8, .dropout = 1.0}); }) ==
         "build_sliding_window: dropout must be in [0, 1), got 1");
   CHECK(error_of([] { mh::build_sliding_window({.embed_dim = 8, .num_layers = 0}); }) ==
@@ -247,25 +268,39 @@ TEST_CASE("bad options are rejected before anything is compiled", "[models]") {
 #include <edifice/models/registry.hpp>
 
 TEST_CASE("the registry builds by name from string options", "[models]") {
-  CHECK(models::list_architectures() ==
-        std::vector<std::string>{"attention", "attention_hybrid", "attention_hybrid_mlp",
-                                 "attention_sliding_window"});
-  auto built = models::build("attention", {{"input_size", "16"}, {"hidden_size", "16"},
-                                           {"num_heads", "2"}, {"num_layers", "1"},
+  CHECK(models::list_architectures() == std::vector<std::string>{"attention", "attention_hybrid",
+                                                                 "attention_hybrid_mlp",
+                                                                 "attention_sliding_window"});
+  auto built = models::build("attention", {{"input_size", "16"},
+                                           {"hidden_size", "16"},
+                                           {"num_heads", "2"},
+                                           {"num_layers", "1"},
                                            {"window_size", "8"}});
   CHECK(built.output.shape() == Shape{nn::dynamic, 16});
-  auto mlp = models::build("attention_hybrid_mlp", {{"embed_dim", "16"}, {"lstm_hidden", "16"},
-                                                   {"num_heads", "2"}, {"head_dim", "8"},
-                                                   {"window_size", "8"}, {"mlp_sizes", "16, 8"}});
+  auto mlp = models::build("attention_hybrid_mlp", {{"embed_dim", "16"},
+                                                    {"lstm_hidden", "16"},
+                                                    {"num_heads", "2"},
+                                                    {"head_dim", "8"},
+                                                    {"window_size", "8"},
+                                                    {"mlp_sizes", "16, 8"}});
   CHECK(mlp.output.shape() == Shape{nn::dynamic, 8});
   CHECK(error_of([] { models::build("transformer", {}); }) ==
         "models::build: unknown architecture \"transformer\" (known: attention, attention_hybrid, "
         "attention_hybrid_mlp, attention_sliding_window)");
-  CHECK(error_of([] { models::build("attention", {{"embed_dim", "8"}, {"embed_size", "8"}}); })
-            .rfind("models::build(\"attention\"): unknown option \"embed_size\" (accepted: ", 0) == 0);
-  CHECK(error_of([] { models::build("attention", {{"embed_dim", "8"}, {"num_heads", "four"}}); }) ==
-        "models::build(\"attention\"): option num_heads = \"four\" is not an integer");
-  CHECK(error_of([] { models::build("attention", {}); }) == "build_sliding_window: embed_dim is required");
+  CHECK(error_of([] {
+          models::build("attention", {{"embed_dim", "8"}, {"embed_size", "8"}});
+        }).rfind("models::build(\"attention\"): unknown option \"embed_size\" (accepted: ", 0) ==
+        0);
+  CHECK(error_of([] {
+          models::build("attention", {{"embed_dim", "8"}, {"num_heads", "four"}});
+        }) == "models::build(\"attention\"): option num_heads = \"four\" is not an integer");
+  CHECK(error_of([] { models::build("attention", {}); }) ==
+        "build_sliding_window: embed_dim is required");
+  auto f64 = models::build("attention_hybrid", {{"embed_dim", "4"}, {"dtype", "f64"}});
+  CHECK(f64.output.type().dtype == DType::f64);
+  CHECK(error_of([] {
+          models::build("attention", {{"embed_dim", "8"}, {"dtype", "bf16"}});
+        }) == "models::build(\"attention\"): option dtype = \"bf16\" is not f32 or f64");
 }
 
 #include <edifice/core/autodiff.hpp>
@@ -281,25 +316,44 @@ struct SmallModel {
   std::int64_t batch, seq, embed;
 };
 
-std::vector<SmallModel> small_models() {
+std::vector<SmallModel> small_models(DType dtype = DType::f32) {
   return {
       {"sliding window",
-       mh::build_sliding_window({.embed_dim = 6, .window_size = 3, .num_heads = 2, .head_dim = 2,
-                                 .num_layers = 2, .ffn_dim = 5, .dropout = 0.0, .seq_len = 5}),
+       mh::build_sliding_window({.embed_dim = 6,
+                                 .window_size = 3,
+                                 .num_heads = 2,
+                                 .head_dim = 2,
+                                 .num_layers = 2,
+                                 .ffn_dim = 5,
+                                 .dropout = 0.0,
+                                 .seq_len = 5,
+                                 .dtype = dtype}),
        2, 5, 6},
-      {"hybrid", mh::build_hybrid({.embed_dim = 4, .lstm_hidden = 3, .lstm_layers = 2,
-                                   .num_heads = 2, .head_dim = 2, .dropout = 0.0, .window_size = 4}),
+      {"hybrid",
+       mh::build_hybrid({.embed_dim = 4,
+                         .lstm_hidden = 3,
+                         .lstm_layers = 2,
+                         .num_heads = 2,
+                         .head_dim = 2,
+                         .dropout = 0.0,
+                         .window_size = 4,
+                         .dtype = dtype}),
        2, 4, 4},
       {"hybrid mlp",
-       mh::build_hybrid_mlp({.embed_dim = 4, .lstm_hidden = 3, .num_heads = 1, .head_dim = 2,
-                             .dropout = 0.0, .window_size = 3, .mlp_sizes = {3, 2}}),
+       mh::build_hybrid_mlp({.embed_dim = 4,
+                             .lstm_hidden = 3,
+                             .num_heads = 1,
+                             .head_dim = 2,
+                             .dropout = 0.0,
+                             .window_size = 3,
+                             .mlp_sizes = {3, 2},
+                             .dtype = dtype}),
        3, 3, 4},
   };
 }
 
-// Casts every f32 parameter of a traced graph to f64 by rebuilding the model in f64 is not
-// possible (layers are f32), so gradients are checked in f32 against the interpreter and in
-// f64 by finite differences of the interpreter's f32 run with a loose tolerance.
+// sum(out^2) and its gradients with respect to every parameter (the traced graph's inputs
+// but the last, which is the model's input).
 Graph loss_graph(const nn::Model& model, std::vector<Value>& params_out) {
   nn::TracedModel t = model.trace(nn::Mode::inference);
   Value out = t.graph.outputs()[0];
@@ -331,40 +385,56 @@ TEST_CASE("each model: the JIT equals the interpreter, forward and gradients", "
     REQUIRE(jit_out.size() == ref.size());
     for (std::size_t i = 0; i < ref.size(); ++i) {
       double scale = 0;
-      for (std::int64_t j = 0; j < ref[i].numel(); ++j) scale = std::max(scale, std::abs(ref[i].get_as_double(j)));
+      for (std::int64_t j = 0; j < ref[i].numel(); ++j)
+        scale = std::max(scale, std::abs(ref[i].get_as_double(j)));
       CHECK(max_abs_diff(jit_out[i], ref[i]) <= 1e-5 * std::max(1.0, scale));
     }
   }
 }
 
-TEST_CASE("each model: gradients match finite differences", "[models]") {
-  for (auto& m : small_models()) {
+TEST_CASE("each model in f64: gradients match central finite differences", "[models]") {
+  // Built in f64 (Options::dtype); for each parameter tensor, the directional derivative along
+  // a random direction against (L(p + h d) - L(p - h d)) / 2h, h = 1e-6, in the interpreter.
+  for (auto& m : small_models(DType::f64)) {
     INFO(m.name);
     nn::Model model(m.built.output);
     nn::Params p = model.init(9);
     std::vector<Value> params;
     Graph g = loss_graph(model, params);
     std::vector<Tensor> args;
-    for (const auto& info : model.parameters()) args.push_back(p.at(info.name));
-    args.push_back(uniform({m.batch, m.seq, m.embed}, 21));
-    auto base = interpret(g, args);
-    // Directional derivative along a random direction over all parameters, in f32 with a
-    // relative step: compare <grad, dir> with (L(p + h dir) - L(p - h dir)) / 2h.
-    const double h = 1e-2;
-    double analytic = 0;
-    std::vector<Tensor> plus = args, minus = args;
+    for (const auto& info : model.parameters()) {
+      REQUIRE(p.at(info.name).dtype() == DType::f64);
+      args.push_back(p.at(info.name));
+    }
+    args.push_back(nn::initialize(nn::Initializer::uniform(1.0), {m.batch, m.seq, m.embed},
+                                  DType::f64, 42, 21));
+    const auto base = interpret(g, args);
+    const double h = 1e-6;
     for (std::size_t i = 0; i < params.size(); ++i) {
-      Tensor dir = nn::initialize(nn::Initializer::uniform(1.0), args[i].shape(), DType::f32, 77, i);
+      INFO("parameter " << model.parameters()[i].name);
+      Tensor dir =
+          nn::initialize(nn::Initializer::uniform(1.0), args[i].shape(), DType::f64, 77, i);
+      double analytic = 0;
+      std::vector<Tensor> plus = args, minus = args;
       plus[i] = args[i].clone();
       minus[i] = args[i].clone();
       for (std::int64_t j = 0; j < dir.numel(); ++j) {
-        double d = dir.get_as_double(j);
+        const double d = dir.get_as_double(j);
         analytic += d * base[1 + i].get_as_double(j);
         plus[i].set_from_double(j, args[i].get_as_double(j) + h * d);
         minus[i].set_from_double(j, args[i].get_as_double(j) - h * d);
       }
+      const double numeric =
+          (interpret(g, plus)[0].get_as_double(0) - interpret(g, minus)[0].get_as_double(0)) /
+          (2 * h);
+      CHECK(numeric == Approx(analytic).epsilon(1e-5).margin(1e-8));
     }
-    double numeric = (interpret(g, plus)[0].get_as_double(0) - interpret(g, minus)[0].get_as_double(0)) / (2 * h);
-    CHECK(numeric == Approx(analytic).epsilon(2e-2).margin(1e-3));
   }
+}
+
+TEST_CASE("model builders reject a non-float dtype", "[models]") {
+  CHECK_THROWS_WITH(mh::build_sliding_window({.embed_dim = 4, .dtype = DType::i32}),
+                    Catch::Contains("build_sliding_window: dtype must be f32 or f64, got i32"));
+  CHECK_THROWS_WITH(mh::build_hybrid({.embed_dim = 4, .dtype = DType::u8}),
+                    Catch::Contains("build_hybrid: dtype must be f32 or f64, got u8"));
 }
