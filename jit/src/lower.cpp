@@ -87,6 +87,10 @@ bool resolve_prune_rows(const Options& options) {
   return options.prune_rows && !(env && std::string(env) == "0");
 }
 
+bool prune_rows_enabled(const Options& options) {
+  return resolve_prune_rows(options);
+}
+
 int resolve_threads(const Options& options) {
   if (options.threads > 0) return options.threads;
   if (const char* t = std::getenv("EDIFICE_THREADS"); t && std::atoi(t) > 0) return std::atoi(t);

@@ -237,6 +237,17 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
            v.valid() ? v.type().to_string() : "an empty value");
     outputs.push_back(v);
   }
+  if (jit::prune_rows_enabled(options_.jit)) {
+    // Prune the forward pass before differentiating it: rows the loss never reads (a model's
+    // non-last positions in its last layer) then get no forward and no backward work. The
+    // pruned graph keeps the same parameter values, so `params` still index it.
+    std::vector<Value> fi = params;
+    fi.insert(fi.end(), inputs.begin(), inputs.end());
+    if (tr.has_rng_key) fi.push_back(gin[np + ni]);
+    fi.push_back(target);
+    outputs = jit::prune_rows(Graph(fi, outputs)).outputs();
+    loss = outputs[0];
+  }
   b->num_metrics = options_.metrics.size();
   b->forward_outputs = outputs;
   b->param_names = tr.param_names;

@@ -438,3 +438,49 @@ TEST_CASE("model builders reject a non-float dtype", "[models]") {
   CHECK_THROWS_WITH(mh::build_hybrid({.embed_dim = 4, .dtype = DType::u8}),
                     Catch::Contains("build_hybrid: dtype must be f32 or f64, got u8"));
 }
+
+#include <edifice/nn/train_step.hpp>
+
+TEST_CASE("training steps differentiate the row-pruned forward pass", "[models][jit]") {
+  // The loss reads only the last position, so the last layer's attention runs for one query
+  // row (query_offset) in the step graph; the step's results equal the unpruned step's. (SGD:
+  // Adam's g / (|g| + eps) would turn the rounding noise of gradients that are exactly zero in
+  // theory, such as the key bias's, into full steps.)
+  auto built = mh::build_sliding_window({.embed_dim = 6,
+                                         .window_size = 4,
+                                         .num_heads = 2,
+                                         .head_dim = 4,
+                                         .num_layers = 2,
+                                         .ffn_dim = 8,
+                                         .dropout = 0.0,
+                                         .seq_len = 7});
+  nn::Model model(built.output);
+  const Tensor x = uniform({3, 7, 6}, 5);
+  const Tensor t = uniform({3, 8}, 6);
+  auto make = [&](bool prune) {
+    jit::Options jo;
+    jo.prune_rows = prune;
+    return nn::TrainStep(
+        model, {.loss = nn::Loss::mse(), .optimizer = nn::sgd({.learning_rate = 1e-2}), .jit = jo});
+  };
+  nn::TrainStep pruned = make(true), full = make(false);
+  auto one_row_attention = [](const Graph& g) {
+    int n = 0;
+    for (const Node* node : g.nodes())
+      if (node->op() == Op::attention && node->inputs()[0].shape()[2] == 1) ++n;
+    return n;
+  };
+  CHECK(one_row_attention(pruned.graph(t)) == 1);
+  CHECK(one_row_attention(full.graph(t)) == 0);
+  nn::Params p1 = model.init(3), p2 = p1;
+  nn::OptimizerState s1 = pruned.initial_state(p1), s2 = full.initial_state(p2);
+  for (int step = 0; step < 3; ++step) {
+    const double l1 = pruned.run(p1, s1, 1e-2, 0, {x}, t).loss;
+    const double l2 = full.run(p2, s2, 1e-2, 0, {x}, t).loss;
+    CHECK(l1 == Approx(l2).epsilon(1e-6));
+  }
+  for (const auto& [name, v] : p1) {
+    INFO(name);
+    CHECK(max_abs_diff(v, p2.at(name)) <= 1e-6);
+  }
+}

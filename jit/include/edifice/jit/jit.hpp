@@ -47,6 +47,14 @@ struct Options {
   AttentionKernel attention_kernel = AttentionKernel::automatic;
 };
 
+/// The row-pruning pass behind Options::prune_rows, for callers that transform a graph before
+/// differentiating it: nn::TrainStep prunes its forward pass, so that autodiff never builds
+/// the backward of rows nothing reads (a model's non-last positions in its last layer).
+/// Values are unchanged; dynamic (batch) extents are kept.
+Graph prune_rows(const Graph& graph);
+/// Whether row pruning is on for these options (Options::prune_rows and not EDIFICE_PRUNE=0).
+bool prune_rows_enabled(const Options& options);
+
 /// Per-kernel statistics, from the fusion plan.
 struct KernelInfo {
   std::string name;  ///< "k3_loop", "k4_gemm", ...
