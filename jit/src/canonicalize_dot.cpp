@@ -6,9 +6,9 @@
 
 #include "gemm_layout.hpp"
 #include "plan.hpp"
+#include "rewrite.hpp"
 
 #include <algorithm>
-#include <map>
 #include <optional>
 
 namespace edifice::jit {
@@ -44,41 +44,20 @@ std::vector<Value> canonical_dot(const Node& n, const Value& lhs, const Value& r
   const std::size_t nb = lb.size(), nc = lc.size();
   Value l = ops::transpose(lhs, lperm, n.location());
   Value r = ops::transpose(rhs, rperm, n.location());
-  return {ops::dot_general(l, r,
-                           {iota_axes(nb + fl.size(), nc), iota_axes(nb, nc), iota_axes(0, nb),
-                            iota_axes(0, nb)},
-                           n.location())};
+  return {ops::dot_general(
+      l, r, {iota_axes(nb + fl.size(), nc), iota_axes(nb, nc), iota_axes(0, nb), iota_axes(0, nb)},
+      n.location())};
 }
 
 }  // namespace
 
 Graph canonicalize_dot(const Graph& graph) {
-  std::map<const Node*, std::vector<Value>> rebuilt;
-  bool changed = false;
-  auto mapped = [&](const Value& v) {
-    auto it = rebuilt.find(&v.node());
-    return it == rebuilt.end() ? v : it->second[v.index()];
-  };
-  for (const Node* n : graph.nodes()) {
-    std::vector<Value> inputs;
-    bool inputs_changed = false;
-    for (const Value& in : n->inputs()) {
-      inputs.push_back(mapped(in));
-      inputs_changed |= !(inputs.back() == in);
-    }
-    std::optional<LayerScope> scope;
-    if (!n->scope().empty()) scope.emplace(n->scope(), "", n->location());
-    if (n->op() == Op::dot_general && !try_gemm_layout(*n)) {
-      rebuilt[n] = canonical_dot(*n, inputs[0], inputs[1]);
-      changed = true;
-    } else if (inputs_changed) {
-      rebuilt[n] = make_node(n->op(), inputs, n->attrs(), n->location());
-    }
-  }
-  if (!changed) return graph;
-  std::vector<Value> outputs;
-  for (const Value& v : graph.outputs()) outputs.push_back(mapped(v));
-  return Graph(graph.inputs(), outputs);
+  return rewrite_nodes(
+      graph,
+      [](const Node& n, const std::vector<Value>& inputs) -> std::optional<std::vector<Value>> {
+        if (n.op() != Op::dot_general || try_gemm_layout(n)) return std::nullopt;
+        return canonical_dot(n, inputs[0], inputs[1]);
+      });
 }
 
 }  // namespace edifice::jit

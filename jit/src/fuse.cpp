@@ -234,7 +234,7 @@ class Fuser {
     k.anchor = n;
     k.root = n;
     for (int i = 0; i < n->num_outputs(); ++i) k.outputs.push_back(n->output(i));
-    if (reads_expressions(n->op()) || n->op() == Op::layer_norm) {
+    if (reads_expression_operand(n->op(), 0)) {  // the kernel inlines the producers it reads
       std::set<const Node*> seen;
       std::set<Key> leaves;
       collect(n, k, seen, leaves);

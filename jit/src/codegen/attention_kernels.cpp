@@ -108,6 +108,11 @@ struct Attention {
     V lo = ir.imax(ir.i(0), ir.sub(p, ir.i(window - 1)));
     return {ir.imin(lo, hi), hi};
   }
+  // Whether query row i may attend key j under a predicate mask (i1).
+  V in_band(Ir& ir, V i, V j) const {
+    auto [lo, hi] = key_range(ir, i);
+    return ir.b.CreateAnd(ir.b.CreateICmpSGE(j, lo), ir.b.CreateICmpSLT(j, hi));
+  }
   // Query rows [lo, hi) (lo <= hi) that may attend key j under a predicate mask (all rows
   // otherwise), with p = i + query_offset: causal j <= p, window j <= p <= j + w - 1.
   std::pair<V, V> query_range(Ir& ir, V j) const {
@@ -161,6 +166,48 @@ V tile_exp(Emitter& e, Ir& ir, DType d, V x) {
   return b.CreateSelect(low, ir.c(0), e.exp(d, b.CreateSelect(low, floor, x)));
 }
 
+// What the tiled kernels share: the GEMM micro-kernel of the element type, loops over a
+// tile's NR lanes, products of packed panels, and the band test.
+struct TileCode {
+  Emitter& e;
+  Ir& ir;
+  const Attention& at;
+  GemmTiling t;
+  llvm::Function* ukernel;
+
+  TileCode(Emitter& emitter, Ir& ir_, const Attention& attention, const Node& node)
+      : e(emitter),
+        ir(ir_),
+        at(attention),
+        t(attention_tiling(node)),
+        ukernel(gemm_microkernel(emitter, attention.d, t)) {}
+
+  // Loops over the tile's lanes: vectorised, never unrolled (fully unrolled, SROA turns the
+  // lane arrays into scalars and the loop vectoriser no longer sees them).
+  void lanes(const std::function<void(V)>& body) {
+    plain_loop(e, ir.i(0), ir.i(t.nr), body, /*vectorize=*/true);
+  }
+  // C (rows x NR, row stride NR) (+)= A · B_tile over kc steps, A packed in mr-row panels
+  // (panel p at p * kc * mr), B_tile packed as kc rows of NR.
+  void product(llvm::AllocaInst* a_packed, V rows, V kc, llvm::AllocaInst* b_tile,
+               llvm::AllocaInst* c, bool accumulate) {
+    auto& b = e.builder();
+    V panels = b.CreateUDiv(ir.add(rows, t.mr - 1), ir.i(t.mr));
+    e.loop(ir.i(0), panels, [&](V p) {
+      b.CreateCall(ukernel, {kc, e.element_ptr(at.d, a_packed, ir.mul(ir.mul(p, kc), t.mr)), b_tile,
+                             e.element_ptr(at.d, c, ir.mul(p, t.mr * t.nr)), ir.i(t.nr),
+                             b.getInt1(accumulate)});
+    });
+  }
+  // body(test) over a block: body(false) when `inside` (every pair of the block is in the
+  // band) or the mask is no predicate, body(true) (test each pair) otherwise.
+  void banded(V inside, const std::function<void(bool)>& body) {
+    if (!at.predicate()) return body(false);
+    e.if_then(inside, [&] { body(false); });
+    e.if_then(e.builder().CreateNot(inside), [&] { body(true); });
+  }
+};
+
 }  // namespace
 
 void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
@@ -175,10 +222,10 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
   V out = expr.buffer(node.output(0));
   V lse = expr.buffer(node.output(1));
 
-  const GemmTiling t = attention_tiling(node);
+  TileCode tc(e, ir, at, node);
+  const GemmTiling& t = tc.t;
   const std::int64_t nr = t.nr, mr = t.mr, bc = key_block(t);
   const std::int64_t tiles = (at.sq + nr - 1) / nr;
-  llvm::Function* ukernel = gemm_microkernel(e, d, t);
   llvm::Function* pack_rows = gemm_packer(e, d, t, mr, /*transpose=*/true);
   llvm::Function* pack_cols = gemm_packer(e, d, t, mr, /*transpose=*/false);
   llvm::Function* pack_query = gemm_packer(e, d, t, nr, /*transpose=*/true);
@@ -196,11 +243,7 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
   V scale = ir.c(at.scale);
   V ninf = e.lowest(d);
   auto ptr = [&](V base, V index) { return e.element_ptr(d, base, index); };
-  // Loops over the tile's lanes: vectorised, never unrolled (fully unrolled, SROA turns the
-  // lane arrays into scalars and the loop vectoriser no longer sees them).
-  auto lanes = [&](const std::function<void(V)>& body) {
-    plain_loop(e, ir.i(0), ir.i(nr), body, /*vectorize=*/true);
-  };
+  auto lanes = [&](const std::function<void(V)>& body) { tc.lanes(body); };
 
   e.loop(args.begin, args.end, [&](V it) {
     V bi = ir.div(it, tiles);
@@ -229,11 +272,7 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
       // Sᵀ = K_block · Qᵀ, one micro-tile of mr keys at a time.
       b.CreateCall(pack_rows, {kpack, ptr(kp, ir.mul(kv_row, at.dim)), ir.i(at.dim), ir.i(1), nb,
                                ir.i(at.dim)});
-      V panels = b.CreateUDiv(ir.add(nb, mr - 1), ir.i(mr));
-      e.loop(ir.i(0), panels, [&](V p) {
-        b.CreateCall(ukernel, {ir.i(at.dim), ptr(kpack, ir.mul(p, mr * at.dim)), qt,
-                               ptr(st, ir.mul(p, mr * nr)), ir.i(nr), b.getFalse()});
-      });
+      tc.product(kpack, nb, ir.i(at.dim), qt, st, false);
       // Scale, mask, and the new running max.
       lanes([&](V c) { ir.st(ir.ld(m, c), mnew, c); });
       auto scale_rows = [&](bool test) {
@@ -242,25 +281,16 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
           lanes([&](V c) {
             V x = ir.add(ir.mul(r, nr), c);
             V s = ir.fmul(ir.ld(st, x), scale);
-            if (test) {
-              auto [klo, khi] = at.key_range(ir, ir.add(i0, c));
-              V ok = b.CreateAnd(b.CreateICmpSGE(j, klo), b.CreateICmpSLT(j, khi));
-              s = b.CreateSelect(ok, s, ninf);
-            }
+            if (test) s = b.CreateSelect(at.in_band(ir, ir.add(i0, c), j), s, ninf);
             ir.st(s, st, x);
             V cur = ir.ld(mnew, c);
             ir.st(b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur), mnew, c);
           });
         });
       };
-      if (at.predicate()) {
-        V inside =
-            b.CreateAnd(b.CreateICmpSGE(j0, inner_lo), b.CreateICmpSLE(ir.add(j0, nb), inner_hi));
-        e.if_then(inside, [&] { scale_rows(false); });
-        e.if_then(b.CreateNot(inside), [&] { scale_rows(true); });
-      } else {
-        scale_rows(false);
-      }
+      tc.banded(
+          b.CreateAnd(b.CreateICmpSGE(j0, inner_lo), b.CreateICmpSLE(ir.add(j0, nb), inner_hi)),
+          scale_rows);
       // alpha = exp(m - m') (1 while both are -inf); m' = 0 in place of -inf for the exps.
       lanes([&](V c) {
         V old = ir.ld(m, c), now = ir.ld(mnew, c);
@@ -288,10 +318,7 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
       // Oᵀ += V_blockᵀ · P, one micro-tile of mr value columns at a time.
       b.CreateCall(pack_cols,
                    {vpack, ptr(vp, ir.mul(kv_row, at.dv)), ir.i(1), ir.i(at.dv), ir.i(at.dv), nb});
-      e.loop(0, dv_pad / mr, [&](V p) {
-        b.CreateCall(ukernel, {nb, ptr(vpack, ir.mul(ir.mul(p, nb), mr)), st,
-                               ptr(ot, ir.mul(p, mr * nr)), ir.i(nr), b.getTrue()});
-      });
+      tc.product(vpack, ir.i(at.dv), nb, st, ot, true);
     });
 
     // Rows whose masked keys would contribute (see above) send the tile to the row kernel.
@@ -515,12 +542,12 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
   V dk = expr.buffer(node.output(1));
   V dvp = expr.buffer(node.output(2));
 
-  const GemmTiling t = attention_tiling(node);
+  TileCode tc(e, ir, at, node);
+  const GemmTiling& t = tc.t;
   const std::int64_t nr = t.nr, mr = t.mr, bc = key_block(t);
   const std::int64_t dim = at.dim, dv = at.dv;
   const std::int64_t q_tiles = (at.sq + nr - 1) / nr, k_tiles = (at.sk + nr - 1) / nr;
   const std::int64_t nq_items = at.batch * q_tiles;
-  llvm::Function* ukernel = gemm_microkernel(e, d, t);
   llvm::Function* pack_rows = gemm_packer(e, d, t, mr, /*transpose=*/true);
   llvm::Function* pack_cols = gemm_packer(e, d, t, mr, /*transpose=*/false);
   llvm::Function* pack_tile = gemm_packer(e, d, t, nr, /*transpose=*/true);
@@ -541,22 +568,12 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
   llvm::AllocaInst* delta_l = e.local_array(d, std::max(nr, bc));
   V scale = ir.c(at.scale);
   auto ptr = [&](V base, V index) { return e.element_ptr(d, base, index); };
-  // Loops over the tile's lanes: vectorised, never unrolled (fully unrolled, SROA turns the
-  // lane arrays into scalars and the loop vectoriser no longer sees them).
-  auto lanes = [&](const std::function<void(V)>& body) {
-    plain_loop(e, ir.i(0), ir.i(nr), body, /*vectorize=*/true);
-  };
+  auto lanes = [&](const std::function<void(V)>& body) { tc.lanes(body); };
+  auto product = [&](llvm::AllocaInst* a_packed, V rows, V kc, llvm::AllocaInst* b_tile,
+                     llvm::AllocaInst* c,
+                     bool accumulate) { tc.product(a_packed, rows, kc, b_tile, c, accumulate); };
   auto zero = [&](llvm::AllocaInst* a, std::int64_t n) {
     e.loop(0, n, [&](V x) { ir.st(ir.c(0), a, x); });
-  };
-  // C (rows x NR, row stride NR) = A · B_tile over kc steps, A packed in mr-row panels.
-  auto product = [&](llvm::AllocaInst* a_packed, V rows, V kc, llvm::AllocaInst* b_tile,
-                     llvm::AllocaInst* c, bool accumulate) {
-    V panels = b.CreateUDiv(ir.add(rows, mr - 1), ir.i(mr));
-    e.loop(ir.i(0), panels, [&](V p) {
-      b.CreateCall(ukernel, {kc, ptr(a_packed, ir.mul(ir.mul(p, kc), mr)), b_tile,
-                             ptr(c, ir.mul(p, mr * nr)), ir.i(nr), b.getInt1(accumulate)});
-    });
   };
   // delta_i = dout_i.out_i of flat row `row` of dout/out.
   auto delta = [&](V row) { return ir.dot(dout, ir.mul(row, dv), outp, ir.mul(row, dv), dv); };
@@ -574,8 +591,7 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
           V g = ir.fmul(ir.fmul(p, ir.fsub(ir.ld(gp, x), dl)), scale);
           if (test) {
             auto [i, j] = pair(r, c);
-            auto [klo, khi] = at.key_range(ir, i);
-            V ok = b.CreateAnd(b.CreateICmpSGE(j, klo), b.CreateICmpSLT(j, khi));
+            V ok = at.in_band(ir, i, j);
             p = b.CreateSelect(ok, p, ir.c(0));
             g = b.CreateSelect(ok, g, ir.c(0));
           }
@@ -584,9 +600,7 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
         });
       });
     };
-    if (!at.predicate()) return body(false);
-    e.if_then(inside, [&] { body(false); });
-    e.if_then(b.CreateNot(inside), [&] { body(true); });
+    tc.banded(inside, body);
   };
 
   // Query tiles: dq.
