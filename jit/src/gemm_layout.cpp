@@ -88,7 +88,7 @@ std::optional<ColumnView> gemm_column_view(const Node& dot, std::size_t input) {
   const Node& slice = operand.node();
   if (slice.op() != Op::slice) return std::nullopt;
   const std::optional<GemmLayout> g = try_gemm_layout(dot);
-  if (!g || g->batch != 1 || g->trans_b || operand.rank() != 2) return std::nullopt;
+  if (!g || g->batch != 1 || operand.rank() != 2) return std::nullopt;
   const Value& source = slice.inputs()[0];
   const auto& start = slice.attrs().get_ints("start");
   const auto& stride = slice.attrs().get_ints("stride");
@@ -146,7 +146,16 @@ GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
   constexpr double kMinItemFmas = 1 << 20;
   const double fmas = static_cast<double>(g.batch) * static_cast<double>(g.m) *
                       static_cast<double>(g.n) * static_cast<double>(g.k);
-  auto worth = [&](std::int64_t n) { return fmas / static_cast<double>(n) >= kMinItemFmas; };
+  // A product of a few rows streams its B (a weight matrix, mostly from L3) and is bound by
+  // that traffic rather than by FMAs: splitting it pays while each item still reads >= 64 KiB
+  // of B (the pruned last layer's 1 x 256 x 256 products: 4 -> 2 us on 2 threads).
+  constexpr double kMinItemBytesOfB = 64 << 10;
+  const double b_bytes = static_cast<double>(g.batch) * static_cast<double>(g.n) *
+                         static_cast<double>(g.k) * static_cast<double>(dtype_size(dtype));
+  auto worth = [&](std::int64_t n) {
+    return fmas / static_cast<double>(n) >= kMinItemFmas ||
+           b_bytes / static_cast<double>(n) >= kMinItemBytesOfB;
+  };
   while (items() > 0 && items() < kMinItems && worth(items() * 2)) {
     const bool can_m = mt < m_panels, can_n = nt < n_panels;
     const std::int64_t tile_m = ceil_div(m_panels, mt) * t.mr,

@@ -22,11 +22,12 @@ std::optional<GemmLayout> try_gemm_layout(const Node& dot);
 GemmLayout gemm_layout(const Node& dot);
 
 /// A B operand the GEMM reads in place although it is a slice: a block of columns of a
-/// row-major K x W matrix (slice with unit strides of the last axis only; unbatched dot, B
-/// stored K x N). The pruned last layer of a model multiplies by such column blocks of the
-/// fused QKV weight; reading them in place saves a copy of the block per run.
+/// row-major R x W matrix (slice with unit strides of the last axis only; unbatched dot; B
+/// stored K x N, R = K, or N x K, R = N). The pruned last layer of a model multiplies by such
+/// column blocks of the fused QKV weight (and, with absorb_projections, by their transposes);
+/// reading them in place saves a copy of the block per run.
 struct ColumnView {
-  Value source;                 ///< the sliced K x W value
+  Value source;                 ///< the sliced R x W value
   std::int64_t offset = 0;      ///< first column
   std::int64_t row_stride = 0;  ///< W
 };

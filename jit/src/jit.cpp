@@ -19,10 +19,11 @@ class ExecutableCache {
   std::shared_ptr<const Executable> get_or_build(const Graph& graph,
                                                  const std::vector<Shape>& shapes,
                                                  const Options& options) {
-    std::string key = fmt::format(
-        "{:016x}|{}|{}|{}|{}|{}|{}|{}", graph.hash(), host_target().cpu, host_target().features,
-        resolve_threads(options), options.disk_cache, options.cache_dir,
-        resolve_prune_rows(options), static_cast<int>(options.attention_kernel));
+    std::string key = fmt::format("{:016x}|{}|{}|{}|{}|{}|{}|{}|{}", graph.hash(),
+                                  host_target().cpu, host_target().features,
+                                  resolve_threads(options), options.disk_cache, options.cache_dir,
+                                  resolve_prune_rows(options), resolve_absorb_projections(options),
+                                  static_cast<int>(options.attention_kernel));
     for (const Shape& s : shapes) key += "|" + shape_to_string(s);
     {
       std::lock_guard lock(mutex_);

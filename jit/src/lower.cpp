@@ -87,6 +87,11 @@ bool resolve_prune_rows(const Options& options) {
   return options.prune_rows && !(env && std::string(env) == "0");
 }
 
+bool resolve_absorb_projections(const Options& options) {
+  const char* env = std::getenv("EDIFICE_ABSORB");
+  return options.absorb_projections && !(env && std::string(env) == "0");
+}
+
 bool prune_rows_enabled(const Options& options) {
   return resolve_prune_rows(options);
 }
@@ -122,17 +127,22 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
     g = prune_rows(g);
     stage("prune_rows");
   }
-  // 3. Give every dot_general operand a layout the GEMM kernel reads in place.
+  // 3. Attend over the un-projected keys where few query rows remain (the pruned last layer).
+  if (resolve_absorb_projections(options)) {
+    g = absorb_projections(g);
+    stage("absorb_projections");
+  }
+  // 4. Give every dot_general operand a layout the GEMM kernel reads in place.
   g = canonicalize_dot(g);
   stage("canonicalize_dot");
-  // 4. Choose tiled (flash) or row kernels for attention.
+  // 5. Choose tiled (flash) or row kernels for attention.
   g = choose_attention_kernels(g, options.attention_kernel);
   stage("choose_attention_kernels");
-  // 5. Group nodes into kernels.
+  // 6. Group nodes into kernels.
   Plan& plan = program->plan;
   plan = fuse(g);
   stage("fuse");
-  // 6. Give every intermediate an arena offset by liveness.
+  // 7. Give every intermediate an arena offset by liveness.
   plan_memory(plan);
   stage("plan_memory");
 
@@ -142,7 +152,7 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
   if (dump.graph) dump.write(name + ".graph.txt", g.to_string());
   if (dump.plan) dump.write(name + ".plan.txt", plan.to_string());
 
-  // 7. Native code: from the disk cache, or generated, optimised and stored.
+  // 8. Native code: from the disk cache, or generated, optimised and stored.
   DiskCache cache(options.cache_dir);
   std::optional<std::vector<std::string>> objects;
   if (options.disk_cache)
@@ -154,7 +164,7 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
     stage("LLVM codegen");
     if (options.disk_cache) cache.store(program->cache_key, pack_objects(*objects));
   }
-  // 8. Link it and bind one step per kernel.
+  // 9. Link it and bind one step per kernel.
   program->code = load_objects(*objects, name);
   stage("link");
   for (const Kernel& k : plan.kernels) {

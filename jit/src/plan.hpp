@@ -86,6 +86,11 @@ Graph canonicalize_dot(const Graph& graph);
 /// its last layer's query path. Values are unchanged. Defined in prune_rows.cpp.
 Graph prune_rows(const Graph& graph);
 
+/// Reassociates attention over projected keys and values (K = H.Wk + bk, V = H.Wv + bv) when
+/// few query rows are computed: the projections move to the query side and every head attends
+/// over H. Results agree to rounding. Defined in absorb_projections.cpp.
+Graph absorb_projections(const Graph& graph);
+
 /// Records in each attention and attention_backward node which kernel computes it (attribute
 /// "kernel": "tiles" or "rows"); `choice` forces one where supported. Defined in
 /// choose_attention_kernels.cpp.

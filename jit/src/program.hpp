@@ -61,5 +61,8 @@ int resolve_threads(const Options& options);
 
 /// Whether the prune_rows pass runs: Options::prune_rows and not EDIFICE_PRUNE=0.
 bool resolve_prune_rows(const Options& options);
+/// Whether the absorb_projections pass runs: Options::absorb_projections and not
+/// EDIFICE_ABSORB=0.
+bool resolve_absorb_projections(const Options& options);
 
 }  // namespace edifice::jit

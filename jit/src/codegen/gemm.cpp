@@ -64,7 +64,7 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
 
   // Element strides of A as (m, k) and B as (n, k).
   const std::int64_t a_sm = g.trans_a ? 1 : g.k, a_sk = g.trans_a ? g.m : 1;
-  const std::int64_t b_sn = g.trans_b ? g.k : 1,
+  const std::int64_t b_sn = g.trans_b ? (b_view ? b_view->row_stride : g.k) : 1,
                      b_sk = g.trans_b ? 1 : (b_view ? b_view->row_stride : g.n);
   llvm::Function* ukernel = gemm_microkernel(e, d, t);
   llvm::Function* pack_a = gemm_packer(e, d, t, t.mr, /*transpose=*/a_sm != 1);

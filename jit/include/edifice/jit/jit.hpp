@@ -42,6 +42,11 @@ struct Options {
   /// through row-wise producers, so the last layer computes one query row (outputs are
   /// unchanged). EDIFICE_PRUNE=0 turns it off too; for tests and comparisons.
   bool prune_rows = true;
+  /// Where few query rows attend over projected keys and values (a pruned last layer), move
+  /// the key and value projections to the query side instead of projecting every key: the sums
+  /// are reassociated, so results agree to rounding, not bitwise. EDIFICE_ABSORB=0 turns it off
+  /// too; for tests and comparisons.
+  bool absorb_projections = true;
   /// Attention kernels: the tiled (flash) kernels where they are faster, or forced either way
   /// (for tests and comparisons; results agree to rounding).
   AttentionKernel attention_kernel = AttentionKernel::automatic;
