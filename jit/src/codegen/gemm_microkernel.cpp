@@ -79,11 +79,12 @@ void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
   latch->setMetadata(llvm::LLVMContext::MD_loop, md);
 }
 
-llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
+llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t, bool strided_b) {
   const int L = t.lanes;
   const auto mr = static_cast<int>(t.mr);
   const auto nv = static_cast<int>(t.nr / t.lanes);
-  const std::string name = fmt::format("edifice.gemm.ukernel.{}.{}x{}", dtype_name(d), t.mr, t.nr);
+  const std::string name = fmt::format("edifice.gemm.ukernel.{}.{}x{}{}", dtype_name(d), t.mr, t.nr,
+                                       strided_b ? ".strided_b" : "");
   if (auto* existing = e.module().getFunction(name)) return existing;
 
   auto& ctx = e.context();
@@ -91,18 +92,24 @@ llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
   llvm::IRBuilderBase::InsertPointGuard guard(b);
   auto* ptr = llvm::PointerType::getUnqual(ctx);
   auto* i64t = llvm::Type::getInt64Ty(ctx);
-  llvm::Function* fn = new_helper(e, name, {i64t, ptr, ptr, ptr, i64t, llvm::Type::getInt1Ty(ctx)});
+  std::vector<llvm::Type*> params = {i64t, ptr, ptr, ptr, i64t, llvm::Type::getInt1Ty(ctx)};
+  if (strided_b) params.push_back(i64t);
+  llvm::Function* fn = new_helper(e, name, params);
   llvm::Value* kc = fn->getArg(0);
   llvm::Value* a = fn->getArg(1);
   llvm::Value* bp = fn->getArg(2);
   llvm::Value* c = fn->getArg(3);
   llvm::Value* ldc = fn->getArg(4);
   llvm::Value* accumulate = fn->getArg(5);
+  // Elements from one k step of B to the next: the packed panel's nr, or a matrix's row stride.
+  llvm::Value* ldb = strided_b ? fn->getArg(6) : e.i64(t.nr);
 
   llvm::Type* et = e.type(d);
   auto* vt = llvm::FixedVectorType::get(et, static_cast<unsigned>(L));
   const llvm::Align vec_align(static_cast<std::uint64_t>(L) * dtype_size(d));
   const llvm::Align elem_align(dtype_size(d));
+  // A matrix read in place need not have its rows aligned to a vector.
+  const llvm::Align b_align = strided_b ? elem_align : vec_align;
 
   // Accumulators live in allocas that SROA turns into phis: mr x nv vector registers.
   b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
@@ -125,10 +132,10 @@ llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t) {
     for (int u = 0; u < count; ++u) {
       llvm::Value* k = b.CreateAdd(k0, e.i64(u));
       llvm::Value* pa = b.CreateInBoundsGEP(et, a, b.CreateMul(k, e.i64(mr)));
-      llvm::Value* pb = b.CreateInBoundsGEP(et, bp, b.CreateMul(k, e.i64(t.nr)));
+      llvm::Value* pb = b.CreateInBoundsGEP(et, bp, b.CreateMul(k, ldb));
       std::vector<llvm::Value*> bv(static_cast<std::size_t>(nv));
       for (int v = 0; v < nv; ++v)
-        bv[v] = b.CreateAlignedLoad(vt, b.CreateConstInBoundsGEP1_64(et, pb, v * L), vec_align);
+        bv[v] = b.CreateAlignedLoad(vt, b.CreateConstInBoundsGEP1_64(et, pb, v * L), b_align);
       for (int r = 0; r < mr; ++r) {
         llvm::Value* s =
             b.CreateAlignedLoad(et, b.CreateConstInBoundsGEP1_64(et, pa, r), elem_align);

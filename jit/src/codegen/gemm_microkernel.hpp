@@ -24,7 +24,10 @@ void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
 /// C[r][j] = (accumulate ? C[r][j] : 0) + sum_k a[k*mr + r] * b[k*nr + j] for r < mr, j < nr,
 /// with C[r][j] at c[r*ldc + j]. `a` and `b` are packed micro-panels, `b` and every row of `c`
 /// aligned to a vector. Each C element is one chain of fused multiply-adds in k order.
-llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t);
+///
+/// With `strided_b`, a seventh argument `i64 ldb` replaces nr as the distance between k steps
+/// of b, which may then be nr columns of a row-major matrix read in place (rows unaligned).
+llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t, bool strided_b = false);
 
 /// void pack(ptr dst, ptr src, i64 row_stride, i64 k_stride, i64 rows, i64 kc)
 ///
