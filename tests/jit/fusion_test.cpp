@@ -219,6 +219,23 @@ TEST_CASE("a GEMM reads a column block of its weight in place", "[jit][fusion]")
   }
 }
 
+TEST_CASE("a GEMM reads a column block of its transposed weight in place", "[jit][fusion]") {
+  // x . W[:, 8:24]^T (the absorbed key projection: W's rows are the product's N, the block's
+  // columns its K): no copy either; 3 rows of x take the small-M dot-product path, 7 the packed
+  // path.
+  for (std::int64_t rows : {3, 7}) {
+    auto x = o::parameter("x", DType::f32, {rows, 16});
+    auto w = o::parameter("w", DType::f32, {21, 40});
+    Graph g({x, w}, {o::dot_general(x, o::slice_axis(w, 1, 8, 24),
+                                    {.lhs_contract = {1}, .rhs_contract = {1}})});
+    auto exe = compile_and_check(
+        g, {random_tensor(DType::f32, {rows, 16}, 33), random_tensor(DType::f32, {21, 40}, 34)});
+    INFO(describe(*exe));
+    REQUIRE(exe->kernels().size() == 1);
+    CHECK(exe->kernels()[0].kind == "gemm");
+  }
+}
+
 TEST_CASE("plan() explains every kernel boundary", "[jit][fusion]") {
   // A reduction feeding elementwise work, a value with two users and a GEMM.
   auto x = o::parameter("x", DType::f32, {12, 20});

@@ -162,6 +162,12 @@ TEST_CASE("GEMM reads transposed operands in place", "[jit][gemm]") {
       for (auto [m, k, n] :
            std::vector<std::array<std::int64_t, 3>>{{1, 1, 1},
                                                     {5, 17, 3},
+                                                    // few rows: streamed B, or dot products
+                                                    // along k (B as N x K), 4 rows of B at once
+                                                    {3, 37, 9},
+                                                    {4, 2 * t.kc + 1, 2 * t.nr},
+                                                    // every B panel full: B read in place
+                                                    {60, 300, 2 * t.nr},
                                                     {t.mr + 1, t.kc + 3, t.nr + 1},
                                                     {t.tile_m + 7, 33, t.tile_n + 9},
                                                     {60, 300, 70}}) {
@@ -226,6 +232,8 @@ TEST_CASE("GEMM in f64 uses half the lanes and stays accurate", "[jit][gemm]") {
       for (auto [m, k, n] :
            std::vector<std::array<std::int64_t, 3>>{{1, 1, 1},
                                                     {t.mr - 1, 5, t.nr - 1},
+                                                    {3, 37, 9},
+                                                    {30, 70, 2 * t.nr},
                                                     {t.mr + 1, t.kc + 1, t.nr + 1},
                                                     {t.tile_m + 1, 40, t.tile_n + 1},
                                                     {37, 2 * t.kc + 3, 29}}) {

@@ -35,7 +35,9 @@
 //
 // Determinism: every element of C is one chain of multiply-adds in k order starting from 0
 // (K blocks store and reload the running sum exactly), whatever the tiling or the thread that
-// runs the item. Integer dtypes use the same code with wrapping multiply-add.
+// runs the item; products of at most 4 rows with B stored N x K instead sum in vector lanes,
+// in an order fixed by the shape alone. Integer dtypes use the same code with wrapping
+// multiply-add.
 #include "../gemm_layout.hpp"
 #include "gemm_microkernel.hpp"
 #include "kernels.hpp"
@@ -76,6 +78,10 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   // Products with at most kSmallM rows of A and B stored K x N skip packing (see below).
   constexpr std::int64_t kSmallM = 4;
   const bool small_m = is_floating(d) && g.m <= kSmallM && b_sn == 1 && g.k > 0;
+  // The same with B stored N x K (the absorbed key projection's Wk^T) and A M x K: dot
+  // products along the contiguous k of both, instead of a transposing pack of B.
+  const bool small_m_nk =
+      is_floating(d) && !small_m && g.m <= kSmallM && b_sk == 1 && a_sk == 1 && g.k > 0;
   // B stored K x N with every nr-column panel full is read in place by the micro-kernel, one
   // row of the panel per k step, instead of being packed: on znver4 the prefetchers stream the
   // strided rows from L2 as fast as a packed panel, and the packing copy (the item's whole
@@ -154,6 +160,42 @@ void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
               },
               true);
         });
+      });
+    } else if (small_m_nk) {
+      // Four rows of B per pass over A's row: four independent sums, vectorised along k
+      // (reassociated: each sum is kept in vector lanes and added across them at the end).
+      auto dots = [&](llvm::Value* r, llvm::Value* j0, int count) {
+        llvm::Value* a_row = e.element_ptr(d, a_item, b.CreateMul(r, e.i64(a_sm)));
+        std::vector<llvm::AllocaInst*> acc;
+        for (int c = 0; c < count; ++c) acc.push_back(e.local(d, e.constant(0, d)));
+        plain_loop(
+            e, e.i64(0), e.i64(g.k),
+            [&](llvm::Value* kk) {
+              llvm::Value* a = e.load(d, a_row, kk);
+              for (int c = 0; c < count; ++c) {
+                llvm::Value* row = b.CreateMul(b.CreateAdd(j0, e.i64(c)), e.i64(b_sn));
+                llvm::Value* sum =
+                    b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {e.type(d)},
+                                      {a, e.load(d, b_item, b.CreateAdd(row, kk)), e.get(acc[c])});
+                llvm::FastMathFlags fmf;
+                fmf.setAllowReassoc(true);
+                fmf.setAllowContract(true);
+                llvm::cast<llvm::Instruction>(sum)->setFastMathFlags(fmf);
+                e.set(acc[c], sum);
+              }
+            },
+            /*vectorize=*/true);
+        for (int c = 0; c < count; ++c)
+          e.store(d, e.get(acc[c]), ct,
+                  b.CreateAdd(b.CreateMul(r, e.i64(tn)), b.CreateAdd(j0, e.i64(c))));
+      };
+      constexpr int kRowsOfB = 4;
+      llvm::Value* groups = b.CreateUDiv(ni, e.i64(kRowsOfB));
+      plain_loop(e, e.i64(0), mi, [&](llvm::Value* r) {
+        plain_loop(e, e.i64(0), groups,
+                   [&](llvm::Value* gi) { dots(r, b.CreateMul(gi, e.i64(kRowsOfB)), kRowsOfB); });
+        plain_loop(e, b.CreateMul(groups, e.i64(kRowsOfB)), ni,
+                   [&](llvm::Value* j) { dots(r, j, 1); });
       });
     } else {
       if (t.whole_k_b && g.k > 0 && !in_place_b) {

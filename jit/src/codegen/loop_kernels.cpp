@@ -16,9 +16,32 @@ void emit_loop(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   const std::int64_t inner = shape.empty() ? 1 : shape.back();
   const Shape outer_shape(shape.begin(), shape.end() - (shape.empty() ? 0 : 1));
   llvm::Value* out = expr.buffer(root);
+  // A root that concatenates along the last axis gets one inner loop per input, each reading
+  // its input at an affine index (the inlined concat's clamped, selected reads do not
+  // vectorise).
+  const Node& root_node = root.node();
+  const bool split_concat =
+      root_node.op() == Op::concat && !shape.empty() &&
+      root_node.attrs().get_int("axis") + 1 == static_cast<std::int64_t>(shape.size());
   e.loop(args.begin, args.end, [&](llvm::Value* row) {
     Index outer = expr.delinearize(row, outer_shape);
     llvm::Value* base = b.CreateMul(row, e.i64(inner));
+    if (split_concat) {
+      std::int64_t offset = 0;
+      for (const Value& in : root_node.inputs()) {
+        const std::int64_t extent = in.shape().back();
+        e.loop(0, extent, [&](llvm::Value* col) {
+          expr.clear_memo();
+          Index index = outer;
+          index.push_back(col);
+          e.store(root.dtype(), expr.at(in, index), out,
+                  b.CreateAdd(base, b.CreateAdd(col, e.i64(offset))));
+          expr.clear_memo();
+        });
+        offset += extent;
+      }
+      return;
+    }
     e.loop(0, inner, [&](llvm::Value* col) {
       expr.clear_memo();
       Index index = outer;
@@ -106,7 +129,8 @@ void emit_reduce(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Ker
 }
 
 // A single work item: zero the output, then add every update at its index, in order.
-void emit_scatter_add(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
+void emit_scatter_add(Emitter& e, ExpressionEmitter& expr, const Kernel& k,
+                      const KernelArgs& args) {
   auto& b = e.builder();
   const Node& n = *k.anchor;
   const Value indices = n.inputs()[0];
@@ -118,12 +142,14 @@ void emit_scatter_add(Emitter& e, ExpressionEmitter& expr, const Kernel& k, cons
   const std::int64_t dim = out.shape()[axis];
   llvm::Value* out_ptr = expr.buffer(out);
   e.loop(args.begin, args.end, [&](llvm::Value*) {
-    e.loop(0, shape_numel(out.shape()), [&](llvm::Value* i) { e.store(d, e.constant(0, d), out_ptr, i); });
+    e.loop(0, shape_numel(out.shape()),
+           [&](llvm::Value* i) { e.store(d, e.constant(0, d), out_ptr, i); });
     e.loop(0, shape_numel(updates.shape()), [&](llvm::Value* u) {
       Index ui = expr.delinearize(u, updates.shape());
       Index ii(ui.begin() + axis, ui.begin() + axis + irank);
-      llvm::Value* j = e.cast(e.load(indices.dtype(), expr.buffer(indices), expr.linearize(ii, indices.shape())),
-                              indices.dtype(), DType::i64);
+      llvm::Value* j =
+          e.cast(e.load(indices.dtype(), expr.buffer(indices), expr.linearize(ii, indices.shape())),
+                 indices.dtype(), DType::i64);
       llvm::Value* bad = b.CreateOr(b.CreateICmpSLT(j, e.i64(0)), b.CreateICmpSGE(j, e.i64(dim)));
       e.set_status(args.status, bad, kIndexOutOfRange);
       j = b.CreateSelect(bad, e.i64(0), j);
