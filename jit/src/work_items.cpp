@@ -33,8 +33,7 @@ bool tiles_supported(const Node& n) {
   const Shape& q = n.inputs()[0].shape();
   const Shape& k = n.inputs()[1].shape();
   const Shape& v = n.inputs()[2].shape();
-  return n.attrs().get_string("mask") != "tensor" && k[k.size() - 2] > 0 &&
-         q.back() <= kMaxTiledHeadDim && v.back() <= kMaxTiledHeadDim;
+  return k[k.size() - 2] > 0 && q.back() <= kMaxTiledHeadDim && v.back() <= kMaxTiledHeadDim;
 }
 
 std::int64_t attention_query_tile(const Node& n) {

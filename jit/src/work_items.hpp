@@ -30,8 +30,8 @@ constexpr std::int64_t kMaxTiledHeadDim = 1024;
 /// The tiling of the fused attention kernels of an attention or attention_backward node: the
 /// GEMM micro-kernel of its element type (its nr lanes are the query or key tile).
 GemmTiling attention_tiling(const Node& attention);
-/// Whether the tiled kernels can compute attention node `n` (not for tensor masks, no keys, or
-/// heads wider than kMaxTiledHeadDim).
+/// Whether the tiled kernels can compute attention node `n` (not for no keys or heads wider
+/// than kMaxTiledHeadDim).
 bool tiles_supported(const Node& attention);
 /// Query rows per work item of an attention kernel: attention_tiling(n).nr when the node's
 /// "kernel" attribute (set by choose_attention_kernels) is "tiles", else 1 (the row kernel).

@@ -7,10 +7,13 @@
 #include <edifice/core/ops.hpp>
 #include <edifice/jit/jit.hpp>
 
+#include "../../jit/src/plan.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -77,6 +80,15 @@ std::vector<Shape> shapes_of(const std::vector<Tensor>& inputs) {
 jit::AttentionKernel attention_kernel = jit::AttentionKernel::automatic;
 
 void check(const Graph& g, const std::vector<Tensor>& inputs, Tol tol, const std::string& kind) {
+  if (attention_kernel != jit::AttentionKernel::automatic) {
+    // A forced kernel is really the one compiled (the pass records it in each node).
+    const std::string want = attention_kernel == jit::AttentionKernel::tiles ? "tiles" : "rows";
+    for (const Node* n : jit::choose_attention_kernels(g, attention_kernel).nodes())
+      if (n->op() == Op::attention || n->op() == Op::attention_backward) {
+        INFO(n->attrs().get_string("mask") << " mask");
+        REQUIRE(n->attrs().get_string("kernel") == want);
+      }
+  }
   auto exe = jit::compile(g, shapes_of(inputs), {.attention_kernel = attention_kernel});
   if (!kind.empty()) {
     bool found = false;
@@ -227,7 +239,19 @@ struct AttnCase {
   double fill = -1e9;
   double scale = 0;
   double mask_density = 0.6;
+  // Tensor masks: allowed(l, i, j) for element (i, j) of the mask's [Sq, Sk] block l (the
+  // leading axes flattened) instead of a random mask.
+  std::function<bool(std::int64_t, std::int64_t, std::int64_t)> pattern = {};
 };
+
+Tensor pattern_mask(const Shape& shape,
+                    const std::function<bool(std::int64_t, std::int64_t, std::int64_t)>& allowed) {
+  Tensor t(DType::u8, shape);
+  const std::int64_t cols = shape.back(), rows = shape[shape.size() - 2];
+  for (std::int64_t x = 0; x < t.numel(); ++x)
+    t.data<std::uint8_t>()[x] = allowed(x / (rows * cols), x / cols % rows, x % cols) ? 1 : 0;
+  return t;
+}
 
 Shape with(const Shape& batch, std::int64_t a, std::int64_t b) {
   Shape s = batch;
@@ -238,7 +262,7 @@ Shape with(const Shape& batch, std::int64_t a, std::int64_t b) {
 
 void check_attention_with(const AttnCase& c, DType d, std::uint32_t seed, bool gradient);
 
-// Every case through both the row and the tiled kernels (tensor masks: rows only).
+// Every case through both the row and the tiled kernels.
 void check_attention(const AttnCase& c, DType d, std::uint32_t seed, bool gradient = true) {
   for (auto kernel : {jit::AttentionKernel::rows, jit::AttentionKernel::tiles}) {
     INFO((kernel == jit::AttentionKernel::tiles ? "tiled kernels" : "row kernels"));
@@ -273,7 +297,8 @@ void check_attention_with(const AttnCase& c, DType d, std::uint32_t seed, bool g
     case o::AttentionMask::Kind::tensor: {
       auto m = o::parameter("mask", DType::u8, c.mask_shape);
       params.push_back(m);
-      inputs.push_back(random_mask(c.mask_shape, seed + 3, c.mask_density));
+      inputs.push_back(c.pattern ? pattern_mask(c.mask_shape, c.pattern)
+                                 : random_mask(c.mask_shape, seed + 3, c.mask_density));
       opt.mask = o::AttentionMask::from_tensor(m);
       break;
     }
@@ -367,6 +392,121 @@ TEST_CASE("tiled attention kernels: partial tiles, key blocks and head sizes",
       check_attention(c, d, seed);
       seed += 40;
     }
+}
+
+namespace {
+
+// A deterministic hash of (a, b, c) in [0, 1).
+double hash01(std::int64_t a, std::int64_t b, std::int64_t c) {
+  std::uint64_t x = static_cast<std::uint64_t>(a) * 0x9E3779B97F4A7C15ull ^
+                    static_cast<std::uint64_t>(b) * 0xC2B2AE3D27D4EB4Full ^
+                    static_cast<std::uint64_t>(c) * 0x165667B19E3779F9ull;
+  x ^= x >> 29, x *= 0xBF58476D1CE4E5B9ull, x ^= x >> 32;
+  return static_cast<double>(x >> 11) / 9007199254740992.0;
+}
+
+AttnCase tensor_case(std::string name, Shape batch, std::int64_t sq, std::int64_t sk,
+                     Shape mask_shape,
+                     std::function<bool(std::int64_t, std::int64_t, std::int64_t)> pattern,
+                     double fill = -1e9) {
+  AttnCase c{std::move(name), std::move(batch), sq, sk, 16, 8, o::AttentionMask::Kind::tensor};
+  c.mask_shape = std::move(mask_shape);
+  c.pattern = std::move(pattern);
+  c.fill = fill;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("tiled attention kernels with tensor masks: skipped, unmasked and mixed blocks",
+          "[jit][structured]") {
+  // Query tiles are 32 (f32) or 16 (f64) rows and key blocks 72 keys on AVX-512: the banded
+  // masks below have blocks of zeros (skipped), of ones (no per-element test) and mixed
+  // blocks, and no size is a multiple of a tile.
+  using L = std::int64_t;
+  auto window = [](L w) { return [w](L, L i, L j) { return j <= i && j > i - w; }; };
+  const AttnCase cases[] = {
+      tensor_case("window 150 as a mask, S 300", {}, 300, 300, {300, 300}, window(150)),
+      tensor_case("causal as a mask, Sq 100 < Sk 170", {}, 100, 170, {100, 170},
+                  [](L, L i, L j) { return j <= i + 70; }),
+      tensor_case("all ones, Sq 100, Sk 140", {2}, 100, 140, {100, 140},
+                  [](L, L, L) { return true; }),
+      // No masked key in any row: fill -1 must not count.
+      tensor_case(
+          "all ones, fill -1", {}, 150, 150, {150, 150}, [](L, L, L) { return true; }, -1.0),
+      // Regions of 16 x 24 on or off, elements of the on regions mostly allowed.
+      tensor_case(
+          "block sparse", {2}, 120, 200, {120, 200},
+          [](L, L i, L j) { return hash01(i / 16, j / 24, 1) < 0.4 && hash01(i, j, 2) < 0.8; }),
+      tensor_case("random, Sq 130, Sk 150", {}, 130, 150, {130, 150},
+                  [](L, L i, L j) { return hash01(i, j, 3) < 0.5; }),
+      // Fully masked rows (every ninth) inside a band: those tiles go to the row kernel.
+      tensor_case("fully masked rows", {}, 110, 110, {110, 110},
+                  [](L, L i, L j) { return i % 9 != 4 && j <= i && j > i - 80; }),
+      // A fill close to the scores: masked keys count, forward and in dv.
+      tensor_case("window 90 as a mask, fill -2", {}, 100, 100, {100, 100}, window(90), -2.0),
+      tensor_case("all zero", {}, 70, 90, {70, 90}, [](L, L, L) { return false; }),
+      // Broadcast leading axes, and masks broadcast along queries or keys.
+      tensor_case("[Sq,Sk] mask, [B,nh,S,D] q", {2, 3}, 90, 110, {90, 110}, window(40)),
+      tensor_case("per-head mask [1,nh,Sq,Sk]", {2, 3}, 90, 110, {1, 3, 90, 110},
+                  [](L l, L i, L j) { return j <= i && j > i - 20 - 30 * l; }),
+      tensor_case("per-batch mask [B,1,Sq,Sk]", {2, 3}, 90, 110, {2, 1, 90, 110},
+                  [](L l, L i, L j) { return hash01(l, i / 8, j / 8) < 0.5; }),
+      tensor_case("key padding per batch [B,1,Sq,Sk]", {2, 2}, 60, 150, {2, 1, 60, 150},
+                  [](L l, L, L j) { return j < 140 - 60 * l; }),
+      // One key: the mask's key axis broadcasts (stride 0).
+      tensor_case("one key", {2}, 70, 1, {70, 1}, [](L, L i, L) { return i % 3 != 0; }),
+  };
+  std::uint32_t seed = 7000;
+  for (DType d : kFloatTypes)
+    for (const auto& c : cases) {
+      check_attention(c, d, seed);
+      seed += 40;
+    }
+}
+
+TEST_CASE("a one-element change of a tensor mask changes the tiled kernels' result",
+          "[jit][structured]") {
+  // The comparison against the interpreter is sharp enough to catch one wrong mask element:
+  // each mask's result matches its own interpretation and not the other's.
+  for (DType d : kFloatTypes) {
+    INFO(dtype_name(d));
+    const Shape qs = {2, 100, 16}, vs = {2, 100, 8}, ms = {100, 100};
+    auto q = o::parameter("q", d, qs);
+    auto k = o::parameter("k", d, qs);
+    auto v = o::parameter("v", d, vs);
+    auto m = o::parameter("mask", DType::u8, ms);
+    auto outs = o::attention_full(q, k, v, {o::AttentionMask::from_tensor(m), 0, -1e9});
+    std::vector<Value> weights;
+    Value loss = weighted_sum({outs[0]}, weights);
+    Graph g = grad(Graph({q, k, v, m, weights[0]}, {loss}), {0, 1, 2}, /*keep_outputs=*/true);
+    Tensor a = pattern_mask(
+        ms, [](std::int64_t, std::int64_t i, std::int64_t j) { return j <= i && j > i - 60; });
+    Tensor b = a.clone();
+    b.data<std::uint8_t>()[70 * 100 + 40] = 0;  // query 70, key 40: a mixed block
+    std::vector<Tensor> in = {random_tensor(d, qs, 1), random_tensor(d, qs, 2),
+                              random_tensor(d, vs, 3), a, random_tensor(d, {2, 100, 8}, 4)};
+    auto exe = jit::compile(g, shapes_of(in), {.attention_kernel = jit::AttentionKernel::tiles});
+    const auto got_a = exe->run(in);
+    in[3] = b;
+    const auto got_b = exe->run(in);
+    const auto want_b = interpret(g, in);
+    in[3] = a;
+    const auto want_a = interpret(g, in);
+    for (std::size_t i = 0; i < got_a.size(); ++i) {
+      require_close(got_a[i], want_a[i], tol_for(d), "mask a, output " + std::to_string(i));
+      require_close(got_b[i], want_b[i], tol_for(d), "mask b, output " + std::to_string(i));
+    }
+    // Outputs: loss, dq, dk, dv. The changed pair moves the loss and query 70's gradient.
+    const Tol tol = tol_for(d);
+    double worst = 0;
+    for (std::int64_t x = 0; x < got_a[1].numel(); ++x) {
+      const double w = want_b[1].get_as_double(x);
+      worst = std::max(
+          worst, std::abs(got_a[1].get_as_double(x) - w) / (tol.atol + tol.rtol * std::abs(w)));
+    }
+    CHECK(worst > 10);
+  }
 }
 
 TEST_CASE("attention with fill -inf and fully masked rows gives NaN like the interpreter",

@@ -12,6 +12,7 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <tuple>
 
 namespace edifice::jit::codegen {
 
@@ -81,6 +82,10 @@ struct Attention {
   }
 
   bool predicate() const { return kind == Mask::causal || kind == Mask::window; }
+  // Tensor masks: element strides of the mask along queries and keys (0 where it broadcasts;
+  // the key stride is 1 otherwise, keys being the mask's last axis).
+  std::int64_t mask_query_stride() const { return mask_strides[mask_strides.size() - 2]; }
+  std::int64_t mask_key_stride() const { return mask_strides.back(); }
 
   // Offset of the mask's [Sq, Sk] block for flat batch index bi.
   V mask_base(Ir& ir, ExpressionEmitter& expr, V bi) const {
@@ -140,9 +145,13 @@ struct Attention {
 //   Oᵀ = alpha Oᵀ + V_blockᵀ · P  (Dv x NR; the micro-kernel again, P as its packed B panel)
 // and finally out = Oᵀᵀ / l, lse = m + log l. Memory: O(NR (D + Dv + BC)) per thread, never
 // the Sq x Sk score matrix.
-// Keys outside a row's band score exactly `fill` in the interpreter; they change the result
-// only if exp(fill - m) does not underflow to 0 (a row with no allowed key, or a fill close to
-// the scores). A tile with such a row is recomputed by the row kernel, which adds them exactly.
+// Tensor masks have no band: the tile visits every key block and classifies the mask block
+// first (a vector OR and min per query row): all zero, the block is skipped (no Sᵀ, no P·V);
+// all nonzero, no element is tested; mixed, the block's bits are gathered per query and tested.
+// Masked keys (outside a row's band, or zero in the mask) score exactly `fill` in the
+// interpreter; they change the result only if exp(fill - m) does not underflow to 0 (a row
+// with no allowed key, or a fill close to the scores). A tile with such a row is recomputed by
+// the row kernel, which adds them exactly.
 namespace {
 
 // Keys per block of the tiled kernels: a multiple of the micro-kernel's rows near 64.
@@ -199,12 +208,150 @@ struct TileCode {
                              b.getInt1(accumulate)});
     });
   }
-  // body(test) over a block: body(false) when `inside` (every pair of the block is in the
-  // band) or the mask is no predicate, body(true) (test each pair) otherwise.
+  // body(test) over a block: body(false) when `inside` (every pair of the block is allowed:
+  // in the band, or a tensor mask block without a zero) or there is no mask, body(true) (test
+  // each pair) otherwise.
   void banded(V inside, const std::function<void(bool)>& body) {
-    if (!at.predicate()) return body(false);
+    if (at.kind == Mask::none) return body(false);
     e.if_then(inside, [&] { body(false); });
     e.if_then(e.builder().CreateNot(inside), [&] { body(true); });
+  }
+
+  // Tensor masks. The mask block of queries [i, i + rows) x keys [j, j + cols) (cols <= width,
+  // a compile-time bound) is read a query row at a time; a full-width row of contiguous keys
+  // is one <width x i8> load, so that classifying a block costs a few instructions per row
+  // (most blocks of a banded or block-sparse mask are all zero and only classified).
+  V mask_row(V base, V i, V r, V j) {
+    return ir.add(base, ir.add(ir.mul(ir.add(i, r), at.mask_query_stride()),
+                               ir.mul(j, at.mask_key_stride())));
+  }
+  // body(vector) for a block whose rows are read as vectors, body(false) otherwise.
+  void mask_rows(V cols, std::int64_t width, const std::function<void(bool)>& body) {
+    if (at.mask_key_stride() != 1) return body(false);
+    V full = e.builder().CreateICmpEQ(cols, ir.i(width));
+    e.if_then(full, [&] { body(true); });
+    e.if_then(e.builder().CreateNot(full), [&] { body(false); });
+  }
+  llvm::Value* load_mask_row(V mask, V at_offset, std::int64_t width) {
+    auto& b = e.builder();
+    auto* vt = llvm::FixedVectorType::get(b.getInt8Ty(), static_cast<unsigned>(width));
+    return b.CreateAlignedLoad(vt, e.element_ptr(DType::u8, mask, at_offset), llvm::Align(1));
+  }
+  // Element (r, col) of the block != 0 (i1), read one at a time.
+  V mask_element(V mask, V base, V i, V r, V j, V col) {
+    V x =
+        e.load(DType::u8, mask, ir.add(mask_row(base, i, r, j), ir.mul(col, at.mask_key_stride())));
+    return e.builder().CreateICmpNE(x, e.builder().getInt8(0));
+  }
+  // {some element is nonzero, every element is nonzero} (i1 each) of the block.
+  std::pair<V, V> classify(V mask, V base, V i, V rows, V j, V cols, std::int64_t width) {
+    auto& b = e.builder();
+    llvm::AllocaInst* any = e.local(DType::u8, b.getInt8(0));
+    llvm::AllocaInst* all = e.local(DType::u8, b.getInt8(1));
+    mask_rows(cols, width, [&](bool vector) {
+      if (vector) {
+        // OR and unsigned min of the rows, reduced once.
+        auto* vt = llvm::FixedVectorType::get(b.getInt8Ty(), static_cast<unsigned>(width));
+        llvm::AllocaInst* vor = vector_local(vt, llvm::Constant::getNullValue(vt));
+        llvm::AllocaInst* vmin = vector_local(vt, llvm::Constant::getAllOnesValue(vt));
+        e.loop(ir.i(0), rows, [&](V r) {
+          V x = load_mask_row(mask, mask_row(base, i, r, j), width);
+          e.set(vor, b.CreateOr(e.get(vor), x));
+          e.set(vmin, b.CreateBinaryIntrinsic(llvm::Intrinsic::umin, e.get(vmin), x));
+        });
+        e.set(any, b.CreateZExt(b.CreateICmpNE(b.CreateOrReduce(e.get(vor)), b.getInt8(0)),
+                                b.getInt8Ty()));
+        e.set(all,
+              b.CreateZExt(b.CreateICmpNE(b.CreateIntMinReduce(e.get(vmin), false), b.getInt8(0)),
+                           b.getInt8Ty()));
+        return;
+      }
+      // A key stride of 0 repeats one element per row.
+      V n = at.mask_key_stride() == 0 ? ir.i(1) : cols;
+      e.loop(ir.i(0), rows, [&](V r) {
+        e.loop(ir.i(0), n, [&](V col) {
+          V nz = b.CreateZExt(mask_element(mask, base, i, r, j, col), b.getInt8Ty());
+          e.set(any, b.CreateOr(e.get(any), nz));
+          e.set(all, b.CreateAnd(e.get(all), nz));
+        });
+      });
+    });
+    return {b.CreateICmpNE(e.get(any), b.getInt8(0)), b.CreateICmpNE(e.get(all), b.getInt8(0))};
+  }
+  // Queries in lanes: bit r % 64 of words[(r / 64) * NR + c] = element (c, r) != 0 for c < rows,
+  // r < cols; 0 elsewhere (width <= 128).
+  void query_lane_bits(V mask, V base, V i, V rows, V j, V cols, std::int64_t width,
+                       llvm::AllocaInst* words) {
+    auto& b = e.builder();
+    e.loop(0, 2 * t.nr, [&](V x) { e.store(DType::i64, b.getInt64(0), words, x); });
+    mask_rows(cols, width, [&](bool vector) {
+      e.loop(ir.i(0), rows, [&](V c) {
+        V lo, hi;
+        if (vector) {
+          V x = load_mask_row(mask, mask_row(base, i, c, j), width);
+          V nz = b.CreateICmpNE(x, llvm::Constant::getNullValue(x->getType()));
+          V w = b.CreateZExt(b.CreateBitCast(nz, b.getIntNTy(static_cast<unsigned>(width))),
+                             b.getInt128Ty());
+          lo = b.CreateTrunc(w, b.getInt64Ty());
+          hi = b.CreateTrunc(b.CreateLShr(w, 64), b.getInt64Ty());
+        } else {
+          llvm::AllocaInst* wl = e.local(DType::i64, b.getInt64(0));
+          llvm::AllocaInst* wh = e.local(DType::i64, b.getInt64(0));
+          e.loop(ir.i(0), cols, [&](V r) {
+            V bit = b.CreateShl(b.CreateZExt(mask_element(mask, base, i, c, j, r), b.getInt64Ty()),
+                                b.CreateAnd(r, ir.i(63)));
+            V low = b.CreateICmpSLT(r, ir.i(64));
+            e.set(wl, b.CreateOr(e.get(wl), b.CreateSelect(low, bit, b.getInt64(0))));
+            e.set(wh, b.CreateOr(e.get(wh), b.CreateSelect(low, b.getInt64(0), bit)));
+          });
+          lo = e.get(wl);
+          hi = e.get(wh);
+        }
+        e.store(DType::i64, lo, words, c);
+        e.store(DType::i64, hi, words, ir.add(c, t.nr));
+      });
+    });
+  }
+  // Whether key r of lane c is allowed, from query_lane_bits (i1).
+  V query_lane_bit(llvm::AllocaInst* words, V r, V c) {
+    auto& b = e.builder();
+    V w = e.load(DType::i64, words, ir.add(ir.mul(b.CreateLShr(r, 6), t.nr), c));
+    V bit = b.CreateAnd(b.CreateLShr(w, b.CreateAnd(r, ir.i(63))), b.getInt64(1));
+    return b.CreateICmpNE(bit, b.getInt64(0));
+  }
+  // Keys in lanes: copy[r * NR + c] = element (r, c) for r < rows, c < cols; 0 for c >= cols.
+  void key_lane_copy(V mask, V base, V i, V rows, V j, V cols, llvm::AllocaInst* copy) {
+    auto& b = e.builder();
+    mask_rows(cols, t.nr, [&](bool vector) {
+      e.loop(ir.i(0), rows, [&](V r) {
+        if (vector) {
+          b.CreateAlignedStore(load_mask_row(mask, mask_row(base, i, r, j), t.nr),
+                               e.element_ptr(DType::u8, copy, ir.mul(r, t.nr)), llvm::Align(1));
+          return;
+        }
+        e.loop(ir.i(0), ir.i(t.nr), [&](V c) {
+          llvm::AllocaInst* x = e.local(DType::u8, b.getInt8(0));
+          e.if_then(b.CreateICmpSLT(c, cols), [&] {
+            e.set(x, b.CreateZExt(mask_element(mask, base, i, r, j, c), b.getInt8Ty()));
+          });
+          e.store(DType::u8, e.get(x), copy, ir.add(ir.mul(r, t.nr), c));
+        });
+      });
+    });
+  }
+  V key_lane_allowed(llvm::AllocaInst* copy, V r, V c) {
+    V x = e.load(DType::u8, copy, ir.add(ir.mul(r, t.nr), c));
+    return e.builder().CreateICmpNE(x, e.builder().getInt8(0));
+  }
+
+ private:
+  // A local of a vector type (mem2reg makes it a register).
+  llvm::AllocaInst* vector_local(llvm::Type* type, V init) {
+    llvm::BasicBlock& entry = e.builder().GetInsertBlock()->getParent()->getEntryBlock();
+    llvm::IRBuilder<> eb(&entry, entry.begin());
+    llvm::AllocaInst* slot = eb.CreateAlloca(type);
+    e.set(slot, init);
+    return slot;
   }
 };
 
@@ -219,6 +366,8 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
   V q = expr.buffer(node.inputs()[0]);
   V kp = expr.buffer(node.inputs()[1]);
   V vp = expr.buffer(node.inputs()[2]);
+  const bool tensor = at.kind == Mask::tensor;
+  V mask = tensor ? expr.buffer(node.inputs()[3]) : nullptr;
   V out = expr.buffer(node.output(0));
   V lse = expr.buffer(node.output(1));
 
@@ -240,6 +389,11 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
   llvm::AllocaInst* mnew = e.local_array(d, nr);
   llvm::AllocaInst* l = e.local_array(d, nr);
   llvm::AllocaInst* alpha = e.local_array(d, nr);
+  // Tensor masks: the mixed block's bits (TileCode::query_lane_bits) and, per query, whether
+  // it has an allowed key and a masked one (for the exactness check below).
+  llvm::AllocaInst* words = tensor ? e.local_array(DType::i64, 2 * nr) : nullptr;
+  llvm::AllocaInst* has_allowed = tensor ? e.local_array(DType::u8, nr) : nullptr;
+  llvm::AllocaInst* has_masked = tensor ? e.local_array(DType::u8, nr) : nullptr;
   V scale = ir.c(at.scale);
   V ninf = e.lowest(d);
   auto ptr = [&](V base, V index) { return e.element_ptr(d, base, index); };
@@ -257,9 +411,18 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
     // Keys every row of the tile may attend: blocks inside need no per-element test.
     V inner_lo = at.key_range(ir, ir.add(i0, ir.sub(nq, ir.i(1)))).first;
     V inner_hi = at.key_range(ir, i0).second;
+    V mbase = at.mask_base(ir, expr, bi);
+    auto flag = [&](llvm::AllocaInst* a, V c, V set) {
+      e.store(DType::u8, b.CreateOr(e.load(DType::u8, a, c), b.CreateZExt(set, b.getInt8Ty())), a,
+              c);
+    };
     lanes([&](V c) {
       ir.st(ninf, m, c);
       ir.st(ir.c(0), l, c);
+      if (tensor) {
+        e.store(DType::u8, b.getInt8(0), has_allowed, c);
+        e.store(DType::u8, b.getInt8(0), has_masked, c);
+      }
     });
     e.loop(0, dv_pad * nr, [&](V x) { ir.st(ir.c(0), ot, x); });
 
@@ -269,66 +432,110 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
       V j0 = ir.add(lo, ir.mul(blk, bc));
       V nb = ir.imin(ir.i(bc), ir.sub(hi, j0));
       V kv_row = ir.add(ir.mul(bi, at.sk), j0);
-      // Sᵀ = K_block · Qᵀ, one micro-tile of mr keys at a time.
-      b.CreateCall(pack_rows, {kpack, ptr(kp, ir.mul(kv_row, at.dim)), ir.i(at.dim), ir.i(1), nb,
-                               ir.i(at.dim)});
-      tc.product(kpack, nb, ir.i(at.dim), qt, st, false);
-      // Scale, mask, and the new running max.
-      lanes([&](V c) { ir.st(ir.ld(m, c), mnew, c); });
-      auto scale_rows = [&](bool test) {
-        e.loop(ir.i(0), nb, [&](V r) {
-          V j = ir.add(j0, r);
+      // Every pair of the block allowed (no per-element test); for tensor masks, from the mask
+      // block, and a block of zeros is skipped (its scores would all be masked).
+      V inside =
+          b.CreateAnd(b.CreateICmpSGE(j0, inner_lo), b.CreateICmpSLE(ir.add(j0, nb), inner_hi));
+      V some = nullptr;
+      if (tensor) {
+        std::tie(some, inside) = tc.classify(mask, mbase, i0, nq, j0, nb, bc);
+        lanes([&](V c) {
+          flag(has_masked, c, b.CreateNot(some));
+          flag(has_allowed, c, inside);
+        });
+        e.if_then(b.CreateAnd(some, b.CreateNot(inside)), [&] {
+          tc.query_lane_bits(mask, mbase, i0, nq, j0, nb, bc, words);
+          // Rows with a zero bit in [0, nb) have a masked key, rows with a one an allowed key.
+          V full_lo =
+              b.CreateSelect(b.CreateICmpSGE(nb, ir.i(64)), b.getInt64(~0ull),
+                             ir.sub(b.CreateShl(b.getInt64(1), ir.imin(nb, ir.i(63))), ir.i(1)));
+          V full_hi = b.CreateSelect(
+              b.CreateICmpSGT(nb, ir.i(64)),
+              ir.sub(b.CreateShl(b.getInt64(1), b.CreateAnd(ir.sub(nb, ir.i(64)), ir.i(63))),
+                     ir.i(1)),
+              b.getInt64(0));
           lanes([&](V c) {
-            V x = ir.add(ir.mul(r, nr), c);
-            V s = ir.fmul(ir.ld(st, x), scale);
-            if (test) s = b.CreateSelect(at.in_band(ir, ir.add(i0, c), j), s, ninf);
-            ir.st(s, st, x);
-            V cur = ir.ld(mnew, c);
-            ir.st(b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur), mnew, c);
+            V lo_w = e.load(DType::i64, words, c);
+            V hi_w = e.load(DType::i64, words, ir.add(c, nr));
+            flag(has_allowed, c, b.CreateICmpNE(b.CreateOr(lo_w, hi_w), b.getInt64(0)));
+            flag(has_masked, c,
+                 b.CreateOr(b.CreateICmpNE(lo_w, full_lo), b.CreateICmpNE(hi_w, full_hi)));
           });
         });
+      }
+      auto block = [&] {
+        // Sᵀ = K_block · Qᵀ, one micro-tile of mr keys at a time.
+        b.CreateCall(pack_rows, {kpack, ptr(kp, ir.mul(kv_row, at.dim)), ir.i(at.dim), ir.i(1), nb,
+                                 ir.i(at.dim)});
+        tc.product(kpack, nb, ir.i(at.dim), qt, st, false);
+        // Scale, mask, and the new running max.
+        lanes([&](V c) { ir.st(ir.ld(m, c), mnew, c); });
+        auto scale_rows = [&](bool test) {
+          e.loop(ir.i(0), nb, [&](V r) {
+            V j = ir.add(j0, r);
+            lanes([&](V c) {
+              V x = ir.add(ir.mul(r, nr), c);
+              V s = ir.fmul(ir.ld(st, x), scale);
+              if (test) {
+                V ok = tensor ? tc.query_lane_bit(words, r, c) : at.in_band(ir, ir.add(i0, c), j);
+                s = b.CreateSelect(ok, s, ninf);
+              }
+              ir.st(s, st, x);
+              V cur = ir.ld(mnew, c);
+              ir.st(b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur), mnew, c);
+            });
+          });
+        };
+        tc.banded(inside, scale_rows);
+        // alpha = exp(m - m') (1 while both are -inf); m' = 0 in place of -inf for the exps.
+        lanes([&](V c) {
+          V old = ir.ld(m, c), now = ir.ld(mnew, c);
+          V a = b.CreateSelect(b.CreateFCmpOEQ(old, now), ir.c(1),
+                               tile_exp(e, ir, d, ir.fsub(old, now)));
+          ir.st(a, alpha, c);
+          ir.st(now, m, c);
+          ir.st(b.CreateSelect(b.CreateFCmpOEQ(now, ninf), ir.c(0), now), mnew, c);
+          ir.st(ir.fmul(ir.ld(l, c), a), l, c);
+        });
+        e.loop(ir.i(0), nb, [&](V r) {
+          lanes([&](V c) {
+            V x = ir.add(ir.mul(r, nr), c);
+            V p = tile_exp(e, ir, d, ir.fsub(ir.ld(st, x), ir.ld(mnew, c)));
+            ir.st(p, st, x);
+            ir.st(ir.fadd(ir.ld(l, c), p), l, c);
+          });
+        });
+        e.loop(0, at.dv, [&](V row) {
+          lanes([&](V c) {
+            V x = ir.add(ir.mul(row, nr), c);
+            ir.st(ir.fmul(ir.ld(ot, x), ir.ld(alpha, c)), ot, x);
+          });
+        });
+        // Oᵀ += V_blockᵀ · P, one micro-tile of mr value columns at a time.
+        b.CreateCall(pack_cols, {vpack, ptr(vp, ir.mul(kv_row, at.dv)), ir.i(1), ir.i(at.dv),
+                                 ir.i(at.dv), nb});
+        tc.product(vpack, ir.i(at.dv), nb, st, ot, true);
       };
-      tc.banded(
-          b.CreateAnd(b.CreateICmpSGE(j0, inner_lo), b.CreateICmpSLE(ir.add(j0, nb), inner_hi)),
-          scale_rows);
-      // alpha = exp(m - m') (1 while both are -inf); m' = 0 in place of -inf for the exps.
-      lanes([&](V c) {
-        V old = ir.ld(m, c), now = ir.ld(mnew, c);
-        V a = b.CreateSelect(b.CreateFCmpOEQ(old, now), ir.c(1),
-                             tile_exp(e, ir, d, ir.fsub(old, now)));
-        ir.st(a, alpha, c);
-        ir.st(now, m, c);
-        ir.st(b.CreateSelect(b.CreateFCmpOEQ(now, ninf), ir.c(0), now), mnew, c);
-        ir.st(ir.fmul(ir.ld(l, c), a), l, c);
-      });
-      e.loop(ir.i(0), nb, [&](V r) {
-        lanes([&](V c) {
-          V x = ir.add(ir.mul(r, nr), c);
-          V p = tile_exp(e, ir, d, ir.fsub(ir.ld(st, x), ir.ld(mnew, c)));
-          ir.st(p, st, x);
-          ir.st(ir.fadd(ir.ld(l, c), p), l, c);
-        });
-      });
-      e.loop(0, at.dv, [&](V row) {
-        lanes([&](V c) {
-          V x = ir.add(ir.mul(row, nr), c);
-          ir.st(ir.fmul(ir.ld(ot, x), ir.ld(alpha, c)), ot, x);
-        });
-      });
-      // Oᵀ += V_blockᵀ · P, one micro-tile of mr value columns at a time.
-      b.CreateCall(pack_cols,
-                   {vpack, ptr(vp, ir.mul(kv_row, at.dv)), ir.i(1), ir.i(at.dv), ir.i(at.dv), nb});
-      tc.product(vpack, ir.i(at.dv), nb, st, ot, true);
+      if (tensor)
+        e.if_then(some, block);
+      else
+        block();
     });
 
     // Rows whose masked keys would contribute (see above) send the tile to the row kernel.
     llvm::AllocaInst* exact = e.local(DType::u8, b.getInt8(1));
-    if (at.predicate()) {
+    if (at.kind != Mask::none) {
       V fill = ir.c(at.fill);
       e.loop(ir.i(0), nq, [&](V c) {
-        auto [klo, khi] = at.key_range(ir, ir.add(i0, c));
-        V masked = b.CreateICmpSGT(ir.i(at.sk), ir.sub(khi, klo));
-        V empty = b.CreateICmpSLE(khi, klo);
+        V masked, empty;
+        if (tensor) {
+          masked = b.CreateICmpNE(e.load(DType::u8, has_masked, c), b.getInt8(0));
+          empty = b.CreateICmpEQ(e.load(DType::u8, has_allowed, c), b.getInt8(0));
+        } else {
+          auto [klo, khi] = at.key_range(ir, ir.add(i0, c));
+          masked = b.CreateICmpSGT(ir.i(at.sk), ir.sub(khi, klo));
+          empty = b.CreateICmpSLE(khi, klo);
+        }
         V pm = e.exp(d, ir.fsub(fill, ir.ld(m, c)));
         V bad = b.CreateOr(empty, b.CreateAnd(masked, b.CreateFCmpUNE(pm, ir.c(0))));
         // An AND-reduction (vectorisable) rather than a branch per row.
@@ -492,9 +699,11 @@ void emit_attention(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const 
 //   key tile (keys in lanes), per block of the queries that attend it:
 //     S = Q_block · Kᵀ, dP = dO_block · Vᵀ, P and dS as above
 //     dVᵀ += dO_blockᵀ · P,  dKᵀ += Q_blockᵀ · dS
-// every product on the GEMM micro-kernel. Masked pairs have ds = 0; they reach dv only with
-// p = exp(fill - lse_i), which a key tile adds exactly when some masked query's lse makes it
-// nonzero (a fully masked row, or a fill close to the scores).
+// every product on the GEMM micro-kernel. Under tensor masks both walk every block and
+// classify its mask block as the forward kernel does (skip, no test, or test). Masked pairs
+// have ds = 0; they reach dv only with p = exp(fill - lse_i), which a key tile adds exactly
+// when some masked query's lse makes it nonzero (a fully masked row, or a fill close to the
+// scores).
 namespace {
 
 // exp(x - lse) is exactly 0 in d when lse > fill + margin (f32: ln(2^-149) ~ -103.3, f64:
@@ -535,9 +744,12 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
   V q = expr.buffer(node.inputs()[0]);
   V kp = expr.buffer(node.inputs()[1]);
   V vp = expr.buffer(node.inputs()[2]);
-  V outp = expr.buffer(node.inputs()[3]);
-  V lse = expr.buffer(node.inputs()[4]);
-  V dout = expr.buffer(node.inputs()[5]);
+  const bool tensor = at.kind == Mask::tensor;
+  const std::size_t o = tensor ? 4 : 3;
+  V mask = tensor ? expr.buffer(node.inputs()[3]) : nullptr;
+  V outp = expr.buffer(node.inputs()[o]);
+  V lse = expr.buffer(node.inputs()[o + 1]);
+  V dout = expr.buffer(node.inputs()[o + 2]);
   V dq = expr.buffer(node.output(0));
   V dk = expr.buffer(node.output(1));
   V dvp = expr.buffer(node.output(2));
@@ -566,6 +778,10 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
   llvm::AllocaInst* acc_b = e.local_array(d, dv_pad * nr);
   llvm::AllocaInst* lse_l = e.local_array(d, std::max(nr, bc));
   llvm::AllocaInst* delta_l = e.local_array(d, std::max(nr, bc));
+  // Tensor masks: a mixed block's mask, as bits per query (query tiles) or copied with keys in
+  // lanes (key tiles); see TileCode.
+  llvm::AllocaInst* words = tensor ? e.local_array(DType::i64, 2 * nr) : nullptr;
+  llvm::AllocaInst* mcopy = tensor ? e.local_array(DType::u8, bc * nr) : nullptr;
   V scale = ir.c(at.scale);
   auto ptr = [&](V base, V index) { return e.element_ptr(d, base, index); };
   auto lanes = [&](const std::function<void(V)>& body) { tc.lanes(body); };
@@ -577,10 +793,10 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
   };
   // delta_i = dout_i.out_i of flat row `row` of dout/out.
   auto delta = [&](V row) { return ir.dot(dout, ir.mul(row, dv), outp, ir.mul(row, dv), dv); };
-  // P and dS*scale of a block: rows r < nb of sp/gp, with (query, key) of element (r, c) given
-  // by pair(r, c), the row statistics by stats(r, c) -> {lse, delta}; masked elements (test)
-  // get p = ds = 0.
-  auto probabilities = [&](V nb, const std::function<std::pair<V, V>(V, V)>& pair,
+  // P and dS*scale of a block: rows r < nb of sp/gp, with the row statistics of element (r, c)
+  // given by stats(r, c) -> {lse, delta}; elements where allowed(r, c) is false (test) get
+  // p = ds = 0.
+  auto probabilities = [&](V nb, const std::function<V(V, V)>& allowed,
                            const std::function<std::pair<V, V>(V, V)>& stats, V inside) {
     auto body = [&](bool test) {
       e.loop(ir.i(0), nb, [&](V r) {
@@ -590,8 +806,7 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
           V p = tile_exp(e, ir, d, ir.fsub(ir.fmul(ir.ld(sp, x), scale), l));
           V g = ir.fmul(ir.fmul(p, ir.fsub(ir.ld(gp, x), dl)), scale);
           if (test) {
-            auto [i, j] = pair(r, c);
-            V ok = at.in_band(ir, i, j);
+            V ok = allowed(r, c);
             p = b.CreateSelect(ok, p, ir.c(0));
             g = b.CreateSelect(ok, g, ir.c(0));
           }
@@ -623,31 +838,44 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
     zero(acc_a, d_pad * nr);
     V lo = at.key_range(ir, i0).first, hi = at.key_range(ir, last).second;
     V inner_lo = at.key_range(ir, last).first, inner_hi = at.key_range(ir, i0).second;
+    V mbase = at.mask_base(ir, expr, bi);
     V blocks = b.CreateUDiv(ir.add(ir.sub(hi, lo), bc - 1), ir.i(bc));
     e.loop(ir.i(0), blocks, [&](V blk) {
       V j0 = ir.add(lo, ir.mul(blk, bc));
       V nb = ir.imin(ir.i(bc), ir.sub(hi, j0));
       V kv_row = ir.add(ir.mul(bi, at.sk), j0);
-      b.CreateCall(pack_rows,
-                   {block_a, ptr(kp, ir.mul(kv_row, dim)), ir.i(dim), ir.i(1), nb, ir.i(dim)});
-      product(block_a, nb, ir.i(dim), tile_a, sp, false);  // Sᵀ
-      b.CreateCall(pack_rows,
-                   {block_b, ptr(vp, ir.mul(kv_row, dv)), ir.i(dv), ir.i(1), nb, ir.i(dv)});
-      product(block_b, nb, ir.i(dv), tile_b, gp, false);  // dPᵀ
       V inside =
           b.CreateAnd(b.CreateICmpSGE(j0, inner_lo), b.CreateICmpSLE(ir.add(j0, nb), inner_hi));
-      probabilities(
-          nb,
-          [&](V r, V c) {
-            return std::pair{ir.add(i0, c), ir.add(j0, r)};
-          },
-          [&](V, V c) {
-            return std::pair{ir.ld(lse_l, c), ir.ld(delta_l, c)};
-          },
-          inside);
-      b.CreateCall(pack_cols,
-                   {block_t, ptr(kp, ir.mul(kv_row, dim)), ir.i(1), ir.i(dim), ir.i(dim), nb});
-      product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dQᵀ += K_blockᵀ · dSᵀ
+      V some = nullptr;  // tensor masks: a block of zeros is skipped (ds = 0 for all its pairs)
+      if (tensor) std::tie(some, inside) = tc.classify(mask, mbase, i0, nq, j0, nb, bc);
+      auto block = [&] {
+        b.CreateCall(pack_rows,
+                     {block_a, ptr(kp, ir.mul(kv_row, dim)), ir.i(dim), ir.i(1), nb, ir.i(dim)});
+        product(block_a, nb, ir.i(dim), tile_a, sp, false);  // Sᵀ
+        b.CreateCall(pack_rows,
+                     {block_b, ptr(vp, ir.mul(kv_row, dv)), ir.i(dv), ir.i(1), nb, ir.i(dv)});
+        product(block_b, nb, ir.i(dv), tile_b, gp, false);  // dPᵀ
+        if (tensor)
+          e.if_then(b.CreateNot(inside),
+                    [&] { tc.query_lane_bits(mask, mbase, i0, nq, j0, nb, bc, words); });
+        probabilities(
+            nb,
+            [&](V r, V c) {
+              return tensor ? tc.query_lane_bit(words, r, c)
+                            : at.in_band(ir, ir.add(i0, c), ir.add(j0, r));
+            },
+            [&](V, V c) {
+              return std::pair{ir.ld(lse_l, c), ir.ld(delta_l, c)};
+            },
+            inside);
+        b.CreateCall(pack_cols,
+                     {block_t, ptr(kp, ir.mul(kv_row, dim)), ir.i(1), ir.i(dim), ir.i(dim), nb});
+        product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dQᵀ += K_blockᵀ · dSᵀ
+      };
+      if (tensor)
+        e.if_then(some, block);
+      else
+        block();
     });
     e.loop(ir.i(0), nq, [&](V c) {
       V row = ir.mul(ir.add(row0, c), dim);
@@ -674,38 +902,53 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
     zero(acc_b, dv_pad * nr);
     V lo = at.query_range(ir, j0).first, hi = at.query_range(ir, last).second;
     V inner_lo = at.query_range(ir, last).first, inner_hi = at.query_range(ir, j0).second;
+    V mbase = at.mask_base(ir, expr, bi);
     V blocks = b.CreateUDiv(ir.add(ir.imax(ir.sub(hi, lo), ir.i(0)), bc - 1), ir.i(bc));
     e.loop(ir.i(0), blocks, [&](V blk) {
       V i0 = ir.add(lo, ir.mul(blk, bc));
       V nb = ir.imin(ir.i(bc), ir.sub(hi, i0));
       V q_row = ir.add(lb, i0);
-      e.loop(ir.i(0), nb, [&](V r) {
-        ir.st(ir.ld(lse, ir.add(q_row, r)), lse_l, r);
-        ir.st(delta(ir.add(q_row, r)), delta_l, r);
-      });
-      b.CreateCall(pack_rows,
-                   {block_a, ptr(q, ir.mul(q_row, dim)), ir.i(dim), ir.i(1), nb, ir.i(dim)});
-      product(block_a, nb, ir.i(dim), tile_a, sp, false);  // S
-      b.CreateCall(pack_rows,
-                   {block_b, ptr(dout, ir.mul(q_row, dv)), ir.i(dv), ir.i(1), nb, ir.i(dv)});
-      product(block_b, nb, ir.i(dv), tile_b, gp, false);  // dP
       V inside =
           b.CreateAnd(b.CreateICmpSGE(i0, inner_lo), b.CreateICmpSLE(ir.add(i0, nb), inner_hi));
-      probabilities(
-          nb,
-          [&](V r, V c) {
-            return std::pair{ir.add(i0, r), ir.add(j0, c)};
-          },
-          [&](V r, V) {
-            return std::pair{ir.ld(lse_l, r), ir.ld(delta_l, r)};
-          },
-          inside);
-      b.CreateCall(pack_cols,
-                   {block_t, ptr(dout, ir.mul(q_row, dv)), ir.i(1), ir.i(dv), ir.i(dv), nb});
-      product(block_t, ir.i(dv), nb, sp, acc_b, true);  // dVᵀ += dO_blockᵀ · P
-      b.CreateCall(pack_cols,
-                   {block_t, ptr(q, ir.mul(q_row, dim)), ir.i(1), ir.i(dim), ir.i(dim), nb});
-      product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dKᵀ += Q_blockᵀ · dS
+      // Tensor masks: a block of zeros is skipped (its pairs reach dv only through the exact
+      // loop below).
+      V some = nullptr;
+      if (tensor) std::tie(some, inside) = tc.classify(mask, mbase, i0, nb, j0, nk, nr);
+      auto block = [&] {
+        e.loop(ir.i(0), nb, [&](V r) {
+          ir.st(ir.ld(lse, ir.add(q_row, r)), lse_l, r);
+          ir.st(delta(ir.add(q_row, r)), delta_l, r);
+        });
+        b.CreateCall(pack_rows,
+                     {block_a, ptr(q, ir.mul(q_row, dim)), ir.i(dim), ir.i(1), nb, ir.i(dim)});
+        product(block_a, nb, ir.i(dim), tile_a, sp, false);  // S
+        b.CreateCall(pack_rows,
+                     {block_b, ptr(dout, ir.mul(q_row, dv)), ir.i(dv), ir.i(1), nb, ir.i(dv)});
+        product(block_b, nb, ir.i(dv), tile_b, gp, false);  // dP
+        if (tensor)
+          e.if_then(b.CreateNot(inside),
+                    [&] { tc.key_lane_copy(mask, mbase, i0, nb, j0, nk, mcopy); });
+        probabilities(
+            nb,
+            [&](V r, V c) {
+              return tensor ? tc.key_lane_allowed(mcopy, r, c)
+                            : at.in_band(ir, ir.add(i0, r), ir.add(j0, c));
+            },
+            [&](V r, V) {
+              return std::pair{ir.ld(lse_l, r), ir.ld(delta_l, r)};
+            },
+            inside);
+        b.CreateCall(pack_cols,
+                     {block_t, ptr(dout, ir.mul(q_row, dv)), ir.i(1), ir.i(dv), ir.i(dv), nb});
+        product(block_t, ir.i(dv), nb, sp, acc_b, true);  // dVᵀ += dO_blockᵀ · P
+        b.CreateCall(pack_cols,
+                     {block_t, ptr(q, ir.mul(q_row, dim)), ir.i(1), ir.i(dim), ir.i(dim), nb});
+        product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dKᵀ += Q_blockᵀ · dS
+      };
+      if (tensor)
+        e.if_then(some, block);
+      else
+        block();
     });
     e.loop(ir.i(0), nk, [&](V c) {
       V krow = ir.mul(ir.add(row0, c), dim), vrow = ir.mul(ir.add(row0, c), dv);
@@ -716,21 +959,29 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
         ir.st(ir.ld(acc_b, ir.add(ir.mul(col, nr), c)), dvp, ir.add(vrow, col));
       });
     });
-    if (!at.predicate()) return;
+    if (at.kind == Mask::none) return;
     // Masked pairs: dv_j += exp(fill - lse_i) dout_i. Every masked query of the tile's keys is
-    // in [0, inner_lo) or [inner_hi, Sq); "lse_i <= threshold or NaN" there sends the tile's keys
-    // through the exact per-key loops.
-    V any =
-        any_lse_below(e, ir, lse, lb, threshold, {{ir.i(0), inner_lo}, {inner_hi, ir.i(at.sq)}});
+    // in [0, inner_lo) or [inner_hi, Sq) (tensor masks: anywhere in [0, Sq)); "lse_i <=
+    // threshold or NaN" there sends the tile's keys through the exact per-key loops.
+    V any = tensor ? any_lse_below(e, ir, lse, lb, threshold, {{ir.i(0), ir.i(at.sq)}})
+                   : any_lse_below(e, ir, lse, lb, threshold,
+                                   {{ir.i(0), inner_lo}, {inner_hi, ir.i(at.sq)}});
     e.if_then(any, [&] {
       e.loop(ir.i(0), nk, [&](V c) {
-        auto [qlo, qhi] = at.query_range(ir, ir.add(j0, c));
+        V j = ir.add(j0, c);
         V vrow = ir.mul(ir.add(row0, c), dv);
         auto masked_pair = [&](V i) {
           V p = e.exp(d, ir.fsub(fill, ir.ld(lse, ir.add(lb, i))));
           e.if_then(b.CreateFCmpUNE(p, ir.c(0)),
                     [&] { ir.axpy(dvp, vrow, p, dout, ir.mul(ir.add(lb, i), dv), dv); });
         };
+        if (tensor) {
+          e.loop(ir.i(0), ir.i(at.sq), [&](V i) {
+            e.if_then(b.CreateNot(at.allowed(ir, mask, mbase, i, j)), [&] { masked_pair(i); });
+          });
+          return;
+        }
+        auto [qlo, qhi] = at.query_range(ir, j);
         e.loop(ir.i(0), qlo, masked_pair);
         e.loop(qhi, ir.i(at.sq), masked_pair);
       });
