@@ -626,3 +626,32 @@ TEST_CASE("attention with q, k and v the same value", "[jit][structured]") {
                         "attention_backward", 32);
   }
 }
+
+TEST_CASE("the automatic attention kernel rule", "[jit][attention]") {
+  // The measured rule of choose_attention_kernels.cpp, pinned: the band width for predicate
+  // masks, 48 keys for tensor masks, and never tiles for fewer query rows than a tile has.
+  auto chosen = [](std::int64_t sq, std::int64_t sk, ops::AttentionMask mask) {
+    Value q = o::parameter("q", DType::f32, {2, 2, sq, 16});
+    Value k = o::parameter("k", DType::f32, {2, 2, sk, 16});
+    Value v = o::parameter("v", DType::f32, {2, 2, sk, 16});
+    std::vector<Value> in = {q, k, v};
+    if (mask.kind == ops::AttentionMask::Kind::tensor) {
+      mask.tensor = o::parameter("m", DType::u8, {sq, sk});
+      in.push_back(mask.tensor);
+    }
+    ops::AttentionOptions opt;
+    opt.mask = mask;
+    Graph g(in, {o::attention(q, k, v, opt)});
+    for (const Node* n : jit::choose_attention_kernels(g, jit::AttentionKernel::automatic).nodes())
+      if (n->op() == Op::attention) return n->attrs().get_string("kernel");
+    return std::string("none");
+  };
+  const auto tensor = ops::AttentionMask::from_tensor(Value());
+  CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(256)) == "tiles");
+  CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(64)) == "rows");
+  CHECK(chosen(64, 64, tensor) == "tiles");
+  CHECK(chosen(40, 40, tensor) == "rows");
+  // A pruned or absorbed attention: a few query rows over many keys.
+  CHECK(chosen(4, 60, tensor) == "rows");
+  CHECK(chosen(1, 512, ops::AttentionMask::causal()) == "rows");
+}
