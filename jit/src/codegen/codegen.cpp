@@ -19,17 +19,39 @@ void emit_kernel(codegen::Emitter& e, const Plan& plan, const Kernel& k) {
   KernelArgs args = e.begin_kernel(k.name, buffers);
   ExpressionEmitter expr(e, plan, k, args);
   switch (k.kind) {
-    case KernelKind::loop: emit_loop(e, expr, k, args); break;
-    case KernelKind::reduce: emit_reduce(e, expr, k, args); break;
-    case KernelKind::gemm: emit_gemm(e, expr, k, args); break;
-    case KernelKind::scatter_add: emit_scatter_add(e, expr, k, args); break;
-    case KernelKind::softmax: emit_softmax(e, expr, k, args); break;
-    case KernelKind::layer_norm: emit_layer_norm(e, expr, k, args); break;
-    case KernelKind::layer_norm_backward: emit_layer_norm_backward(e, expr, k, args); break;
-    case KernelKind::attention: emit_attention(e, expr, k, args); break;
-    case KernelKind::attention_backward: emit_attention_backward(e, expr, k, args); break;
-    case KernelKind::lstm_scan: emit_lstm_scan(e, expr, k, args); break;
-    case KernelKind::lstm_scan_backward: emit_lstm_scan_backward(e, expr, k, args); break;
+    case KernelKind::loop:
+      emit_loop(e, expr, k, args);
+      break;
+    case KernelKind::reduce:
+      emit_reduce(e, expr, k, args);
+      break;
+    case KernelKind::gemm:
+      emit_gemm(e, expr, k, args);
+      break;
+    case KernelKind::scatter_add:
+      emit_scatter_add(e, expr, k, args);
+      break;
+    case KernelKind::softmax:
+      emit_softmax(e, expr, k, args);
+      break;
+    case KernelKind::layer_norm:
+      emit_layer_norm(e, expr, k, args);
+      break;
+    case KernelKind::layer_norm_backward:
+      emit_layer_norm_backward(e, expr, k, args);
+      break;
+    case KernelKind::attention:
+      emit_attention(e, expr, k, args);
+      break;
+    case KernelKind::attention_backward:
+      emit_attention_backward(e, expr, k, args);
+      break;
+    case KernelKind::lstm_scan:
+      emit_lstm_scan(e, expr, k, args);
+      break;
+    case KernelKind::lstm_scan_backward:
+      emit_lstm_scan_backward(e, expr, k, args);
+      break;
   }
   e.end_kernel();
 }
@@ -37,13 +59,17 @@ void emit_kernel(codegen::Emitter& e, const Plan& plan, const Kernel& k) {
 // Rough code size of a kernel, to balance the modules compiled in parallel.
 double code_weight(const Kernel& k) {
   switch (k.kind) {
-    case KernelKind::gemm: return 8.0 + static_cast<double>(k.nodes.size());
+    case KernelKind::gemm:
+      return 8.0 + static_cast<double>(k.nodes.size());
     case KernelKind::attention_backward:
-    case KernelKind::lstm_scan_backward: return 10.0;
+    case KernelKind::lstm_scan_backward:
+      return 10.0;
     case KernelKind::attention:
     case KernelKind::lstm_scan:
-    case KernelKind::layer_norm_backward: return 6.0;
-    default: return 1.0 + static_cast<double>(k.nodes.size());
+    case KernelKind::layer_norm_backward:
+      return 6.0;
+    default:
+      return 1.0 + static_cast<double>(k.nodes.size());
   }
 }
 

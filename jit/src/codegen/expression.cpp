@@ -102,8 +102,31 @@ llvm::Value* ExpressionEmitter::compute(const Value& v, const Index& index) {
   if (ov != overrides_.end()) return ov->second(index);
   bool is_output = false;
   for (const Value& o : kernel_.outputs) is_output |= o == v;
-  if (!is_output && buffers_.count({&n, v.index()}))
-    return e_.load(v.dtype(), buffer(v), linearize(index, v.shape()));
+  if (!is_output && buffers_.count({&n, v.index()})) {
+    if (index.empty()) return e_.load(v.dtype(), buffer(v), e_.i64(0));
+    // The last index is added to the row's address, not to its offset: the row offset is a
+    // multiple of the last extent, so the optimiser would fold the sum into an `or`, which
+    // the loop vectoriser cannot see through (it gathers instead of loading a vector).
+    // Constant terms of the last index (a slice's start) move to the row's address too.
+    Index row = index;
+    llvm::Value* last = index.back();
+    std::int64_t constant = 0;
+    while (auto* add = llvm::dyn_cast<llvm::BinaryOperator>(last)) {
+      if (add->getOpcode() != llvm::Instruction::Add) break;
+      auto* c = llvm::dyn_cast<llvm::ConstantInt>(add->getOperand(0));
+      llvm::Value* rest = add->getOperand(1);
+      if (!c) {
+        c = llvm::dyn_cast<llvm::ConstantInt>(add->getOperand(1));
+        rest = add->getOperand(0);
+      }
+      if (!c) break;
+      constant += c->getSExtValue();
+      last = rest;
+    }
+    row.back() = e_.i64(constant);
+    return e_.load(v.dtype(), e_.element_ptr(v.dtype(), buffer(v), linearize(row, v.shape())),
+                   last);
+  }
 
   auto& b = e_.builder();
   const Attributes& at_ = n.attrs();

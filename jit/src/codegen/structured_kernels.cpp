@@ -110,18 +110,20 @@ void emit_layer_norm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const
   const Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
   e.loop(args.begin, args.end, [&](V r) {
     V base = ir.mul(r, c);
-    // x may be an inlined expression (the residual add before a post-LN norm): read it at
-    // (row, j) in each pass.
+    // x may be an inlined expression (the residual add and head merge before a post-LN norm,
+    // whose transposed reads are gathers): the first pass evaluates it once per element and
+    // parks the row in y's row, which the other passes read back contiguously.
     const Index lead = expr.delinearize(r, rows_shape);
-    auto src_at = [&](V j) {
+    auto src_at = [&](V j) { return ir.ld(y, ir.add(base, j)); };
+    llvm::AllocaInst* sum = e.local(d, ir.c(0));
+    e.loop(0, c, [&](V j) {
       Index index = lead;
       index.push_back(j);
       V value = expr.at(x, index);
       expr.clear_memo();
-      return value;
-    };
-    llvm::AllocaInst* sum = e.local(d, ir.c(0));
-    e.loop(0, c, [&](V j) { e.set(sum, e.accumulate(d, e.get(sum), src_at(j))); });
+      ir.st(value, y, ir.add(base, j));
+      e.set(sum, e.accumulate(d, e.get(sum), value));
+    });
     // Division, not multiplication by 1/C, to round like the interpreter's mu /= C.
     V mu = ir.fdiv(e.get(sum), ir.c(static_cast<double>(c)));
     llvm::AllocaInst* sq = e.local(d, ir.c(0));
