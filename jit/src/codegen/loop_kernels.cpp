@@ -2,7 +2,6 @@
 #include "kernels.hpp"
 
 #include "../work_items.hpp"
-#include "gemm_microkernel.hpp"
 
 #include <algorithm>
 
@@ -31,31 +30,25 @@ void emit_loop(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
       std::int64_t offset = 0;
       for (const Value& in : root_node.inputs()) {
         const std::int64_t extent = in.shape().back();
-        plain_loop(
-            e, e.i64(0), e.i64(extent),
-            [&](llvm::Value* col) {
-              expr.clear_memo();
-              Index index = outer;
-              index.push_back(col);
-              e.store(root.dtype(), expr.at(in, index), out,
-                      b.CreateAdd(base, b.CreateAdd(col, e.i64(offset))));
-              expr.clear_memo();
-            },
-            /*vectorize=*/true);
+        e.loop(e.i64(0), e.i64(extent), [&](llvm::Value* col) {
+          expr.clear_memo();
+          Index index = outer;
+          index.push_back(col);
+          e.store(root.dtype(), expr.at(in, index), out,
+                  b.CreateAdd(base, b.CreateAdd(col, e.i64(offset))));
+          expr.clear_memo();
+        });
         offset += extent;
       }
       return;
     }
-    plain_loop(
-        e, e.i64(0), e.i64(inner),
-        [&](llvm::Value* col) {
-          expr.clear_memo();
-          Index index = outer;
-          if (!shape.empty()) index.push_back(col);
-          e.store(root.dtype(), expr.at(root, index), out, b.CreateAdd(base, col));
-          expr.clear_memo();
-        },
-        /*vectorize=*/true);
+    e.loop(e.i64(0), e.i64(inner), [&](llvm::Value* col) {
+      expr.clear_memo();
+      Index index = outer;
+      if (!shape.empty()) index.push_back(col);
+      e.store(root.dtype(), expr.at(root, index), out, b.CreateAdd(base, col));
+      expr.clear_memo();
+    });
   });
 }
 
