@@ -520,8 +520,11 @@ def markdown(r):
       "gates and Adam are not counted. % of peak divides ours by the measured FMA peak for "
       "the thread count of our best run. Edifice's row pruning (`jit::Options::prune_rows`, "
       "on by default, `EDIFICE_PRUNE=0` turns it off) skips rows whose results are never read "
-      "(the model outputs only the last position), so Edifice may execute fewer FLOPs than "
-      "this count; its GFLOP/s is this count over its time, not a hardware counter.")
+      "(the model outputs only the last position), and inference graphs then attend the last "
+      "layer's one query row over the unprojected keys (`jit::Options::absorb_projections`, "
+      "`EDIFICE_ABSORB=0` turns it off), so Edifice executes fewer FLOPs than this count "
+      "(batch-1 inference about 0.07 GFLOP of the 0.11 counted); its GFLOP/s is this count "
+      "over its time, not a hardware counter, and may exceed the machine's peak.")
     loads = [x.get("loadavg_1min_before", 0) for e in r["cases"].values()
              for fw in ("edifice", "torch", "jax") for x in e["runs"][fw] if x]
     w("- Timings are wall-clock on a shared machine; every measurement holds "

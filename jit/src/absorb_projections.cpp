@@ -105,15 +105,15 @@ std::optional<Match> match(const Node& n, const Uses& uses) {
   if (q.rank() != 4 || k.rank() != 4 || v.rank() != 4) return std::nullopt;
   auto mk = match_projection(k, uses), mv = match_projection(v, uses);
   if (!mk || !mv) return std::nullopt;
-  // Work per batch entry, in multiply-adds.
+  // Work in multiply-adds: the projections and the attention's two products, against the
+  // absorbed form's (keys dk = Din (+1 for the bias's column) wide, values dv = Din).
   const double nh = static_cast<double>(q.shape()[1]), sq = static_cast<double>(q.shape()[2]),
                sk = static_cast<double>(k.shape()[2]), hd = static_cast<double>(q.shape()[3]),
-               hdv = static_cast<double>(v.shape()[3]),
-               dk = static_cast<double>(mk->h.shape()[2]) + (mk->bias ? 1 : 0),
-               dv = static_cast<double>(mv->h.shape()[2]),
+               hdv = static_cast<double>(v.shape()[3]), din = static_cast<double>(mk->h.shape()[2]),
+               dk = din + (mk->bias ? 1 : 0), dv = static_cast<double>(mv->h.shape()[2]),
                batch = static_cast<double>(q.shape()[0]);
-  if (sq < 1 || sk < 1 || hd < 1) return std::nullopt;
-  const double direct = batch * (sk * nh * (dk * hd + dv * hdv) + nh * sq * sk * (hd + hdv));
+  if (batch < 1 || sq < 1 || sk < 1 || hd < 1) return std::nullopt;
+  const double direct = batch * (sk * nh * (din * hd + dv * hdv) + nh * sq * sk * (hd + hdv));
   // The query-side products run over all nh column blocks (see absorbed()); the transposed
   // key weight is packed once.
   const double absorbed =

@@ -89,8 +89,9 @@ const Node& only_attention(const Graph& g) {
 
 bool absorbed(const Graph& g) {
   // The rewritten attention reads H (plus a column of ones with a key bias) as its keys.
-  return only_attention(jit::absorb_projections(g)).inputs()[1].shape()[1] == kKeys &&
-         only_attention(jit::absorb_projections(g)).inputs()[1].rank() == 3;
+  const Graph a = jit::absorb_projections(g);
+  const Value& keys = only_attention(a).inputs()[1];
+  return keys.rank() == 3 && keys.shape()[1] == kKeys;
 }
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {

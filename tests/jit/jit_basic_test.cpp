@@ -14,7 +14,8 @@ namespace o = edifice::ops;
 
 namespace {
 
-Tensor random_tensor(DType d, const Shape& shape, std::uint32_t seed, double lo = -1, double hi = 1) {
+Tensor random_tensor(DType d, const Shape& shape, std::uint32_t seed, double lo = -1,
+                     double hi = 1) {
   Tensor t(d, shape);
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> u(lo, hi);
@@ -52,7 +53,8 @@ TEST_CASE("elementwise chains fuse into one kernel and match the interpreter", "
   Graph g({x, b}, {y});
   auto exe = jit::compile(g, {{5, 37}, {37}});
   CHECK(exe->kernels().size() == 1);
-  check_against_interpreter(g, {random_tensor(DType::f32, {5, 37}, 1), random_tensor(DType::f32, {37}, 2)});
+  check_against_interpreter(
+      g, {random_tensor(DType::f32, {5, 37}, 1), random_tensor(DType::f32, {37}, 2)});
 }
 
 TEST_CASE("reductions, layouts and gathers match the interpreter", "[jit]") {
@@ -60,7 +62,8 @@ TEST_CASE("reductions, layouts and gathers match the interpreter", "[jit]") {
   auto idx = o::parameter("idx", DType::i64, {3});
   auto s = o::reduce_sum(o::exp(x), {1});
   auto m = o::reduce_max(o::transpose(x, {2, 0, 1}), {2});
-  auto p = o::pad(o::slice(x, {0, 1, 0}, {4, 6, 5}, {2, 2, 1}), 0.5, {1, 0, 0}, {0, 2, 1}, {0, 1, 0});
+  auto p =
+      o::pad(o::slice(x, {0, 1, 0}, {4, 6, 5}, {2, 2, 1}), 0.5, {1, 0, 0}, {0, 2, 1}, {0, 1, 0});
   auto t = o::take(x, idx, 1);
   auto c = o::concat({x, o::neg(x)}, 2);
   Graph g({x, idx}, {s, m, p, t, c});
@@ -99,9 +102,11 @@ TEST_CASE("matmul with bias and gelu is one GEMM kernel", "[jit]") {
   auto exe = jit::compile(g, {{7, 33}, {33, 19}, {19}});
   CHECK(exe->kernels().size() == 1);
   CHECK(exe->kernels()[0].kind == "gemm");
-  check_against_interpreter(g, {random_tensor(DType::f32, {7, 33}, 4), random_tensor(DType::f32, {33, 19}, 5),
-                                random_tensor(DType::f32, {19}, 6)},
-                            1e-5, 1e-5);
+  check_against_interpreter(
+      g,
+      {random_tensor(DType::f32, {7, 33}, 4), random_tensor(DType::f32, {33, 19}, 5),
+       random_tensor(DType::f32, {19}, 6)},
+      1e-5, 1e-5);
 }
 
 TEST_CASE("gradients run through the JIT", "[jit]") {
@@ -109,8 +114,9 @@ TEST_CASE("gradients run through the JIT", "[jit]") {
   auto w = o::parameter("w", DType::f64, {4, 3});
   auto loss = o::reduce_mean(o::tanh(o::matmul(x, w)) * o::tanh(o::matmul(x, w)), {0, 1});
   Graph g = grad(Graph({x, w}, {loss}), {0, 1}, true);
-  check_against_interpreter(g, {random_tensor(DType::f64, {6, 4}, 7), random_tensor(DType::f64, {4, 3}, 8)},
-                            1e-10, 1e-12);
+  check_against_interpreter(
+      g, {random_tensor(DType::f64, {6, 4}, 7), random_tensor(DType::f64, {4, 3}, 8)}, 1e-10,
+      1e-12);
 }
 
 TEST_CASE("run-time errors name the op", "[jit]") {

@@ -83,7 +83,8 @@ void check(const Graph& g, const std::vector<Tensor>& inputs, Tol tol, const std
   if (attention_kernel != jit::AttentionKernel::automatic) {
     // A forced kernel is really the one compiled (the pass records it in each node).
     const std::string want = attention_kernel == jit::AttentionKernel::tiles ? "tiles" : "rows";
-    for (const Node* n : jit::choose_attention_kernels(g, attention_kernel).nodes())
+    const Graph chosen = jit::choose_attention_kernels(g, attention_kernel);  // owns the nodes
+    for (const Node* n : chosen.nodes())
       if (n->op() == Op::attention || n->op() == Op::attention_backward) {
         INFO(n->attrs().get_string("mask") << " mask");
         REQUIRE(n->attrs().get_string("kernel") == want);
@@ -642,7 +643,8 @@ TEST_CASE("the automatic attention kernel rule", "[jit][attention]") {
     ops::AttentionOptions opt;
     opt.mask = mask;
     Graph g(in, {o::attention(q, k, v, opt)});
-    for (const Node* n : jit::choose_attention_kernels(g, jit::AttentionKernel::automatic).nodes())
+    const Graph rewritten = jit::choose_attention_kernels(g, jit::AttentionKernel::automatic);
+    for (const Node* n : rewritten.nodes())
       if (n->op() == Op::attention) return n->attrs().get_string("kernel");
     return std::string("none");
   };

@@ -96,6 +96,38 @@ Index ExpressionEmitter::reshape_index(const Index& index, const Shape& out_shap
   return inner;  // trailing extent-1 axes of the input stay at 0
 }
 
+namespace {
+
+// Whether an index term is non-negative by construction: loop counters and kernel arguments
+// (which count up from >= 0) combined by operations that keep the sign, and constants >= 0.
+bool non_negative(llvm::Value* v, int depth) {
+  if (auto* c = llvm::dyn_cast<llvm::ConstantInt>(v)) return !c->isNegative();
+  if (llvm::isa<llvm::PHINode>(v) || llvm::isa<llvm::Argument>(v)) return true;
+  auto* inst = llvm::dyn_cast<llvm::Instruction>(v);
+  if (!inst || depth == 0) return false;
+  switch (inst->getOpcode()) {
+    case llvm::Instruction::Add:
+    case llvm::Instruction::Mul:
+    case llvm::Instruction::Shl:
+    case llvm::Instruction::Or:
+    case llvm::Instruction::UDiv:
+    case llvm::Instruction::URem:
+    case llvm::Instruction::LShr:
+      return non_negative(inst->getOperand(0), depth - 1) &&
+             non_negative(inst->getOperand(1), depth - 1);
+    case llvm::Instruction::And:
+      return non_negative(inst->getOperand(0), depth - 1) ||
+             non_negative(inst->getOperand(1), depth - 1);
+    case llvm::Instruction::Select:
+      return non_negative(inst->getOperand(1), depth - 1) &&
+             non_negative(inst->getOperand(2), depth - 1);
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 llvm::Value* ExpressionEmitter::compute(const Value& v, const Index& index) {
   const Node& n = v.node();
   auto ov = overrides_.find(&n);
@@ -107,7 +139,9 @@ llvm::Value* ExpressionEmitter::compute(const Value& v, const Index& index) {
     // The last index is added to the row's address, not to its offset: the row offset is a
     // multiple of the last extent, so the optimiser would fold the sum into an `or`, which
     // the loop vectoriser cannot see through (it gathers instead of loading a vector).
-    // Constant terms of the last index (a slice's start) move to the row's address too.
+    // Non-negative constant terms of the last index (a slice's start) move to the row's
+    // address too, while the rest is visibly non-negative (so the row address stays inside
+    // the buffer, as the inbounds addressing requires).
     Index row = index;
     llvm::Value* last = index.back();
     std::int64_t constant = 0;
@@ -119,7 +153,7 @@ llvm::Value* ExpressionEmitter::compute(const Value& v, const Index& index) {
         c = llvm::dyn_cast<llvm::ConstantInt>(add->getOperand(1));
         rest = add->getOperand(0);
       }
-      if (!c) break;
+      if (!c || c->isNegative() || !non_negative(rest, 8)) break;
       constant += c->getSExtValue();
       last = rest;
     }
