@@ -139,9 +139,12 @@ Value folded_mask(const Attributes& at, std::int64_t heads, std::int64_t sq, std
   return ops::constant(std::move(mask));
 }
 
-// Where row (b, h, s) of a [B*nh*Sq, ...] operand meets column block h' of nh blocks.
-Value same_head(const Shape& wide) {
-  return ops::eq(ops::iota(wide, 1, DType::i32), ops::iota(wide, 3, DType::i32));
+// x [B, nh, Sq, nh, ...] with zeros wherever the row's head (axis 1) differs from the column
+// block's (axis 3): the block-diagonal part.
+Value same_head_blocks(const Value& x) {
+  const Shape& s = x.shape();
+  Value same = ops::eq(ops::iota(s, 1, DType::i32), ops::iota(s, 3, DType::i32));
+  return ops::select(same, x, ops::zeros_like(x));
 }
 
 std::vector<Value> absorbed(const Node& n, const Match& m) {
@@ -159,10 +162,8 @@ std::vector<Value> absorbed(const Node& n, const Match& m) {
   // worth, against the Sk x Din x nh x hd of the key projection. Operands of the attention and
   // the GEMMs are produced in the shapes those kernels read (rank 3, [B, rows, ...]), so no
   // reshape has to be materialised between them.
-  const Shape wide_q = {batch, heads, sq, heads, hd};
-  Value spread = ops::broadcast_in_dim(q, wide_q, {0, 1, 2, 4});
-  Value block_q = ops::reshape(ops::select(same_head(wide_q), spread, ops::zeros_like(spread)),
-                               {batch, rows, heads * hd});
+  Value spread = ops::broadcast_in_dim(q, {batch, heads, sq, heads, hd}, {0, 1, 2, 4});
+  Value block_q = ops::reshape(same_head_blocks(spread), {batch, rows, heads * hd});
   Value qk = ops::dot_general(block_q, m.k.w, {.lhs_contract = {2}, .rhs_contract = {1}});
   Value keys = m.k.h;
   if (m.k.bias) {
@@ -181,9 +182,8 @@ std::vector<Value> absorbed(const Node& n, const Match& m) {
   // Value side: (P_h . H) . Wv_h for every head in one product (Wv read in place), of which
   // head h keeps column block h; then + bv_h.
   Value y = ops::dot_general(attended[0], m.v.w, {.lhs_contract = {2}, .rhs_contract = {0}});
-  const Shape wide_y = {batch, heads, sq, heads, hdv};
-  Value y_wide = ops::reshape(y, wide_y);
-  Value out = ops::reduce_sum(ops::select(same_head(wide_y), y_wide, ops::zeros_like(y_wide)), {3});
+  Value out =
+      ops::reduce_sum(same_head_blocks(ops::reshape(y, {batch, heads, sq, heads, hdv})), {3});
   if (m.v.bias)
     out = ops::add(out, ops::broadcast_in_dim(ops::reshape(*m.v.bias, {heads, hdv}),
                                               {batch, heads, sq, hdv}, {1, 3}));

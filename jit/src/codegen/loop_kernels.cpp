@@ -26,29 +26,23 @@ void emit_loop(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   e.loop(args.begin, args.end, [&](llvm::Value* row) {
     Index outer = expr.delinearize(row, outer_shape);
     llvm::Value* base = b.CreateMul(row, e.i64(inner));
-    if (split_concat) {
-      std::int64_t offset = 0;
-      for (const Value& in : root_node.inputs()) {
-        const std::int64_t extent = in.shape().back();
-        e.loop(e.i64(0), e.i64(extent), [&](llvm::Value* col) {
-          expr.clear_memo();
-          Index index = outer;
-          index.push_back(col);
-          e.store(root.dtype(), expr.at(in, index), out,
-                  b.CreateAdd(base, b.CreateAdd(col, e.i64(offset))));
-          expr.clear_memo();
-        });
-        offset += extent;
-      }
-      return;
+    // out[row, offset + col] = source[row, col] for col < extent.
+    auto run = [&](const Value& source, std::int64_t offset, std::int64_t extent) {
+      e.loop(e.i64(0), e.i64(extent), [&](llvm::Value* col) {
+        expr.clear_memo();
+        Index index = outer;
+        if (!shape.empty()) index.push_back(col);
+        e.store(root.dtype(), expr.at(source, index), out,
+                b.CreateAdd(base, b.CreateAdd(col, e.i64(offset))));
+        expr.clear_memo();
+      });
+    };
+    if (!split_concat) return run(root, 0, inner);
+    std::int64_t offset = 0;
+    for (const Value& in : root_node.inputs()) {
+      run(in, offset, in.shape().back());
+      offset += in.shape().back();
     }
-    e.loop(e.i64(0), e.i64(inner), [&](llvm::Value* col) {
-      expr.clear_memo();
-      Index index = outer;
-      if (!shape.empty()) index.push_back(col);
-      e.store(root.dtype(), expr.at(root, index), out, b.CreateAdd(base, col));
-      expr.clear_memo();
-    });
   });
 }
 
