@@ -1052,11 +1052,6 @@ std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
   fail("unknown op {}", static_cast<int>(node.op()));
 }
 
-std::string parameter_name(const Value& v) {
-  const Attributes& at = v.node().attrs();
-  return at.has("name") ? at.get_string("name") : std::string();
-}
-
 // Count, dtype, rank and static extents of every input; dynamic extents must agree. Returns
 // whether the graph needs specialising.
 bool check_inputs(const Graph& graph, const std::vector<Tensor>& inputs) {
@@ -1071,14 +1066,14 @@ bool check_inputs(const Graph& graph, const std::vector<Tensor>& inputs) {
     const TensorType& want = params[i].type();
     const Tensor& got = inputs[i];
     if (got.dtype() != want.dtype)
-      fail("interpret: input {} (\"{}\") has dtype {}, the graph expects {}", i,
-           parameter_name(params[i]), dtype_name(got.dtype()), want.to_string());
+      fail("interpret: input \"{}\" has dtype {}, the graph expects {}", input_name(params[i]),
+           dtype_name(got.dtype()), want.to_string());
     bool ok = got.rank() == want.rank();
     for (std::size_t a = 0; ok && a < want.shape.size(); ++a)
       ok = want.shape[a] == kDynamic || want.shape[a] == got.shape()[a];
     if (!ok)
-      fail("interpret: input {} (\"{}\") has shape {}, the graph expects {}", i,
-           parameter_name(params[i]), shape_to_string(got.shape()), want.to_string());
+      fail("interpret: input \"{}\" has shape {}, the graph expects {}", input_name(params[i]),
+           shape_to_string(got.shape()), want.to_string());
     for (std::size_t a = 0; a < want.shape.size(); ++a) {
       if (want.shape[a] != kDynamic) continue;
       dynamic = true;
@@ -1087,10 +1082,10 @@ bool check_inputs(const Graph& graph, const std::vector<Tensor>& inputs) {
         bound_by = i;
       } else if (got.shape()[a] != bound) {
         fail(
-            "interpret: input {} (\"{}\") has shape {}, the graph expects {} with ? = {} (bound "
-            "by input {} (\"{}\"))",
-            i, parameter_name(params[i]), shape_to_string(got.shape()), want.to_string(), bound,
-            bound_by, parameter_name(params[bound_by]));
+            "interpret: input \"{}\" has shape {}, the graph expects {} with ? = {} (bound by "
+            "input \"{}\")",
+            input_name(params[i]), shape_to_string(got.shape()), want.to_string(), bound,
+            input_name(params[bound_by]));
       }
     }
   }
@@ -1099,13 +1094,6 @@ bool check_inputs(const Graph& graph, const std::vector<Tensor>& inputs) {
       for (const TensorType& t : node->outputs())
         if (!is_static(t.shape)) return true;  // let specialize report what cannot be bound
   return dynamic;
-}
-
-std::string where(const Node& node) {
-  if (node.scope().empty())
-    return fmt::format("\n  the op was defined at {}", format_location(node.location()));
-  return fmt::format("\n  in layer {}\n  the layer was defined at {}", node.scope(),
-                     format_location(node.location()));
 }
 
 }  // namespace

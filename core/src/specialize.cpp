@@ -36,22 +36,22 @@ Graph specialize(const Graph& graph, const std::vector<Shape>& input_shapes) {
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const Shape& want = inputs[i].shape();
     const Shape& got = input_shapes[i];
-    const std::string& name = inputs[i].node().attrs().get_string("name");
+    const std::string& name = input_name(inputs[i]);
     bool ok = want.size() == got.size();
     for (std::size_t a = 0; ok && a < want.size(); ++a) {
       if (want[a] == kDynamic) {
         if (batch && *batch != got[a])
           fail(
-              "specialize: input {} (\"{}\") has batch extent {} on axis {}, but an earlier input "
+              "specialize: input \"{}\" has batch extent {} on axis {}, but an earlier input "
               "bound the batch to {}",
-              i, name, got[a], a, *batch);
+              name, got[a], a, *batch);
         batch = got[a];
       } else {
         ok = want[a] == got[a];
       }
     }
     if (!ok)
-      fail("specialize: input {} (\"{}\") has shape {}, the graph expects {}", i, name,
+      fail("specialize: input \"{}\" has shape {}, the graph expects {}", name,
            shape_to_string(got), inputs[i].type().to_string());
   }
   if (!batch) return graph;  // nothing dynamic among the inputs

@@ -119,5 +119,5 @@ TEST_CASE("specialize binds the batch extent", "[graph]") {
   CHECK(s.outputs()[0].type().to_string() == "f32[5]");
   CHECK(s.inputs()[0].type().to_string() == "f32[5,4]");
   CHECK(error_of([&] { specialize(g, {{5, 3}}); }) ==
-        "specialize: input 0 (\"x\") has shape [5,3], the graph expects f32[?,4]");
+        "specialize: input \"x\" has shape [5,3], the graph expects f32[?,4]");
 }
