@@ -327,9 +327,6 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
 const Graph& TrainStep::graph(const Tensor& targets) {
   return built(targets, true).graph;
 }
-const Graph& TrainStep::eval_graph(const Tensor& targets) {
-  return built(targets, false).graph;
-}
 
 namespace {
 

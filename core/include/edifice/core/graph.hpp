@@ -40,7 +40,6 @@ class Value {
 
   bool valid() const { return node_ != nullptr; }
   const Node& node() const { return *node_; }
-  const NodePtr& node_ptr() const { return node_; }
   int index() const { return index_; }
 
   const TensorType& type() const;
