@@ -4,19 +4,14 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 using namespace edifice;
 namespace o = edifice::ops;
 
-namespace {
+using edifice::test::error_of;
 
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+namespace {
 
 std::string here(int line) { return fmt::format("{}:{}", __FILE__, line); }
 
