@@ -962,6 +962,18 @@ std::vector<Tensor> eval_lstm_scan_backward(const Node&, const std::vector<Tenso
 // Evaluates one non-parameter node on its input tensors.
 std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
   const Attributes& at = node.attrs();
+  switch (op_kind(node.op())) {
+    case OpKind::unary:
+      return {eval_unary(node.op(), in.at(0))};
+    case OpKind::binary:
+      return {eval_binary(node.op(), in.at(0), in.at(1))};
+    case OpKind::compare:
+      return {eval_compare(node.op(), in.at(0), in.at(1))};
+    case OpKind::reduction:
+      return {eval_reduce(node, in.at(0))};
+    default:
+      break;
+  }
   switch (node.op()) {
     case Op::parameter:
       fail("parameter nodes are bound from the inputs");
@@ -971,38 +983,6 @@ std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
       return {eval_iota(node)};
     case Op::random_uniform:
       return {eval_random_uniform(node, in.at(0))};
-
-    case Op::neg:
-    case Op::abs:
-    case Op::exp:
-    case Op::log:
-    case Op::sqrt:
-    case Op::rsqrt:
-    case Op::tanh:
-    case Op::sigmoid:
-    case Op::erf:
-    case Op::sin:
-    case Op::cos:
-    case Op::relu:
-    case Op::gelu:
-      return {eval_unary(node.op(), in.at(0))};
-
-    case Op::add:
-    case Op::sub:
-    case Op::mul:
-    case Op::div:
-    case Op::max:
-    case Op::min:
-    case Op::pow:
-      return {eval_binary(node.op(), in.at(0), in.at(1))};
-
-    case Op::eq:
-    case Op::ne:
-    case Op::lt:
-    case Op::le:
-    case Op::gt:
-    case Op::ge:
-      return {eval_compare(node.op(), in.at(0), in.at(1))};
 
     case Op::select:
       return {eval_select(in.at(0), in.at(1), in.at(2))};
@@ -1022,10 +1002,6 @@ std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
     case Op::concat:
       return {eval_concat(node, in)};
 
-    case Op::reduce_sum:
-    case Op::reduce_max:
-    case Op::reduce_mean:
-      return {eval_reduce(node, in.at(0))};
     case Op::dot_general:
       return {eval_dot_general(node, in.at(0), in.at(1))};
 
@@ -1048,6 +1024,8 @@ std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
       return eval_lstm_scan(node, in);
     case Op::lstm_scan_backward:
       return eval_lstm_scan_backward(node, in);
+    default:
+      break;  // evaluated by kind above
   }
   fail("unknown op {}", static_cast<int>(node.op()));
 }
