@@ -9,6 +9,7 @@ packages=(
   libxtensor-dev xtl-dev libxsimd-dev
   libfmt-dev catch2 nlohmann-json3-dev
   libopenblas-dev  # bench/gemm_bench compares the JIT GEMM with OpenBLAS
+  libopenmpi-dev openmpi-bin  # data-parallel training over MPI (nn::mpi()) and its tests
 )
 
 missing=()
