@@ -4,11 +4,13 @@
 //
 //   mpi_train_driver --steps N --out PARAMS [--resume CKPT] [--checkpoint CKPT]
 //                    [--kill-rank R --at-step S] [--throw-rank R --at-step S]
+//                    [--hang-rank R --at-step S]
 //                    [--mismatch-rank R] [--single-process] [--timeout SECONDS]
 //
 // --steps is absolute (max_steps): a resumed run continues to it. --checkpoint saves at the
 // end (rank 0 writes). --kill-rank kills that rank with SIGKILL after step S, --throw-rank
-// throws there; --mismatch-rank gives that rank another learning rate. --single-process runs
+// throws there, --hang-rank sleeps there for an hour (the others' collective timeout, --timeout,
+// must end the job); --mismatch-rank gives that rank another learning rate. --single-process runs
 // the same data-parallel step without MPI (nn::single_process()).
 #include <edifice/models/multi_head.hpp>
 #include <edifice/nn/checkpoint.hpp>
@@ -16,10 +18,12 @@
 #include <edifice/nn/layers.hpp>
 #include <edifice/nn/trainer.hpp>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 using namespace edifice;
 namespace mh = edifice::models::multi_head;
@@ -29,7 +33,7 @@ namespace {
 struct Args {
   std::int64_t steps = 20;
   std::string out, resume, checkpoint;
-  int kill_rank = -1, throw_rank = -1, mismatch_rank = -1;
+  int kill_rank = -1, throw_rank = -1, hang_rank = -1, mismatch_rank = -1;
   std::int64_t at_step = 5;
   bool single_process = false;
   double timeout_s = 60;
@@ -56,6 +60,8 @@ Args parse(int argc, char** argv) {
       a.checkpoint = value();
     else if (flag == "--kill-rank")
       a.kill_rank = std::stoi(value());
+    else if (flag == "--hang-rank")
+      a.hang_rank = std::stoi(value());
     else if (flag == "--throw-rank")
       a.throw_rank = std::stoi(value());
     else if (flag == "--at-step")
@@ -121,6 +127,8 @@ int run(const Args& a) {
     if (ev.step == a.at_step && comm->rank() == a.kill_rank) std::raise(SIGKILL);
     if (ev.step == a.at_step && comm->rank() == a.throw_rank)
       throw Error(fmt::format("injected failure at step {}", ev.step));
+    if (ev.step == a.at_step && comm->rank() == a.hang_rank)
+      std::this_thread::sleep_for(std::chrono::hours(1));
     if (comm->rank() == 0)
       std::printf("step %lld loss %.9g accuracy %.9g\n", static_cast<long long>(ev.step), ev.loss,
                   ev.metrics[0].second);

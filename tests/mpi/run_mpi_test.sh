@@ -4,7 +4,8 @@
 # SCENARIO: identical (1, 2, 4 ranks and the single-process communicator give the same bytes),
 # resume (2 -> 4 -> 1 ranks equals one uninterrupted run), kill (a rank killed mid-run ends
 # the job with an error in under 30 s), throw (an exception on one rank ends the job naming the
-# rank), mismatch (different options on one rank are reported at start).
+# rank), hang (a rank that stops answering makes the others time out and end the job),
+# mismatch (different options on one rank are reported at start).
 set -uo pipefail
 mpiexec=$1 driver=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work"
@@ -70,6 +71,17 @@ case $scenario in
     grep -q "edifice: rank 1 of 2: fit failed: injected failure at step 5" "$work/throw.log" ||
       fail "no error naming rank 1 and its exception"
     echo "an exception on rank 1 ended the job (exit code $rc) after ${elapsed}s"
+    ;;
+  hang)
+    start=$(date +%s.%N)
+    timeout 60 "$mpiexec" "${mpi_flags[@]}" -np 2 "$driver" --steps 200 --hang-rank 1 --at-step 5 --timeout 5 > "$work/hang.log" 2>&1
+    rc=$? elapsed=$(echo "$(date +%s.%N) - $start" | bc)
+    tail -15 "$work/hang.log"
+    [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "exit code $rc (want a failure, not a hang)"
+    (( $(echo "$elapsed < 30" | bc) )) || fail "the job took ${elapsed}s to end (limit 30 s)"
+    grep -q "edifice: rank 0 of 2: .* did not complete within 5 s" "$work/hang.log" ||
+      fail "no timeout error from rank 0"
+    echo "rank 1 hanging at step 5: rank 0 timed out and ended the job (exit code $rc) after ${elapsed}s"
     ;;
   mismatch)
     run_np 2 --steps 3 --mismatch-rank 1 > "$work/mismatch.log" 2>&1
