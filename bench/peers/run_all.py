@@ -183,8 +183,7 @@ def main():
         with open(args.from_json) as f:
             report = json.load(f)
         summarise(report)
-        with open(args.markdown, "w") as f:
-            f.write(markdown(report))
+        write_markdown(args.markdown, markdown(report))
         return
 
     lock = os.environ.get("PEER_BENCH_LOCK", "/tmp/edifice-build.lock")
@@ -289,8 +288,7 @@ def main():
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)
         f.write("\n")
-    with open(args.markdown, "w") as f:
-        f.write(markdown(report))
+    write_markdown(args.markdown, markdown(report))
     print("wrote %s and %s (%.0f s)" % (args.markdown, args.json, time.time() - started))
 
 
@@ -334,6 +332,21 @@ def summarise(report):
             tgt = e.get("memory_target_vs_torch")
             s["memory_target_met"] = None if (ratio is None or tgt is None) else ratio <= tgt
         e["summary"] = s
+
+
+KEEP_MARKER = "<!-- Hand-written sections: kept below this line when the page is regenerated. -->"
+
+
+def write_markdown(path, generated):
+    """Writes the generated page, keeping the hand-written sections after KEEP_MARKER."""
+    kept = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        if KEEP_MARKER in old:
+            kept = "\n" + old[old.index(KEEP_MARKER):]
+    with open(path, "w") as f:
+        f.write(generated.rstrip("\n") + "\n" + kept)
 
 
 def markdown(r):

@@ -12,6 +12,9 @@
 ///                                            (i64 scalar: updates applied = the global step)
 ///   "loop/epoch"               i64 []        current epoch, 0-based (= epochs completed)
 ///   "loop/cursor"              i64 []        batches of the current epoch already trained on
+///                                            (global batches: with data-parallel training the
+///                                            same on every rank, so a checkpoint written with
+///                                            N ranks resumes with M; distributed.hpp)
 ///   "loop/data_seed"           i64 []        shuffling key (a u64 stored bit for bit)
 ///   "loop/dropout_seed"        i64 []        dropout key seed (u64 bit for bit)
 ///   "loop/dropout_counter"     i64 []        dropout keys drawn so far (u64 bit for bit)
