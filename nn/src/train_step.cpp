@@ -209,7 +209,7 @@ namespace {
 // loss and metric values (pruned when the JIT prunes rows).
 struct StepForward {
   std::vector<Value> params, inputs;
-  Value rng_key;  // train mode only: the trace's key, or a fresh unused one
+  Value rng_key;  // train mode with randomness only: the trace's key
   Value target;
   std::vector<Value> outputs;  // loss, metrics
   std::vector<std::string> param_names;
@@ -250,7 +250,8 @@ StepForward trace_forward(const Model& model, const TrainStepOptions& options,
     fi.push_back(f.target);
     f.outputs = jit::prune_rows(Graph(fi, f.outputs)).outputs();
   }
-  if (train) f.rng_key = tr.has_rng_key ? gin[np + ni] : ops::parameter("rng_key", DType::i64, {});
+  // Without dropout the key is unused; the graphs add a placeholder where they need one.
+  if (train && tr.has_rng_key) f.rng_key = gin[np + ni];
   return f;
 }
 
@@ -347,7 +348,7 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
   // Inputs: parameters, state, learning rate, key, model inputs, targets.
   gi.insert(gi.end(), placeholders.begin() + 1, placeholders.end());
   gi.push_back(placeholders[0]);
-  gi.push_back(f.rng_key);
+  gi.push_back(f.rng_key.valid() ? f.rng_key : ops::parameter("rng_key", DType::i64, {}));
   gi.insert(gi.end(), f.inputs.begin(), f.inputs.end());
   gi.push_back(f.target);
   b->graph = Graph(gi, outputs);
@@ -367,7 +368,7 @@ TrainStep::Built& TrainStep::built_gradients(const Tensor& targets) {
   b->num_params = f.params.size();
   for (const Value& g : grad(outputs[0], f.params)) outputs.push_back(g);
   std::vector<Value> gi = f.params;
-  gi.push_back(f.rng_key);
+  gi.push_back(f.rng_key.valid() ? f.rng_key : ops::parameter("rng_key", DType::i64, {}));
   gi.insert(gi.end(), f.inputs.begin(), f.inputs.end());
   gi.push_back(f.target);
   b->graph = Graph(gi, outputs);

@@ -145,19 +145,16 @@ TEST_CASE("the split gradient and update step matches the fused step", "[nn][dis
 TEST_CASE("distributed training errors say what is wrong", "[nn][distributed]") {
   CHECK(contains(error_of([] { train(nn::single_process(), 0); }),
                  "fit (distributed): micro_shards must be >= 1, got 0"));
-  nn::Trainer anomaly(regressor(), {.loss = nn::Loss::mse(),
-                                    .optimizer = nn::sgd(),
-                                    .anomaly_mode = true,
-                                    .jit = {},
-                                    .distributed = nn::single_process()});
+  nn::TrainerOptions options{.loss = nn::Loss::mse(), .optimizer = nn::sgd()};
+  options.distributed = nn::single_process();
+  nn::TrainerOptions with_anomaly = options;
+  with_anomaly.anomaly_mode = true;
+  nn::Trainer anomaly(regressor(), with_anomaly);
   anomaly.init(0);
   CHECK(error_of([&] { anomaly.fit(data(4), {.progress = false}); }) ==
         "fit (distributed): anomaly mode is not supported in data-parallel training");
   auto x = nn::input("x", {4, 3});
-  nn::Trainer fixed(nn::Model(nn::dense(x, 1)), {.loss = nn::Loss::mse(),
-                                                 .optimizer = nn::sgd(),
-                                                 .jit = {},
-                                                 .distributed = nn::single_process()});
+  nn::Trainer fixed(nn::Model(nn::dense(x, 1)), options);
   fixed.init(0);
   CHECK(error_of([&] { fixed.fit(data(4), {.batch_size = 4, .progress = false}); }) ==
         "fit (distributed): the model's input \"x\" is f32[4,3]; data-parallel training splits "
