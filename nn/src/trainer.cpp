@@ -516,15 +516,17 @@ History Trainer::fit(const Dataset& data, const FitOptions& options) {
 
 void Trainer::save_checkpoint(const std::string& path, const std::string& config_json) const {
   if (!initialised_) fail("Trainer::save_checkpoint: nothing to save; call init() first");
+  const CheckpointMetadata metadata{config_json, step_.options().optimizer->config_json(),
+                                    comm_ ? distribution_.micro_shards : 0};
   if (!comm_ || comm_->size() == 1) {
-    nn::save_checkpoint(path, state_, {config_json, step_.options().optimizer->config_json()});
+    nn::save_checkpoint(path, state_, metadata);
     return;
   }
   // Rank 0 writes; every rank learns whether it worked (and waits for the file to exist).
   std::string error;
   if (comm_->rank() == 0) {
     try {
-      nn::save_checkpoint(path, state_, {config_json, step_.options().optimizer->config_json()});
+      nn::save_checkpoint(path, state_, metadata);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -537,7 +539,15 @@ void Trainer::save_checkpoint(const std::string& path, const std::string& config
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
-  TrainState s = nn::load_checkpoint(path);
+  std::map<std::string, std::string> metadata;
+  TrainState s = nn::load_checkpoint(path, &metadata);
+  if (auto it = metadata.find("micro_shards");
+      comm_ && it != metadata.end() && it->second != std::to_string(distribution_.micro_shards))
+    fail(
+        "{}: the checkpoint was trained with {} micro-shards per batch, this trainer uses {}; "
+        "resume with the same micro_shards (any world size dividing it) to continue the same "
+        "run",
+        path, it->second, distribution_.micro_shards);
   check_params(model().parameters(), s.params, path);
   check_optimizer_state(step_.initial_state(s.params), s.optimizer, path);
   const std::size_t values = value_names().size();

@@ -9,7 +9,11 @@
 
 #include "test_util.hpp"
 
+#include <fmt/format.h>
+#include <unistd.h>
+
 #include <cstring>
+#include <filesystem>
 
 using namespace edifice;
 using edifice::test::contains;
@@ -161,4 +165,30 @@ TEST_CASE("distributed training errors say what is wrong", "[nn][distributed]") 
         "every batch into micro-shards, so it needs a dynamic batch axis");
   if (!nn::mpi_available())
     CHECK(contains(error_of([] { nn::mpi(); }), "this build of Edifice has no MPI support"));
+}
+
+TEST_CASE("a checkpoint resumes only with the micro-shards it was trained with",
+          "[nn][distributed]") {
+  auto options = [](std::int64_t micro_shards) {
+    nn::TrainerOptions o{.loss = nn::Loss::mse(), .optimizer = nn::adam()};
+    o.distributed = nn::single_process();
+    o.distribution.micro_shards = micro_shards;
+    return o;
+  };
+  const std::string path = fmt::format("{}/edifice_distributed_test_{}.safetensors",
+                                       std::filesystem::temp_directory_path().string(), ::getpid());
+  nn::Trainer four(regressor(), options(4));
+  four.init(1);
+  four.fit(data(10), {.max_steps = 2, .batch_size = 4, .progress = false});
+  four.save_checkpoint(path);
+  nn::Trainer two(regressor(), options(2));
+  CHECK(error_of([&] { two.load_checkpoint(path); }) ==
+        path +
+            ": the checkpoint was trained with 4 micro-shards per batch, this trainer uses 2; "
+            "resume with the same micro_shards (any world size dividing it) to continue the same "
+            "run");
+  nn::Trainer again(regressor(), options(4));
+  again.load_checkpoint(path);
+  CHECK(again.state().step() == 2);
+  std::filesystem::remove(path);
 }

@@ -32,6 +32,7 @@
 ///   "parameters"      JSON list of {"name", "dtype", "shape"} of every parameter
 ///   "optimizer"       the optimizer's hyper-parameters as JSON (Optimizer::config_json)
 ///   "step", "epoch", "cursor"  copies of the tensors above, for people reading the header
+///   "micro_shards"    micro-shards per batch, written by data-parallel training only
 ///
 /// Loading validates the file (safetensors checks, then every entry above present with its
 /// dtype and shape, no unknown tensor) before anything is returned; Trainer::load_checkpoint
@@ -90,6 +91,9 @@ struct CheckpointMetadata {
   std::string config = "{}";
   /// Optimizer::config_json(); empty to omit.
   std::string optimizer;
+  /// Data-parallel training's micro-shards per batch (distributed.hpp); 0 to omit. The
+  /// trainer refuses to resume a checkpoint with another count (the run would differ).
+  std::int64_t micro_shards = 0;
 };
 
 /// Writes `state` to `path` as one safetensors file, atomically.

@@ -22,10 +22,16 @@
 ///     bits, whatever W, and runs the same update graph (TrainStep::apply_gradients).
 ///   - The gradients travel packed in one buffer (each parameter's bytes at an 8-aligned
 ///     offset), cut into buckets of bucket_bytes; all buckets are posted at once
-///     (MPI_Iallgather) and each is summed as soon as it arrives. Bytes sent per rank per step:
+///     (MPI_Iallgather) and each is summed as soon as it arrives. (Communication cannot overlap
+///     the backward pass: one compiled graph produces every gradient of a micro-shard at once.) Bytes sent per rank per step:
 ///     P (the packed gradient size) when W is a power of two, P M / W otherwise; received
 ///     (W - 1) times that. Loss and metrics of every micro-shard are allgathered too and
 ///     averaged in micro-shard order (so every rank logs the same values).
+///
+/// Checkpoints (Trainer::save_checkpoint, written by rank 0) hold the global data cursor and
+/// micro_shards; a checkpoint resumes on any world size dividing the same micro_shards and
+/// continues exactly as the uninterrupted run. Every rank reads the file itself (a shared file
+/// system, or a copy per machine), and fit() then broadcasts rank 0's state anyway.
 ///
 /// Fault handling: every collective waits at most timeout_s (then the rank prints an error
 /// naming itself and aborts the job); an exception escaping fit() on one rank prints
