@@ -10,6 +10,8 @@ set -uo pipefail
 mpiexec=$1 driver=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work"
 export EDIFICE_THREADS=1 EDIFICE_CACHE=0
+# Sanitizer builds: Open MPI's allocations held until exit are not Edifice's leaks.
+export LSAN_OPTIONS="suppressions=$(dirname "$0")/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 # --bind-to none: several ranks share the 2 cores; loopback transports only.
 mpi_flags=(--oversubscribe --allow-run-as-root --bind-to none --mca btl self,vader)
 run_np() {
