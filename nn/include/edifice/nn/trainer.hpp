@@ -152,7 +152,8 @@ struct TrainerOptions {
   /// data and loop state, and gives bit-identical results for every world size dividing
   /// distribution.micro_shards (but not the same bits as the fused step). The progress bar and
   /// the CSV log are written by rank 0 only; handlers run on every rank with the same events;
-  /// save_checkpoint writes from rank 0 only. Anomaly mode is not supported with it.
+  /// save_checkpoint writes from rank 0 only. Validation and evaluate() run whole on every
+  /// rank (same parameters, same values). Anomaly mode is not supported with it.
   std::shared_ptr<Communicator> distributed;
   DistributedOptions distribution = {};
 };
