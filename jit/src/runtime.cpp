@@ -1,7 +1,7 @@
 // Running a program: check the inputs, allocate outputs and the arena, run each kernel's work
 // items on the thread pool, and turn status codes into errors that name the op.
-#include "codegen/codegen.hpp"
 #include "program.hpp"
+#include "status_codes.hpp"
 #include "thread_pool.hpp"
 
 #include <algorithm>
@@ -24,11 +24,13 @@ std::string where(const Node& n) {
   // Name the node that can raise this code.
   const Node* culprit = k.anchor;
   for (const Node* n : k.nodes) {
-    bool can_raise = code == 1 ? (n->op() == Op::div && is_integral(n->outputs()[0].dtype))
-                               : (n->op() == Op::take || n->op() == Op::scatter_add);
+    bool can_raise = code == kIntegerDivisionByZero
+                         ? (n->op() == Op::div && is_integral(n->outputs()[0].dtype))
+                         : (n->op() == Op::take || n->op() == Op::scatter_add);
     if (can_raise) culprit = n;
   }
-  const char* what = code == 1 ? "integer division by zero" : "index out of range";
+  const char* what =
+      code == kIntegerDivisionByZero ? "integer division by zero" : "index out of range";
   throw Error(
       fmt::format("{}: {} (kernel {}){}", op_name(culprit->op()), what, k.name, where(*culprit)));
 }

@@ -375,7 +375,7 @@ llvm::Value* Emitter::accumulate(DType d, llvm::Value* acc, llvm::Value* v) {
   return sum;
 }
 
-void Emitter::set_status(llvm::Value* status, llvm::Value* cond, int code) {
+void Emitter::set_status(llvm::Value* status, llvm::Value* cond, StatusCode code) {
   if_then(cond, [&] { b_.CreateStore(i32(code), status); });
 }
 
