@@ -2,14 +2,13 @@
 
 #include <fmt/format.h>
 
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
 #include <fcntl.h>
-#include <fstream>
-#include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 namespace edifice::jit {
 namespace {
@@ -45,35 +44,25 @@ bool make_directories(const std::string& path) {
 
 }  // namespace
 
-std::string content_hash(const std::string& bytes) { return fmt::format("{:016x}", fnv1a(bytes)); }
+std::string content_hash(const std::string& bytes) {
+  return fmt::format("{:016x}", fnv1a(bytes));
+}
 
 DiskCache::DiskCache(std::string dir) : dir_(dir.empty() ? default_directory() : std::move(dir)) {
-  if (const char* e = std::getenv("EDIFICE_CACHE"); e && std::string(e) == "0") {
-    problem_ = "disabled by EDIFICE_CACHE=0";
-    return;
-  }
-  if (dir_.empty()) {
-    problem_ = "no cache directory (HOME is not set)";
-    return;
-  }
-  if (!make_directories(dir_)) {
-    problem_ = fmt::format("cannot create {}: {}", dir_, std::strerror(errno));
-    return;
-  }
+  // Unusable (every load misses, every store is skipped): disabled by EDIFICE_CACHE=0, no
+  // directory (HOME unset), one that cannot be created or is not a directory, or one that is
+  // not owned by this user or is writable by others.
+  if (const char* e = std::getenv("EDIFICE_CACHE"); e && std::string(e) == "0") return;
+  if (dir_.empty() || !make_directories(dir_)) return;
   struct stat st {};
-  if (::stat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    problem_ = fmt::format("{} is not a directory", dir_);
-    return;
-  }
-  if (st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) {
-    problem_ = fmt::format("{} is writable by other users or not owned by this user; not used",
-                           dir_);
-    return;
-  }
+  if (::stat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+  if (st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) return;
   usable_ = true;
 }
 
-std::string DiskCache::path_for(const std::string& key) const { return dir_ + "/" + key + ".o"; }
+std::string DiskCache::path_for(const std::string& key) const {
+  return dir_ + "/" + key + ".o";
+}
 
 std::optional<std::string> DiskCache::load(const std::string& key) const {
   if (!usable_) return std::nullopt;

@@ -1,6 +1,7 @@
 #pragma once
-// The on-disk object cache: one file per compiled graph, named by a content key (graph hash,
-// shapes, target, code generator version). Files carry a header with the key, the size and a
+// The on-disk object cache: one file per compiled graph, named by a content key (the hash of
+// the rewritten, shape-specialised graph, the target and the code generator version; see
+// lower.cpp). Files carry a header with the key, the size and a
 // checksum of the object; anything that does not verify is treated as a miss and replaced,
 // never executed. The directory is created owner-only (0700) and not used if anyone else can
 // write to it, since a cached object is code this process will run.
@@ -16,20 +17,16 @@ class DiskCache {
   /// `dir` empty: EDIFICE_CACHE_DIR, else $XDG_CACHE_HOME/edifice, else ~/.cache/edifice.
   explicit DiskCache(std::string dir);
 
-  /// False when the cache is disabled (EDIFICE_CACHE=0) or its directory is unsafe.
-  bool usable() const { return usable_; }
-  const std::string& directory() const { return dir_; }
-  /// Why the cache is not usable (empty when it is).
-  const std::string& problem() const { return problem_; }
-
+  /// The object stored under `key`; nullopt when missing, not verified, or the cache is off
+  /// (EDIFICE_CACHE=0, no directory, or an unsafe one).
   std::optional<std::string> load(const std::string& key) const;
   /// Writes atomically (temporary file, fsync, rename); failures are silent (a cache).
   void store(const std::string& key, const std::string& object) const;
-  std::string path_for(const std::string& key) const;
 
  private:
+  std::string path_for(const std::string& key) const;
+
   std::string dir_;
-  std::string problem_;
   bool usable_ = false;
 };
 
