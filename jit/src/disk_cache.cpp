@@ -1,5 +1,7 @@
 #include "disk_cache.hpp"
 
+#include "codegen_hash.hpp"
+
 #include <fmt/format.h>
 
 #include <fcntl.h>
@@ -14,6 +16,10 @@ namespace edifice::jit {
 namespace {
 
 constexpr char kMagic[] = "EDIFICE-OBJECT-1\n";
+
+// A hash of the JIT's own sources (generated at build time): any change to the code
+// generator invalidates every cached object.
+constexpr const char* kCodegenVersion = "edifice-codegen-" EDIFICE_CODEGEN_HASH;
 
 std::uint64_t fnv1a(const std::string& bytes) {
   std::uint64_t h = 1469598103934665603ull;
@@ -42,7 +48,56 @@ bool make_directories(const std::string& path) {
   return true;
 }
 
+// Several objects in one cache entry: "<count>\n" then "<size>\n<bytes>" per object.
+std::string pack_objects(const std::vector<std::string>& objects) {
+  std::string out = std::to_string(objects.size()) + "\n";
+  for (const auto& o : objects) out += std::to_string(o.size()) + "\n" + o;
+  return out;
+}
+
+// The inverse; nullopt for anything malformed (treated as a cache miss).
+std::optional<std::vector<std::string>> unpack_objects(const std::string& bundle) {
+  std::size_t pos = 0;
+  auto read_number = [&](std::size_t& out) {
+    std::size_t nl = bundle.find('\n', pos);
+    if (nl == std::string::npos || nl == pos || nl - pos > 12) return false;
+    out = 0;
+    for (std::size_t i = pos; i < nl; ++i) {
+      if (bundle[i] < '0' || bundle[i] > '9') return false;
+      out = out * 10 + static_cast<std::size_t>(bundle[i] - '0');
+    }
+    pos = nl + 1;
+    return true;
+  };
+  std::size_t count = 0;
+  if (!read_number(count) || count == 0 || count > 4096) return std::nullopt;
+  std::vector<std::string> objects;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::size_t size = 0;
+    if (!read_number(size) || size > bundle.size() - pos) return std::nullopt;
+    objects.push_back(bundle.substr(pos, size));
+    pos += size;
+  }
+  if (pos != bundle.size()) return std::nullopt;
+  return objects;
+}
+
 }  // namespace
+
+std::string object_cache_key(std::uint64_t graph_hash, const Target& target) {
+  return content_hash(fmt::format("{:016x}|{}|{}|{}|{}", graph_hash, target.triple, target.cpu,
+                                  target.features, kCodegenVersion));
+}
+
+std::optional<std::vector<std::string>> DiskCache::load_objects(const std::string& key) const {
+  if (auto bundle = load(key)) return unpack_objects(*bundle);
+  return std::nullopt;
+}
+
+void DiskCache::store_objects(const std::string& key,
+                              const std::vector<std::string>& objects) const {
+  store(key, pack_objects(objects));
+}
 
 std::string content_hash(const std::string& bytes) {
   return fmt::format("{:016x}", fnv1a(bytes));

@@ -3,6 +3,7 @@
 #include "program.hpp"
 #include "status_codes.hpp"
 #include "thread_pool.hpp"
+#include "work_items.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -65,6 +66,23 @@ Program::~Program() {
                        ms > 0 ? flops / ms / 1e6 : 0.0, fmt::join(infos[i].ops, ","));
   }
   std::fputs(out.c_str(), stderr);
+}
+
+void Program::bind_steps() {
+  for (const Kernel& k : plan.kernels) {
+    Step step;
+    step.kernel = &k;
+    step.fn = reinterpret_cast<KernelFn>(code->symbol(k.name));
+    for (const Value& v : k.outputs) step.slots.push_back(plan.slot(v));
+    for (const Value& v : k.inputs) step.slots.push_back(plan.slot(v));
+    step.items = work_items(k);
+    step.tasks = choose_tasks(k, step.items, threads);
+    steps.push_back(std::move(step));
+  }
+  for (std::size_t i = 0; i < plan.kernels.size(); ++i)
+    if (plan.kernels[i].workspace_bytes > 0)
+      steps[i].slots.push_back({BufferSlot::Place::arena, -1, plan.workspace_offsets[i],
+                                plan.kernels[i].workspace_bytes});
 }
 
 std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
