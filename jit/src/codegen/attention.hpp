@@ -107,6 +107,48 @@ struct Attention {
   }
 };
 
+// What every attention kernel emitter holds: the emitter, the node's sizes and its buffers.
+// attention: inputs q, k, v [, mask]; outputs out, lse. attention_backward: inputs q, k, v
+// [, mask], out, lse, dout; outputs dq, dk, dv (dout, dq, dk, dvp null for attention).
+struct AttentionKernel {
+  Emitter& e;
+  ExpressionEmitter& expr;
+  const Attention& at;
+  const DType d;
+  Ir ir;
+  llvm::IRBuilder<>& b;
+  const bool tensor;  // a mask tensor (input 3)
+  V q, kp, vp, mask, out, lse;
+  V dout = nullptr, dq = nullptr, dk = nullptr, dvp = nullptr;
+
+  AttentionKernel(Emitter& emitter, ExpressionEmitter& expr_, const Node& node,
+                  const Attention& at_)
+      : e(emitter),
+        expr(expr_),
+        at(at_),
+        d(at_.d),
+        ir(emitter, d),
+        b(emitter.builder()),
+        tensor(at_.kind == Mask::tensor) {
+    q = expr.buffer(node.inputs()[0]);
+    kp = expr.buffer(node.inputs()[1]);
+    vp = expr.buffer(node.inputs()[2]);
+    mask = tensor ? expr.buffer(node.inputs()[3]) : nullptr;
+    if (node.op() != Op::attention_backward) {
+      out = expr.buffer(node.output(0));
+      lse = expr.buffer(node.output(1));
+      return;
+    }
+    const std::size_t o = tensor ? 4 : 3;
+    out = expr.buffer(node.inputs()[o]);
+    lse = expr.buffer(node.inputs()[o + 1]);
+    dout = expr.buffer(node.inputs()[o + 2]);
+    dq = expr.buffer(node.output(0));
+    dk = expr.buffer(node.output(1));
+    dvp = expr.buffer(node.output(2));
+  }
+};
+
 // The threshold above which a masked query's lse makes exp(fill - lse) exactly 0 in the
 // element type (attention_row_kernels.cpp).
 double masked_lse_threshold(const Attention& at);

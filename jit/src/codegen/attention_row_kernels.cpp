@@ -38,112 +38,125 @@ constexpr std::int64_t kMaxStoredScores = 16384;
 // run time. With fill = -1e9 pm underflows to 0 for every row that has an allowed key, so
 // the masked keys cost nothing; a fully masked row (pm = 1) averages v uniformly, and any
 // fill value gives the interpreter's result (up to the order of the sum).
-void emit_attention(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
-  const Node& node = *k.anchor;
-  const Attention at(node);
-  const DType d = at.d;
-  Ir ir(e, d);
-  auto& b = e.builder();
-  V q = expr.buffer(node.inputs()[0]);
-  V kp = expr.buffer(node.inputs()[1]);
-  V vp = expr.buffer(node.inputs()[2]);
-  V mask = at.kind == Mask::tensor ? expr.buffer(node.inputs()[3]) : nullptr;
-  V out = expr.buffer(node.output(0));
-  V lse = expr.buffer(node.output(1));
+namespace {
 
-  if (at.sk == 0) {  // no keys: the interpreter's empty sums give out = 0, lse = -inf
+// The row kernel of attention: its buffers and the stack arrays of one query row.
+struct RowForward : AttentionKernel {
+  bool keep = false;  // the row's scores stay on the stack between the passes
+  llvm::AllocaInst *scores = nullptr, *acc = nullptr;
+  V scale = nullptr, fill = nullptr;
+
+  using AttentionKernel::AttentionKernel;
+
+  // No keys: the interpreter's empty sums give out = 0, lse = -inf.
+  void no_keys(const KernelArgs& args) {
     e.loop(args.begin, args.end, [&](V it) {
       e.loop(0, at.dv, [&](V t) { ir.st(ir.c(0), out, ir.add(ir.mul(it, at.dv), t)); });
       ir.st(e.lowest(d), lse, it);
     });
-    return;
   }
 
-  const std::int64_t capacity = at.kind == Mask::window ? std::min(at.window, at.sk) : at.sk;
-  const bool keep = capacity <= kMaxStoredScores;
-  llvm::AllocaInst* scores = keep ? e.local_array(d, capacity) : nullptr;
-  llvm::AllocaInst* acc = e.local_array(d, std::max<std::int64_t>(at.dv, 1));
-  V scale = ir.c(at.scale);
-  V fill = ir.c(at.fill);
+  void allocate() {
+    const std::int64_t capacity = at.kind == Mask::window ? std::min(at.window, at.sk) : at.sk;
+    keep = capacity <= kMaxStoredScores;
+    scores = keep ? e.local_array(d, capacity) : nullptr;
+    acc = e.local_array(d, std::max<std::int64_t>(at.dv, 1));
+    scale = ir.c(at.scale);
+    fill = ir.c(at.fill);
+  }
 
+  // Query row `it` (flat b*Sq + i): both passes, out and lse.
+  void attend_row(V it) {
+    V bi = ir.div(it, at.sq);
+    V i = ir.rem(it, at.sq);
+    V qrow = ir.mul(it, at.dim);
+    V kb = ir.mul(bi, at.sk * at.dim);
+    V vb = ir.mul(bi, at.sk * at.dv);
+    V orow = ir.mul(it, at.dv);
+    V mbase = at.mask_base(ir, expr, bi);
+    auto [lo, hi] = at.key_range(ir, i);
+
+    // The scaled score of key j, replaced by fill where a tensor mask disallows it.
+    auto score = [&](V j) -> V {
+      auto dot = [&] {
+        return ir.fmul(ir.dot(q, qrow, kp, ir.add(kb, ir.mul(j, at.dim)), at.dim), scale);
+      };
+      if (at.kind != Mask::tensor) return dot();
+      llvm::AllocaInst* s = e.local(d, fill);
+      e.if_then(at.allowed(ir, mask, mbase, i, j), [&] { e.set(s, dot()); });
+      return e.get(s);
+    };
+
+    // Pass 1: scores and their max.
+    llvm::AllocaInst* m = e.local(d, e.lowest(d));
+    e.loop(lo, hi, [&](V j) {
+      V s = score(j);
+      if (keep) ir.st(s, scores, ir.sub(j, lo));
+      // std::max(m, s) as in the interpreter (a NaN score is skipped here but still poisons
+      // the sum); one maxss, where the NaN-propagating maximum is a long serial chain.
+      V cur = e.get(m);
+      e.set(m, b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur));
+    });
+    V mx = e.get(m);
+    V masked = nullptr;  // number of keys outside [lo, hi) under a predicate mask
+    if (at.predicate()) {
+      masked = ir.sub(ir.i(at.sk), ir.sub(hi, lo));
+      V with_fill = b.CreateSelect(b.CreateFCmpOLT(mx, fill), fill, mx);
+      mx = b.CreateSelect(b.CreateICmpSGT(masked, ir.i(0)), with_fill, mx);
+    }
+
+    // Pass 2: exponentials, their sum and the weighted sum of v.
+    ir.fill(acc, ir.c(0), at.dv);
+    llvm::AllocaInst* sum = e.local(d, ir.c(0));
+    auto add_key = [&](V j, V p) {
+      e.set(sum, ir.fadd(e.get(sum), p));
+      ir.axpy(acc, ir.i(0), p, vp, ir.add(vb, ir.mul(j, at.dv)), at.dv);
+    };
+    if (keep) {
+      // The exponentials over the stored row first (a vectorised exp and a reassociable sum),
+      // then the weighted sum of v.
+      e.loop(ir.i(0), ir.sub(hi, lo), [&](V t) {
+        V p = e.exp(d, ir.fsub(ir.ld(scores, t), mx));
+        ir.st(p, scores, t);
+        e.set(sum, e.accumulate(d, e.get(sum), p));
+      });
+      e.loop(lo, hi, [&](V j) {
+        ir.axpy(acc, ir.i(0), ir.ld(scores, ir.sub(j, lo)), vp, ir.add(vb, ir.mul(j, at.dv)),
+                at.dv);
+      });
+    } else {
+      e.loop(lo, hi, [&](V j) { add_key(j, e.exp(d, ir.fsub(score(j), mx))); });
+    }
+    if (at.predicate()) {
+      V pm = e.exp(d, ir.fsub(fill, mx));
+      // une: also true for NaN, which must propagate as in the interpreter.
+      V any = b.CreateAnd(b.CreateICmpSGT(masked, ir.i(0)), b.CreateFCmpUNE(pm, ir.c(0)));
+      e.if_then(any, [&] {
+        e.loop(ir.i(0), lo, [&](V j) { add_key(j, pm); });
+        e.loop(hi, ir.i(at.sk), [&](V j) { add_key(j, pm); });
+      });
+    }
+    V total = e.get(sum);
+    e.loop(0, at.dv, [&](V t) { ir.st(ir.fdiv(ir.ld(acc, t), total), out, ir.add(orow, t)); });
+    ir.st(ir.fadd(mx, e.log(d, total)), lse, it);
+  }
+};
+
+}  // namespace
+
+void emit_attention(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
+  const Node& node = *k.anchor;
+  const Attention at(node);
+  RowForward rows(e, expr, node, at);
+  if (at.sk == 0) {
+    rows.no_keys(args);
+    return;
+  }
+  rows.allocate();
   // Query rows [first, last) (flat indices b*Sq + i), one at a time.
   auto attend_rows = [&](V first, V last) {
-    e.loop(first, last, [&](V it) {
-      V bi = ir.div(it, at.sq);
-      V i = ir.rem(it, at.sq);
-      V qrow = ir.mul(it, at.dim);
-      V kb = ir.mul(bi, at.sk * at.dim);
-      V vb = ir.mul(bi, at.sk * at.dv);
-      V orow = ir.mul(it, at.dv);
-      V mbase = at.mask_base(ir, expr, bi);
-      auto [lo, hi] = at.key_range(ir, i);
-
-      // The scaled score of key j, replaced by fill where a tensor mask disallows it.
-      auto score = [&](V j) -> V {
-        auto dot = [&] {
-          return ir.fmul(ir.dot(q, qrow, kp, ir.add(kb, ir.mul(j, at.dim)), at.dim), scale);
-        };
-        if (at.kind != Mask::tensor) return dot();
-        llvm::AllocaInst* s = e.local(d, fill);
-        e.if_then(at.allowed(ir, mask, mbase, i, j), [&] { e.set(s, dot()); });
-        return e.get(s);
-      };
-
-      // Pass 1: scores and their max.
-      llvm::AllocaInst* m = e.local(d, e.lowest(d));
-      e.loop(lo, hi, [&](V j) {
-        V s = score(j);
-        if (keep) ir.st(s, scores, ir.sub(j, lo));
-        // std::max(m, s) as in the interpreter (a NaN score is skipped here but still poisons
-        // the sum); one maxss, where the NaN-propagating maximum is a long serial chain.
-        V cur = e.get(m);
-        e.set(m, b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur));
-      });
-      V mx = e.get(m);
-      V masked = nullptr;  // number of keys outside [lo, hi) under a predicate mask
-      if (at.predicate()) {
-        masked = ir.sub(ir.i(at.sk), ir.sub(hi, lo));
-        V with_fill = b.CreateSelect(b.CreateFCmpOLT(mx, fill), fill, mx);
-        mx = b.CreateSelect(b.CreateICmpSGT(masked, ir.i(0)), with_fill, mx);
-      }
-
-      // Pass 2: exponentials, their sum and the weighted sum of v.
-      ir.fill(acc, ir.c(0), at.dv);
-      llvm::AllocaInst* sum = e.local(d, ir.c(0));
-      auto add_key = [&](V j, V p) {
-        e.set(sum, ir.fadd(e.get(sum), p));
-        ir.axpy(acc, ir.i(0), p, vp, ir.add(vb, ir.mul(j, at.dv)), at.dv);
-      };
-      if (keep) {
-        // The exponentials over the stored row first (a vectorised exp and a reassociable sum),
-        // then the weighted sum of v.
-        e.loop(ir.i(0), ir.sub(hi, lo), [&](V t) {
-          V p = e.exp(d, ir.fsub(ir.ld(scores, t), mx));
-          ir.st(p, scores, t);
-          e.set(sum, e.accumulate(d, e.get(sum), p));
-        });
-        e.loop(lo, hi, [&](V j) {
-          ir.axpy(acc, ir.i(0), ir.ld(scores, ir.sub(j, lo)), vp, ir.add(vb, ir.mul(j, at.dv)),
-                  at.dv);
-        });
-      } else {
-        e.loop(lo, hi, [&](V j) { add_key(j, e.exp(d, ir.fsub(score(j), mx))); });
-      }
-      if (at.predicate()) {
-        V pm = e.exp(d, ir.fsub(fill, mx));
-        // une: also true for NaN, which must propagate as in the interpreter.
-        V any = b.CreateAnd(b.CreateICmpSGT(masked, ir.i(0)), b.CreateFCmpUNE(pm, ir.c(0)));
-        e.if_then(any, [&] {
-          e.loop(ir.i(0), lo, [&](V j) { add_key(j, pm); });
-          e.loop(hi, ir.i(at.sk), [&](V j) { add_key(j, pm); });
-        });
-      }
-      V total = e.get(sum);
-      e.loop(0, at.dv, [&](V t) { ir.st(ir.fdiv(ir.ld(acc, t), total), out, ir.add(orow, t)); });
-      ir.st(ir.fadd(mx, e.log(d, total)), lse, it);
-    });
+    e.loop(first, last, [&](V it) { rows.attend_row(it); });
   };
-
   if (attention_query_tile(node) == 1) {
     attend_rows(args.begin, args.end);
     return;
@@ -205,14 +218,7 @@ constexpr std::int64_t kPairChunk = 256;
 
 // The row kernel of attention_backward: its buffers, the per-pair stack arrays and the two
 // kinds of work item.
-struct RowBackward {
-  Emitter& e;
-  ExpressionEmitter& expr;
-  const Attention& at;
-  const DType d;
-  Ir ir;
-  llvm::IRBuilder<>& b;
-  V q, kp, vp, mask, outp, lse, dout, dq, dk, dvp;
+struct RowBackward : AttentionKernel {
   V scale, fill;
   const std::int64_t nq;
   llvm::AllocaInst *gq, *gk, *gv;
@@ -220,24 +226,7 @@ struct RowBackward {
   llvm::AllocaInst* gf;  // dp - delta, then ds * scale
 
   RowBackward(Emitter& emitter, ExpressionEmitter& expr_, const Node& node, const Attention& at_)
-      : e(emitter),
-        expr(expr_),
-        at(at_),
-        d(at_.d),
-        ir(emitter, d),
-        b(emitter.builder()),
-        nq(at_.batch * at_.sq) {
-    const std::size_t o = at.kind == Mask::tensor ? 4 : 3;
-    q = expr.buffer(node.inputs()[0]);
-    kp = expr.buffer(node.inputs()[1]);
-    vp = expr.buffer(node.inputs()[2]);
-    mask = at.kind == Mask::tensor ? expr.buffer(node.inputs()[3]) : nullptr;
-    outp = expr.buffer(node.inputs()[o]);
-    lse = expr.buffer(node.inputs()[o + 1]);
-    dout = expr.buffer(node.inputs()[o + 2]);
-    dq = expr.buffer(node.output(0));
-    dk = expr.buffer(node.output(1));
-    dvp = expr.buffer(node.output(2));
+      : AttentionKernel(emitter, expr_, node, at_), nq(at_.batch * at_.sq) {
     scale = ir.c(at.scale);
     fill = ir.c(at.fill);
     gq = e.local_array(d, std::max<std::int64_t>(at.dim, 1));
@@ -276,7 +265,7 @@ struct RowBackward {
     V vb = ir.mul(bi, at.sk * at.dv);
     V mbase = at.mask_base(ir, expr, bi);
     V row_lse = ir.ld(lse, it);
-    V delta = ir.dot(dout, orow, outp, orow, at.dv);
+    V delta = ir.dot(dout, orow, out, orow, at.dv);
     ir.fill(gq, ir.c(0), at.dim);
     auto [lo, hi] = at.key_range(ir, i);
     auto stage = [&](V t, V j) {
@@ -321,7 +310,7 @@ struct RowBackward {
         // dp - delta = dout_i.(v_j - out_i)
         llvm::AllocaInst* acc = e.local(d, ir.c(0));
         e.loop(0, at.dv, [&](V u) {
-          V diff = ir.fsub(ir.ld(vp, ir.add(vrow, u)), ir.ld(outp, ir.add(orow, u)));
+          V diff = ir.fsub(ir.ld(vp, ir.add(vrow, u)), ir.ld(out, ir.add(orow, u)));
           e.set(acc, e.accumulate(d, e.get(acc), ir.fmul(ir.ld(dout, ir.add(orow, u)), diff)));
         });
         ir.st(e.get(acc), gf, t);

@@ -279,20 +279,31 @@ struct TileCode {
   }
 };
 
-// The tiled forward kernel: its buffers, packers and stack arrays, and one step per stage of
-// a query tile.
-struct ForwardTiles {
-  Emitter& e;
-  ExpressionEmitter& expr;
-  const Attention& at;
-  const DType d;
-  Ir ir;
-  llvm::IRBuilder<>& b;
-  const bool tensor;
-  V q, kp, vp, mask, out, lse;
+// What both tiled kernels hold besides the buffers: the tile code, the tile and block sizes and
+// the packers of block rows (panels of mr), block columns and tile rows (panels of nr, the
+// lanes).
+struct TileKernel : AttentionKernel {
   TileCode tc;
-  const std::int64_t nr, mr, bc, tiles, dv_pad;
-  llvm::Function *pack_rows, *pack_cols, *pack_query;
+  const std::int64_t nr, mr, bc;
+  llvm::Function *pack_rows, *pack_cols, *pack_lanes;
+
+  TileKernel(Emitter& emitter, ExpressionEmitter& expr_, const Node& node, const Attention& at_)
+      : AttentionKernel(emitter, expr_, node, at_),
+        tc(emitter, ir, at_, node),
+        nr(tc.t.nr),
+        mr(tc.t.mr),
+        bc(key_block(tc.t)) {
+    pack_rows = gemm_packer(e, d, tc.t, mr, /*transpose=*/true);
+    pack_cols = gemm_packer(e, d, tc.t, mr, /*transpose=*/false);
+    pack_lanes = gemm_packer(e, d, tc.t, nr, /*transpose=*/true);
+  }
+
+  V ptr(V base, V index) { return e.element_ptr(d, base, index); }
+};
+
+// The tiled forward kernel: its stack arrays and one function per stage of a query tile.
+struct ForwardTiles : TileKernel {
+  const std::int64_t tiles, dv_pad;
   llvm::AllocaInst *qt, *kpack, *vpack, *st, *ot, *m, *mnew, *l, *alpha;
   // Tensor masks: the mixed block's bits (TileCode::query_lane_bits) and, per query, whether
   // it has an allowed key and a masked one (for the exactness check, exact_tile).
@@ -300,28 +311,9 @@ struct ForwardTiles {
   V scale, ninf;
 
   ForwardTiles(Emitter& emitter, ExpressionEmitter& expr_, const Node& node, const Attention& at_)
-      : e(emitter),
-        expr(expr_),
-        at(at_),
-        d(at_.d),
-        ir(emitter, d),
-        b(emitter.builder()),
-        tensor(at_.kind == Mask::tensor),
-        q(expr_.buffer(node.inputs()[0])),
-        kp(expr_.buffer(node.inputs()[1])),
-        vp(expr_.buffer(node.inputs()[2])),
-        mask(tensor ? expr_.buffer(node.inputs()[3]) : nullptr),
-        out(expr_.buffer(node.output(0))),
-        lse(expr_.buffer(node.output(1))),
-        tc(emitter, ir, at_, node),
-        nr(tc.t.nr),
-        mr(tc.t.mr),
-        bc(key_block(tc.t)),
+      : TileKernel(emitter, expr_, node, at_),
         tiles((at_.sq + nr - 1) / nr),
         dv_pad(round_up(at_.dv, mr)) {
-    pack_rows = gemm_packer(e, d, tc.t, mr, /*transpose=*/true);
-    pack_cols = gemm_packer(e, d, tc.t, mr, /*transpose=*/false);
-    pack_query = gemm_packer(e, d, tc.t, nr, /*transpose=*/true);
     qt = e.local_array(d, at.dim * nr);
     kpack = e.local_array(d, bc * at.dim);
     vpack = e.local_array(d, dv_pad * bc);
@@ -338,7 +330,6 @@ struct ForwardTiles {
     ninf = e.lowest(d);
   }
 
-  V ptr(V base, V index) { return e.element_ptr(d, base, index); }
   void lanes(const std::function<void(V)>& body) { tc.lanes(body); }
   // a[c] |= set (u8 flags per lane).
   void flag(llvm::AllocaInst* a, V c, V set) {
@@ -352,7 +343,7 @@ struct ForwardTiles {
     V i0 = ir.mul(ir.rem(it, tiles), nr);
     V nq = ir.imin(ir.i(nr), ir.sub(ir.i(at.sq), i0));
     V row0 = ir.add(ir.mul(bi, at.sq), i0);  // flat index of the tile's first query row
-    b.CreateCall(pack_query,
+    b.CreateCall(pack_lanes,
                  {qt, ptr(q, ir.mul(row0, at.dim)), ir.i(at.dim), ir.i(1), nq, ir.i(at.dim)});
     V lo = at.key_range(ir, i0).first;
     V hi = at.key_range(ir, ir.add(i0, ir.sub(nq, ir.i(1)))).second;
@@ -532,20 +523,10 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
 // scores).
 namespace {
 
-// The tiled backward kernel: its buffers, packers and stack arrays, the P and dS step both
-// tile kinds share, and one function per tile kind.
-struct BackwardTiles {
-  Emitter& e;
-  ExpressionEmitter& expr;
-  const Attention& at;
-  const DType d;
-  Ir ir;
-  llvm::IRBuilder<>& b;
-  const bool tensor;
-  V q, kp, vp, mask, outp, lse, dout, dq, dk, dvp;
-  TileCode tc;
-  const std::int64_t nr, mr, bc, dim, dv, q_tiles, k_tiles, nq_items, d_pad, dv_pad;
-  llvm::Function *pack_rows, *pack_cols, *pack_tile;
+// The tiled backward kernel: its stack arrays, the P and dS step both tile kinds share, and
+// one function per tile kind and per block of each.
+struct BackwardTiles : TileKernel {
+  const std::int64_t dim, dv, q_tiles, k_tiles, nq_items, d_pad, dv_pad;
   // Tile operands packed once per item (D x NR and Dv x NR), block operands packed per block.
   llvm::AllocaInst *tile_a, *tile_b, *block_a, *block_b, *block_t;
   llvm::AllocaInst* sp;  // scores, then P
@@ -557,17 +538,7 @@ struct BackwardTiles {
   V scale;
 
   BackwardTiles(Emitter& emitter, ExpressionEmitter& expr_, const Node& node, const Attention& at_)
-      : e(emitter),
-        expr(expr_),
-        at(at_),
-        d(at_.d),
-        ir(emitter, d),
-        b(emitter.builder()),
-        tensor(at_.kind == Mask::tensor),
-        tc(emitter, ir, at_, node),
-        nr(tc.t.nr),
-        mr(tc.t.mr),
-        bc(key_block(tc.t)),
+      : TileKernel(emitter, expr_, node, at_),
         dim(at_.dim),
         dv(at_.dv),
         q_tiles((at_.sq + nr - 1) / nr),
@@ -575,20 +546,6 @@ struct BackwardTiles {
         nq_items(at_.batch * q_tiles),
         d_pad(round_up(dim, mr)),
         dv_pad(round_up(dv, mr)) {
-    const std::size_t o = tensor ? 4 : 3;
-    q = expr.buffer(node.inputs()[0]);
-    kp = expr.buffer(node.inputs()[1]);
-    vp = expr.buffer(node.inputs()[2]);
-    mask = tensor ? expr.buffer(node.inputs()[3]) : nullptr;
-    outp = expr.buffer(node.inputs()[o]);
-    lse = expr.buffer(node.inputs()[o + 1]);
-    dout = expr.buffer(node.inputs()[o + 2]);
-    dq = expr.buffer(node.output(0));
-    dk = expr.buffer(node.output(1));
-    dvp = expr.buffer(node.output(2));
-    pack_rows = gemm_packer(e, d, tc.t, mr, /*transpose=*/true);
-    pack_cols = gemm_packer(e, d, tc.t, mr, /*transpose=*/false);
-    pack_tile = gemm_packer(e, d, tc.t, nr, /*transpose=*/true);
     const std::int64_t wide = std::max(dim, dv);
     tile_a = e.local_array(d, dim * nr);
     tile_b = e.local_array(d, dv * nr);
@@ -606,12 +563,11 @@ struct BackwardTiles {
     scale = ir.c(at.scale);
   }
 
-  V ptr(V base, V index) { return e.element_ptr(d, base, index); }
   void zero(llvm::AllocaInst* a, std::int64_t n) {
     e.loop(0, n, [&](V x) { ir.st(ir.c(0), a, x); });
   }
   // delta_i = dout_i.out_i of flat row `row` of dout/out.
-  V delta(V row) { return ir.dot(dout, ir.mul(row, dv), outp, ir.mul(row, dv), dv); }
+  V delta(V row) { return ir.dot(dout, ir.mul(row, dv), out, ir.mul(row, dv), dv); }
   // Packs rows [row, row + rows) of `src` (`cols` wide) with `packer` (rows in panels).
   void pack(llvm::Function* packer, llvm::AllocaInst* dst, V src, V row, V rows,
             std::int64_t cols) {
@@ -662,8 +618,8 @@ void BackwardTiles::query_tile(V it) {
   V nq = ir.imin(ir.i(nr), ir.sub(ir.i(at.sq), i0));
   V row0 = ir.add(ir.mul(bi, at.sq), i0);
   V last = ir.add(i0, ir.sub(nq, ir.i(1)));
-  pack(pack_tile, tile_a, q, row0, nq, dim);
-  pack(pack_tile, tile_b, dout, row0, nq, dv);
+  pack(pack_lanes, tile_a, q, row0, nq, dim);
+  pack(pack_lanes, tile_b, dout, row0, nq, dv);
   tc.lanes([&](V c) {
     ir.st(ir.c(0), lse_l, c);
     ir.st(ir.c(0), delta_l, c);
@@ -724,8 +680,8 @@ void BackwardTiles::key_tile(V it, V threshold) {
   V row0 = ir.add(ir.mul(bi, at.sk), j0);
   V last = ir.add(j0, ir.sub(nk, ir.i(1)));
   V lb = ir.mul(bi, at.sq);
-  pack(pack_tile, tile_a, kp, row0, nk, dim);
-  pack(pack_tile, tile_b, vp, row0, nk, dv);
+  pack(pack_lanes, tile_a, kp, row0, nk, dim);
+  pack(pack_lanes, tile_b, vp, row0, nk, dv);
   zero(acc_a, d_pad * nr);
   zero(acc_b, dv_pad * nr);
   V lo = at.query_range(ir, j0).first, hi = at.query_range(ir, last).second;
