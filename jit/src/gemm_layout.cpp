@@ -1,5 +1,7 @@
 #include "gemm_layout.hpp"
 
+#include "node_attrs.hpp"
+
 #include <edifice/core/error.hpp>
 #include <edifice/jit/target.hpp>
 
@@ -34,9 +36,9 @@ std::int64_t product(const Shape& s, const Axes& axes) {
 }  // namespace
 
 std::optional<GemmLayout> try_gemm_layout(const Node& dot) {
-  const Attributes& at = dot.attrs();
-  const Axes &lc = at.get_ints("lhs_contract"), &rc = at.get_ints("rhs_contract");
-  const Axes &lb = at.get_ints("lhs_batch"), &rb = at.get_ints("rhs_batch");
+  const DotDims dims = dot_dims(dot);
+  const Axes &lc = dims.lhs_contract, &rc = dims.rhs_contract;
+  const Axes &lb = dims.lhs_batch, &rb = dims.rhs_batch;
   const Shape& ls = dot.inputs()[0].shape();
   const Shape& rs = dot.inputs()[1].shape();
   const auto nb = static_cast<std::int64_t>(lb.size());
