@@ -4,7 +4,8 @@
 // attention node with the index arithmetic of its mask, and the masked-pair test of the
 // backward kernels.
 
-#include "../node_attrs.hpp"
+#include <edifice/core/op_attrs.hpp>
+
 #include "structured_ir.hpp"
 
 #include <cmath>
@@ -18,7 +19,7 @@ namespace edifice::jit::codegen {
 // Sizes, attributes and mask addressing of an attention or attention_backward node:
 // q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv] with B = product of the leading axes.
 struct Attention {
-  Mask kind = Mask::none;
+  MaskKind kind = MaskKind::none;
   std::int64_t window = 0;
   // Query row i sits at position i + query_offset for the causal and window predicates.
   std::int64_t query_offset = 0;
@@ -30,9 +31,9 @@ struct Attention {
   std::vector<std::int64_t> mask_strides;
 
   explicit Attention(const Node& n) {
-    const AttentionAttrs attrs = attention_attrs(n);
+    const AttentionAttrs attrs = AttentionAttrs::from(n.attrs());
     kind = attrs.mask;
-    window = attrs.window;
+    window = kind == MaskKind::window ? attrs.window : 0;
     query_offset = attrs.query_offset;
     fill = attrs.fill;
     const Value q = n.inputs()[0];
@@ -47,7 +48,7 @@ struct Attention {
     dv = n.inputs()[2].shape()[r - 1];
     scale = attrs.scale;
     if (scale == 0.0) scale = 1.0 / std::sqrt(static_cast<double>(dim));
-    if (kind == Mask::tensor) {
+    if (kind == MaskKind::tensor) {
       const Shape& ms = n.inputs()[3].shape();
       const std::size_t mr = ms.size();
       mask_strides.assign(r, 0);
@@ -59,7 +60,7 @@ struct Attention {
     }
   }
 
-  bool predicate() const { return kind == Mask::causal || kind == Mask::window; }
+  bool predicate() const { return kind == MaskKind::causal || kind == MaskKind::window; }
   // Tensor masks: element strides of the mask along queries and keys (0 where it broadcasts;
   // the key stride is 1 otherwise, keys being the mask's last axis).
   std::int64_t mask_query_stride() const { return mask_strides[mask_strides.size() - 2]; }
@@ -68,7 +69,7 @@ struct Attention {
   // Offset of the mask's [Sq, Sk] block for flat batch index bi.
   V mask_base(Ir& ir, ExpressionEmitter& expr, V bi) const {
     V base = ir.i(0);
-    if (kind != Mask::tensor || batch_shape.empty()) return base;
+    if (kind != MaskKind::tensor || batch_shape.empty()) return base;
     Index idx = expr.delinearize(bi, batch_shape);
     for (std::size_t a = 0; a < batch_shape.size(); ++a)
       if (mask_strides[a] != 0) base = ir.add(base, ir.mul(idx[a], mask_strides[a]));
@@ -87,7 +88,7 @@ struct Attention {
     if (!predicate()) return {ir.i(0), ir.i(sk)};
     V p = ir.add(i, query_offset);
     V hi = ir.imin(ir.add(p, 1), ir.i(sk));
-    if (kind == Mask::causal) return {ir.i(0), hi};
+    if (kind == MaskKind::causal) return {ir.i(0), hi};
     V lo = ir.imax(ir.i(0), ir.sub(p, ir.i(window - 1)));
     return {ir.imin(lo, hi), hi};
   }
@@ -101,7 +102,7 @@ struct Attention {
   std::pair<V, V> query_range(Ir& ir, V j) const {
     if (!predicate()) return {ir.i(0), ir.i(sq)};
     V lo = ir.imin(ir.imax(ir.sub(j, ir.i(query_offset)), ir.i(0)), ir.i(sq));
-    if (kind == Mask::causal) return {lo, ir.i(sq)};
+    if (kind == MaskKind::causal) return {lo, ir.i(sq)};
     V hi = ir.imin(ir.i(sq), ir.sub(ir.add(j, window), ir.i(query_offset)));
     return {lo, ir.imax(lo, hi)};
   }
@@ -129,7 +130,7 @@ struct AttentionKernel {
         d(at_.d),
         ir(emitter, d),
         b(emitter.builder()),
-        tensor(at_.kind == Mask::tensor) {
+        tensor(at_.kind == MaskKind::tensor) {
     q = expr.buffer(node.inputs()[0]);
     kp = expr.buffer(node.inputs()[1]);
     vp = expr.buffer(node.inputs()[2]);

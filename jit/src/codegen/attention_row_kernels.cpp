@@ -57,7 +57,7 @@ struct RowForward : AttentionKernel {
   }
 
   void allocate() {
-    const std::int64_t capacity = at.kind == Mask::window ? std::min(at.window, at.sk) : at.sk;
+    const std::int64_t capacity = at.kind == MaskKind::window ? std::min(at.window, at.sk) : at.sk;
     keep = capacity <= kMaxStoredScores;
     scores = keep ? e.local_array(d, capacity) : nullptr;
     acc = e.local_array(d, std::max<std::int64_t>(at.dv, 1));
@@ -81,7 +81,7 @@ struct RowForward : AttentionKernel {
       auto dot = [&] {
         return ir.fmul(ir.dot(q, qrow, kp, ir.add(kb, ir.mul(j, at.dim)), at.dim), scale);
       };
-      if (at.kind != Mask::tensor) return dot();
+      if (at.kind != MaskKind::tensor) return dot();
       llvm::AllocaInst* s = e.local(d, fill);
       e.if_then(at.allowed(ir, mask, mbase, i, j), [&] { e.set(s, dot()); });
       return e.get(s);
@@ -274,7 +274,7 @@ struct RowBackward : AttentionKernel {
         ir.st(ir.fsub(s, row_lse), ex, t);
         ir.st(ir.fsub(ir.dot(dout, orow, vp, ir.add(vb, ir.mul(j, at.dv)), at.dv), delta), gf, t);
       };
-      if (at.kind != Mask::tensor) return pair();
+      if (at.kind != MaskKind::tensor) return pair();
       // Masked: p = 0 and a zero factor, so ds = 0 exactly.
       ir.st(e.lowest(d), ex, t);
       ir.st(ir.c(0), gf, t);
@@ -315,7 +315,7 @@ struct RowBackward : AttentionKernel {
         });
         ir.st(e.get(acc), gf, t);
       };
-      if (at.kind != Mask::tensor) return pair();
+      if (at.kind != MaskKind::tensor) return pair();
       // Masked: s = fill (p = exp(fill - lse_i) still reaches dv) and a zero factor (ds = 0).
       ir.st(ir.fsub(fill, row_lse), ex, t);
       ir.st(ir.c(0), gf, t);

@@ -97,7 +97,7 @@ struct TileCode {
   // in the band, or a tensor mask block without a zero) or there is no mask, body(true) (test
   // each pair) otherwise.
   void banded(V inside, const std::function<void(bool)>& body) {
-    if (at.kind == Mask::none) return body(false);
+    if (at.kind == MaskKind::none) return body(false);
     e.if_then(inside, [&] { body(false); });
     e.if_then(e.builder().CreateNot(inside), [&] { body(true); });
   }
@@ -129,7 +129,8 @@ struct TileCode {
       k.inside = b.CreateAnd(b.CreateICmpSGE(k.start, inner_lo),
                              b.CreateICmpSLE(ir.add(k.start, k.count), inner_hi));
       k.some = nullptr;
-      if (at.kind == Mask::tensor) std::tie(k.some, k.inside) = classify_block(k.start, k.count);
+      if (at.kind == MaskKind::tensor)
+        std::tie(k.some, k.inside) = classify_block(k.start, k.count);
       visit(k);
     });
   }
@@ -462,7 +463,7 @@ struct ForwardTiles : TileKernel {
   // file): an AND-reduction over the rows (vectorisable) rather than a branch per row (i1).
   V exact_tile(V i0, V nq) {
     llvm::AllocaInst* exact = e.local(DType::u8, b.getInt8(1));
-    if (at.kind != Mask::none) {
+    if (at.kind != MaskKind::none) {
       V fill = ir.c(at.fill);
       e.loop(ir.i(0), nq, [&](V c) {
         V masked, empty;
@@ -702,7 +703,7 @@ void BackwardTiles::key_tile(V it, V threshold) {
     e.loop(0, dv,
            [&](V col) { ir.st(ir.ld(acc_b, ir.add(ir.mul(col, nr), c)), dvp, ir.add(vrow, col)); });
   });
-  if (at.kind == Mask::none) return;
+  if (at.kind == MaskKind::none) return;
   key_tile_masked_pairs(j0, nk, row0, lb, mbase, inner_lo, inner_hi, threshold);
 }
 

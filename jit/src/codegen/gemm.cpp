@@ -38,8 +38,9 @@
 // runs the item; products of at most 4 rows with B stored N x K instead sum in vector lanes,
 // in an order fixed by the shape alone. Integer dtypes use the same code with wrapping
 // multiply-add.
+#include <edifice/core/op_attrs.hpp>
+
 #include "../gemm_layout.hpp"
-#include "../node_attrs.hpp"
 #include "gemm_microkernel.hpp"
 #include "kernels.hpp"
 
@@ -152,7 +153,7 @@ Gemm::Gemm(Emitter& emitter, ExpressionEmitter& expr_, const Kernel& k)
   bp = e.local_array(d, in_place_b ? 1 : b_depth * tn);
   packed_key = e.local(DType::i64, e.i64(-1));
 
-  const DotDims dims = dot_dims(dot);
+  const DotDims dims = DotDims::from(dot.attrs());
   const auto nb = static_cast<std::ptrdiff_t>(dims.lhs_batch.size());
   const auto nm = static_cast<std::ptrdiff_t>(dot.inputs()[0].rank()) - nb -
                   static_cast<std::ptrdiff_t>(dims.lhs_contract.size());
