@@ -86,18 +86,29 @@ std::array<Value, 3> split_qkv(const Value& qkv, std::int64_t h) {
           o::slice_axis(qkv, -1, 2 * h, 3 * h)};
 }
 
-// One query row per stream over its ring of keys/values plus the new row: q, k, v [B, H],
-// rings [B, R, H], mask u8 [B, 1, 1, R + 1] (1 = the slot is inside the stream's window).
+// One query row per stream over its ring of earlier keys/values and its own new key/value:
+// q, k, v [B, H]; rings [B, nh, R, hd] (head-major, so the attention reads them in place);
+// mask u8 [B, 1, 1, R] (1 = the slot is inside the stream's window). The ring is attended
+// alone (giving its row log-sum-exp) and the new key merged in by the softmax identity
+//   out = (e^(lse - m) out_ring + e^(s - m) v) / (e^(lse - m) + e^(s - m)),  m = max(lse, s)
+// so nothing copies the ring to append a row. A ring with no visible slot (a stream's first
+// frame) has lse near -1e9 (the masked fill) and drops out: out = v, as in the model.
 Value attend_row(const Value& q, const Value& k, const Value& v, const Value& ring_k,
                  const Value& ring_v, const Value& mask, std::int64_t nh, std::int64_t hd) {
-  const std::int64_t b = q.dim(0), h = q.dim(1);
-  auto rows = [&](const Value& x) { return o::reshape(x, {b, 1, h}); };
-  Value keys = split_heads(o::concat({ring_k, rows(k)}, 1), nh, hd);
-  Value values = split_heads(o::concat({ring_v, rows(v)}, 1), nh, hd);
-  Value query = split_heads(rows(q), nh, hd);
-  Value full_mask = o::broadcast_to(mask, {b, nh, 1, keys.dim(2)});
-  o::AttentionOptions opts{.mask = o::AttentionMask::from_tensor(full_mask), .fill = kMaskFill};
-  return o::reshape(merge_heads(o::attention(query, keys, values, opts)), {b, h});
+  const std::int64_t b = q.dim(0), h = q.dim(1), r = ring_k.dim(2);
+  auto heads = [&](const Value& x) { return o::reshape(x, {b, nh, 1, hd}); };
+  const Value qh = heads(q), kh = heads(k), vh = heads(v);
+  const Value full_mask = o::broadcast_to(mask, {b, nh, 1, r});
+  auto ring = o::attention_full(
+      qh, ring_k, ring_v, {.mask = o::AttentionMask::from_tensor(full_mask), .fill = kMaskFill});
+  const Value lse = o::reshape(ring[1], {b, nh, 1, 1});
+  const Value score = o::mul(o::reduce_sum(o::mul(qh, kh), {3}, true),
+                             o::scalar(1.0 / std::sqrt(static_cast<double>(hd)), q.dtype()));
+  const Value m = o::max(lse, score);
+  const Value e_ring = o::exp(o::sub(lse, m)), e_new = o::exp(o::sub(score, m));
+  const Value out =
+      o::div(o::add(o::mul(ring[0], e_ring), o::mul(vh, e_new)), o::add(e_ring, e_new));
+  return o::reshape(out, {b, h});
 }
 
 // Post-LN feed-forward half of a sliding-window layer (x is already norm1's output).
@@ -110,108 +121,125 @@ Value feed_forward(StepBuilder& g, const Value& x, const std::string& p) {
 
 // ---- the state and the per-step bookkeeping ----
 
+// One compiled graph and the tensors it runs on (graph order; state is updated in place).
+struct Program {
+  Graph graph;
+  std::shared_ptr<const jit::Executable> exe;
+  std::vector<Tensor> inputs;
+
+  void compile(StepBuilder& g, std::vector<Value> outputs, const jit::Options& options) {
+    graph = Graph(g.inputs(), std::move(outputs));
+    inputs = std::move(g.tensors());
+    std::vector<Shape> shapes;
+    for (const Tensor& t : inputs) shapes.push_back(t.shape());
+    exe = jit::compile(graph, shapes, options);
+  }
+};
+
 struct Stream::Impl {
   StreamMode mode = StreamMode::exact_window;
   std::int64_t batch = 1, embed = 0, ring_len = 0;
   DType dtype = DType::f32;
-  Graph graph;
-  std::shared_ptr<const jit::Executable> exe;
-  std::vector<Tensor> inputs;  // graph order; state tensors are updated in place
-  std::size_t frames_input = 0;
-  // Rows appended to a ring each step: the ring's input index and the output giving the row.
+  // The step graph; in exact-window mode the frame's own rows come from `frame_rows` first
+  // (they must be in the ring before the window is read in time order).
+  Program main;
+  std::optional<Program> frame_rows;
+  std::size_t frames_input = 0;  // of frame_rows if present, else of main
+  // A row appended to a ring of main each step: the ring's input index and the output of
+  // frame_rows (if present, else of main) that gives the row.
   struct RingLink {
     std::size_t input, output;
   };
   std::vector<RingLink> rings;
-  // State replaced each step (LSTM h, c): input index, output index.
+  // State replaced each step (LSTM h, c): main's input index and output index.
   std::vector<RingLink> carried;
-  // exact window: i64 [S] time order of the window's rows in concat(ring, new row).
+  // exact window: i64 [S], the ring slot of each window position.
   std::optional<std::size_t> order_input;
-  // band / hybrid: u8 [B, 1, 1, R + 1] validity of each ring slot, and the window span.
+  // band / hybrid: u8 [B, 1, 1, R], which ring slots each stream sees, and the window span.
   std::optional<std::size_t> mask_input;
   std::int64_t span = 0;
-  // band: f [B, H] positional encoding of each stream's current position.
-  std::optional<std::size_t> pe_input;
-  Tensor pe_table;  // [S, H]: positions below the built seq_len
+  // band: f64 [B, 1], each stream's current position (the step computes its encoding).
+  std::optional<std::size_t> position_input;
   std::int64_t steps = 0;
   std::vector<std::int64_t> start;  // the step at which each stream began
 
-  void finish(StepBuilder& g, std::vector<Value> outputs, const jit::Options& jit_options);
+  Program& frame_program() { return frame_rows ? *frame_rows : main; }
   void check_stream(std::int64_t b, const char* fn) const;
   void prepare_step();
   void write_rows(const std::vector<Tensor>& outputs);
   void clear_stream(std::int64_t b);
+  Tensor step(const Tensor& frames);
 };
-
-void Stream::Impl::finish(StepBuilder& g, std::vector<Value> outputs,
-                          const jit::Options& jit_options) {
-  graph = Graph(g.inputs(), std::move(outputs));
-  inputs = std::move(g.tensors());
-  std::vector<Shape> shapes;
-  for (const Tensor& t : inputs) shapes.push_back(t.shape());
-  exe = jit::compile(graph, shapes, jit_options);
-  start.assign(static_cast<std::size_t>(batch), 0);
-}
 
 void Stream::Impl::check_stream(std::int64_t b, const char* fn) const {
   if (b < 0 || b >= batch)
     fail("Stream::{}: stream index {} is out of range [0, {})", fn, b, batch);
 }
 
-// Fills the per-step inputs (window order, slot mask, positional encoding) for step `steps`.
+// Fills the per-step inputs (window order, slot mask, positions) for step `steps`.
 void Stream::Impl::prepare_step() {
   const std::int64_t n = steps, r = ring_len;
   if (order_input) {
-    // Window position i < S - 1 is frame n - S + 1 + i, kept in ring slot (n + 1 + i) mod S;
-    // the last position is the new row (index S of the concatenation).
-    auto* order = inputs[*order_input].data<std::int64_t>();
-    for (std::int64_t i = 0; i + 1 < r; ++i) order[i] = (n + 1 + i) % r;
-    order[r - 1] = r;
+    // With this frame in slot n mod S, window position i holds frame n - S + 1 + i, in slot
+    // (n + 1 + i) mod S.
+    auto* order = main.inputs[*order_input].data<std::int64_t>();
+    for (std::int64_t i = 0; i < r; ++i) order[i] = (n + 1 + i) % r;
   }
   if (mask_input) {
-    auto* mask = inputs[*mask_input].data<std::uint8_t>();
-    for (std::int64_t b = 0; b < batch; ++b) {
-      std::uint8_t* row = mask + b * (r + 1);
+    auto* mask = main.inputs[*mask_input].data<std::uint8_t>();
+    for (std::int64_t b = 0; b < batch; ++b)
       for (std::int64_t s = 0; s < r; ++s) {
         // Slot s holds frame n - d (d in [1, R]); it is visible when it is one of the span - 1
         // frames before this one and the stream had begun by then.
         const std::int64_t d = ((n - s) % r + r - 1) % r + 1;
-        row[s] = d <= span - 1 && n - d >= start[static_cast<std::size_t>(b)];
+        mask[b * r + s] = d <= span - 1 && n - d >= start[static_cast<std::size_t>(b)];
       }
-      row[r] = 1;
-    }
   }
-  if (pe_input) {
-    Tensor& pe = inputs[*pe_input];
-    const std::int64_t h = pe.dim(1), esize = static_cast<std::int64_t>(dtype_size(dtype));
-    for (std::int64_t b = 0; b < batch; ++b) {
-      const std::int64_t p = n - start[static_cast<std::size_t>(b)];
-      auto* dst = static_cast<std::byte*>(pe.raw_data()) + b * h * esize;
-      if (p < pe_table.dim(0)) {
-        std::memcpy(dst, static_cast<const std::byte*>(pe_table.raw_data()) + p * h * esize,
-                    static_cast<std::size_t>(h * esize));
-      } else {
-        for (std::int64_t d = 0; d < h; ++d)
-          pe.set_from_double(b * h + d, positional_encoding(p, d));
-      }
-    }
+  if (position_input) {
+    auto* position = main.inputs[*position_input].data<double>();
+    for (std::int64_t b = 0; b < batch; ++b)
+      position[b] = static_cast<double>(n - start[static_cast<std::size_t>(b)]);
   }
 }
 
+// Copies each new row [B, G * D] into slot `steps mod R` of its ring ([B, R, D] or, head-major,
+// [B, G, R, D]).
 void Stream::Impl::write_rows(const std::vector<Tensor>& outputs) {
   const std::int64_t slot = steps % ring_len;
+  const std::size_t esize = dtype_size(dtype);
   for (const RingLink& link : rings) {
-    Tensor& ring = inputs[link.input];
+    Tensor& ring = main.inputs[link.input];
     const Tensor& row = outputs[link.output];
-    const std::size_t bytes = row.nbytes() / static_cast<std::size_t>(batch);
+    const std::int64_t groups = ring.rank() == 4 ? ring.dim(1) : 1, d = ring.dim(-1);
+    const std::size_t bytes = static_cast<std::size_t>(d) * esize;
+    auto* dst = static_cast<std::byte*>(ring.raw_data());
+    const auto* src = static_cast<const std::byte*>(row.raw_data());
     for (std::int64_t b = 0; b < batch; ++b)
-      std::memcpy(
-          static_cast<std::byte*>(ring.raw_data()) +
-              static_cast<std::size_t>(b * ring_len + slot) * bytes,
-          static_cast<const std::byte*>(row.raw_data()) + static_cast<std::size_t>(b) * bytes,
-          bytes);
+      for (std::int64_t g = 0; g < groups; ++g)
+        std::memcpy(
+            dst + static_cast<std::size_t>(((b * groups + g) * ring_len + slot) * d) * esize,
+            src + static_cast<std::size_t>((b * groups + g) * d) * esize, bytes);
   }
-  for (const RingLink& link : carried) inputs[link.input] = outputs[link.output];
+}
+
+Tensor Stream::Impl::step(const Tensor& frames) {
+  const Shape want{batch, embed};
+  if (frames.dtype() != dtype || frames.shape() != want)
+    fail("Stream::step: frames must be {}{} (one frame per stream), got {}{}", dtype_name(dtype),
+         shape_to_string(want), dtype_name(frames.dtype()), shape_to_string(frames.shape()));
+  Program& fp = frame_program();
+  fp.inputs[frames_input] = frames;
+  struct Release {  // the caller's frames are not kept alive past the call
+    Tensor& slot;
+    ~Release() { slot = Tensor(); }
+  } release{fp.inputs[frames_input]};
+  prepare_step();
+  if (frame_rows) write_rows(frame_rows->exe->run(frame_rows->inputs));
+  std::vector<Tensor> outputs = main.exe->run(main.inputs);
+  if (!frame_rows) write_rows(outputs);
+  for (const RingLink& link : carried) main.inputs[link.input] = outputs[link.output];
+  ++steps;
+  return outputs[0];
 }
 
 // Zeroes stream b's rings and carried state: a zero frame's x W_in and x W_in W_qkv are exactly
@@ -222,8 +250,8 @@ void Stream::Impl::clear_stream(std::int64_t b) {
     std::memset(static_cast<std::byte*>(t.raw_data()) + static_cast<std::size_t>(b) * bytes, 0,
                 bytes);
   };
-  for (const RingLink& link : rings) zero_rows(inputs[link.input]);
-  for (const RingLink& link : carried) zero_rows(inputs[link.input]);
+  for (const RingLink& link : rings) zero_rows(main.inputs[link.input]);
+  for (const RingLink& link : carried) zero_rows(main.inputs[link.input]);
   start[static_cast<std::size_t>(b)] = steps;
 }
 
@@ -266,28 +294,34 @@ Tensor qkv_position_term(StepBuilder& g, std::int64_t s, std::int64_t h) {
   return out;
 }
 
-// Exact window: the first layer's rows come from rings of x W_in ([B, S, H]) and x W_in W_qkv
-// ([B, S, 3H]); every later layer runs on the whole window, and the JIT's row pruning leaves
-// the last layer one row.
-std::vector<Value> exact_window_graph(StepBuilder& g, Stream::Impl& st, const SlidingDims& m) {
-  const DType dt = g.dtype();
+// Exact window, in two graphs. `frame`: the new frame's x W_in ([B, H]) and x W_in W_qkv
+// ([B, 3H]), which the Stream writes into its rings. `window`: the first layer's rows from those
+// rings in time order plus the per-position terms; every later layer runs on the whole window,
+// and the JIT's row pruning leaves the last layer one row.
+void exact_window_graphs(const nn::Model& model, const nn::Params& params, Stream::Impl& st,
+                         const SlidingDims& m, const jit::Options& options) {
+  const DType dt = st.dtype;
   const std::int64_t b = st.batch;
-  st.frames_input = g.add("frames", Tensor(dt, {b, m.e}));
+  StepBuilder f(model, params, dt);
+  st.frames_input = f.add("frames", Tensor(dt, {b, m.e}));
+  const Value xw =
+      o::dot_general(f.input(st.frames_input), f.param("input_proj.kernel"), {{1}, {0}, {}, {}});
+  const Value u = o::dot_general(xw, f.param("layer_1_attn_qkv.kernel"), {{1}, {0}, {}, {}});
+  st.frame_rows.emplace();
+  st.frame_rows->compile(f, {xw, u}, options);
+
+  StepBuilder g(model, params, dt);
   const std::size_t ring_xw = g.add("ring_input_proj", Tensor(dt, {b, m.s, m.h}));
   const std::size_t ring_u = g.add("ring_layer_1_qkv", Tensor(dt, {b, m.s, 3 * m.h}));
   st.order_input = g.add("window_order", Tensor(DType::i64, {m.s}));
   const std::size_t position_term =
       g.add("layer_1_qkv_position_term", qkv_position_term(g, m.s, m.h));
-  const Value frames = g.input(st.frames_input);
-  Value xw = o::dot_general(frames, g.param("input_proj.kernel"), {{1}, {0}, {}, {}});
-  Value u = o::dot_general(xw, g.param("layer_1_attn_qkv.kernel"), {{1}, {0}, {}, {}});
-  auto window = [&](std::size_t ring, const Value& row) {
-    Value all = o::concat({g.input(ring), o::reshape(row, {b, 1, row.dim(1)})}, 1);
-    return o::take(all, g.input(*st.order_input), 1);
+  auto window = [&](std::size_t ring) {
+    return o::take(g.input(ring), g.input(*st.order_input), 1);
   };
-  Value x = o::add(o::add(window(ring_xw, xw), g.param("input_proj.bias")),
+  Value x = o::add(o::add(window(ring_xw), g.param("input_proj.bias")),
                    o::constant(positional_table(dt, m.s, m.h)));
-  Value qkv = o::add(window(ring_u, u), g.input(position_term));
+  Value qkv = o::add(window(ring_u), g.input(position_term));
   for (std::int64_t l = 1; l <= m.layers; ++l) {
     const std::string p = fmt::format("layer_{}", l);
     if (l > 1) qkv = g.dense(x, p + "_attn_qkv");
@@ -298,8 +332,8 @@ std::vector<Value> exact_window_graph(StepBuilder& g, Stream::Impl& st, const Sl
     x = g.layer_norm(o::add(x, a), p + "_norm1", 1e-5);
     x = feed_forward(g, x, p);
   }
-  st.rings = {{ring_xw, 1}, {ring_u, 2}};
-  return {o::reshape(o::slice_axis(x, 1, m.s - 1, m.s), {b, m.h}), xw, u};
+  st.rings = {{ring_xw, 0}, {ring_u, 1}};
+  st.main.compile(g, {o::reshape(o::slice_axis(x, 1, m.s - 1, m.s), {b, m.h})}, options);
 }
 
 // Streaming band: one row per stream through every layer, attending over a ring of the last
@@ -308,15 +342,23 @@ std::vector<Value> band_graph(StepBuilder& g, Stream::Impl& st, const SlidingDim
   const DType dt = g.dtype();
   const std::int64_t b = st.batch, r = m.w;
   st.frames_input = g.add("frames", Tensor(dt, {b, m.e}));
-  st.pe_input = g.add("position_encoding", Tensor(dt, {b, m.h}));
-  st.mask_input = g.add("ring_mask", Tensor(DType::u8, {b, 1, 1, r + 1}));
+  st.position_input = g.add("position", Tensor(DType::f64, {b, 1}));
+  st.mask_input = g.add("ring_mask", Tensor(DType::u8, {b, 1, 1, r}));
   st.span = m.w;
-  Value x = o::add(g.dense(g.input(st.frames_input), "input_proj"), g.input(*st.pe_input));
+  // PE[p, d] = sin(p / (1 + 0.01 d)) in f64, rounded to the model's dtype, as the builder's
+  // table (which holds only the built seq_len positions; a stream goes on past them).
+  Tensor divisor(DType::f64, {1, m.h});
+  for (std::int64_t d = 0; d < m.h; ++d)
+    divisor.set_from_double(d, 1.0 + 0.01 * static_cast<double>(d));
+  Value pe = o::cast(o::sin(o::div(o::broadcast_to(g.input(*st.position_input), {b, m.h}),
+                                   o::broadcast_to(o::constant(divisor), {b, m.h}))),
+                     dt);
+  Value x = o::add(g.dense(g.input(st.frames_input), "input_proj"), pe);
   std::vector<Value> outputs = {Value()};
   for (std::int64_t l = 1; l <= m.layers; ++l) {
     const std::string p = fmt::format("layer_{}", l);
-    const std::size_t ring_k = g.add(p + "_ring_k", Tensor(dt, {b, r, m.h}));
-    const std::size_t ring_v = g.add(p + "_ring_v", Tensor(dt, {b, r, m.h}));
+    const std::size_t ring_k = g.add(p + "_ring_k", Tensor(dt, {b, m.nh, r, m.hd}));
+    const std::size_t ring_v = g.add(p + "_ring_v", Tensor(dt, {b, m.nh, r, m.hd}));
     auto [q, k, v] = split_qkv(g.dense(x, p + "_attn_qkv"), m.h);
     Value a =
         attend_row(q, k, v, g.input(ring_k), g.input(ring_v), g.input(*st.mask_input), m.nh, m.hd);
@@ -342,7 +384,7 @@ std::vector<Value> hybrid_graph(StepBuilder& g, Stream::Impl& st, const HybridDi
   const DType dt = g.dtype();
   const std::int64_t b = st.batch, r = m.s, h = m.nh * m.hd;
   st.frames_input = g.add("frames", Tensor(dt, {b, m.e}));
-  st.mask_input = g.add("ring_mask", Tensor(DType::u8, {b, 1, 1, r + 1}));
+  st.mask_input = g.add("ring_mask", Tensor(DType::u8, {b, 1, 1, r}));
   st.span = m.s;
   std::vector<Value> outputs = {Value()};
   Value x = g.layer_norm(g.input(st.frames_input), "input_ln", 1e-6);
@@ -361,8 +403,8 @@ std::vector<Value> hybrid_graph(StepBuilder& g, Stream::Impl& st, const HybridDi
     x = g.layer_norm(h_new, p + "_ln", 1e-6);
   }
   Value proj = g.dense(x, "lstm_to_attn_proj");
-  const std::size_t ring_k = g.add("hybrid_attn_ring_k", Tensor(dt, {b, r, h}));
-  const std::size_t ring_v = g.add("hybrid_attn_ring_v", Tensor(dt, {b, r, h}));
+  const std::size_t ring_k = g.add("hybrid_attn_ring_k", Tensor(dt, {b, m.nh, r, m.hd}));
+  const std::size_t ring_v = g.add("hybrid_attn_ring_v", Tensor(dt, {b, m.nh, r, m.hd}));
   auto [q, k, v] = split_qkv(g.dense(proj, "hybrid_attn_qkv"), h);
   Value a =
       attend_row(q, k, v, g.input(ring_k), g.input(ring_v), g.input(*st.mask_input), m.nh, m.hd);
@@ -404,17 +446,17 @@ Stream::Stream(const SlidingWindowOptions& model, const nn::Params& params, Stre
   st.mode = options.mode;
   if (st.mode == StreamMode::automatic)
     st.mode = m.s > m.w ? StreamMode::streaming_band : StreamMode::exact_window;
-  StepBuilder g(nn::Model(built.output), params, model.dtype);
-  std::vector<Value> outputs;
+  st.start.assign(static_cast<std::size_t>(st.batch), 0);
+  const nn::Model whole(built.output);
   if (st.mode == StreamMode::exact_window) {
     st.ring_len = m.s;
-    outputs = exact_window_graph(g, st, m);
+    exact_window_graphs(whole, params, st, m, options.jit);
   } else {
     st.ring_len = m.w;
-    st.pe_table = positional_table(model.dtype, m.s, m.h);
-    outputs = band_graph(g, st, m);
+    StepBuilder g(whole, params, model.dtype);
+    std::vector<Value> outputs = band_graph(g, st, m);
+    st.main.compile(g, std::move(outputs), options.jit);
   }
-  st.finish(g, std::move(outputs), options.jit);
 }
 
 namespace {
@@ -429,9 +471,10 @@ void init_hybrid(Stream::Impl& st, const Built& built, const HybridOptions& mode
   st.dtype = model.dtype;
   st.mode = StreamMode::streaming_band;
   st.ring_len = m.s;
+  st.start.assign(static_cast<std::size_t>(st.batch), 0);
   StepBuilder g(nn::Model(built.output), params, model.dtype);
   std::vector<Value> outputs = hybrid_graph(g, st, m);
-  st.finish(g, std::move(outputs), options.jit);
+  st.main.compile(g, std::move(outputs), options.jit);
 }
 
 }  // namespace
@@ -460,18 +503,7 @@ Stream::Stream(Stream&&) noexcept = default;
 Stream& Stream::operator=(Stream&&) noexcept = default;
 
 Tensor Stream::step(const Tensor& frames) {
-  Impl& st = *impl_;
-  const Shape want{st.batch, st.embed};
-  if (frames.dtype() != st.dtype || frames.shape() != want)
-    fail("Stream::step: frames must be {}{} (one frame per stream), got {}{}", dtype_name(st.dtype),
-         shape_to_string(want), dtype_name(frames.dtype()), shape_to_string(frames.shape()));
-  st.inputs[st.frames_input] = frames;
-  st.prepare_step();
-  std::vector<Tensor> outputs = st.exe->run(st.inputs);
-  st.inputs[st.frames_input] = Tensor();  // not kept alive past the call
-  st.write_rows(outputs);
-  ++st.steps;
-  return outputs[0];
+  return impl_->step(frames);
 }
 
 void Stream::reset(std::int64_t stream) {
@@ -497,11 +529,15 @@ StreamMode Stream::mode() const {
 }
 
 const jit::Executable& Stream::executable() const {
-  return *impl_->exe;
+  return *impl_->main.exe;
+}
+
+const jit::Executable* Stream::frame_executable() const {
+  return impl_->frame_rows ? impl_->frame_rows->exe.get() : nullptr;
 }
 
 const Graph& Stream::step_graph() const {
-  return impl_->graph;
+  return impl_->main.graph;
 }
 
 }  // namespace edifice::models::multi_head

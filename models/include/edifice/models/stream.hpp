@@ -14,7 +14,9 @@
 ///
 /// The step is an ordinary graph (frames, state and parameters in; the answer and the new
 /// per-frame rows out) compiled by jit::compile, so it runs the JIT's kernels; the Stream then
-/// copies the new rows into its rings. Two modes:
+/// copies the new rows into its rings (in exact-window mode a first small graph gives the
+/// frame's rows, which go into the rings before the window graph reads them). Key/value rings
+/// are head-major [B, heads, R, head_dim], so the attention reads them in place. Two modes:
 ///
 /// - exact window: step returns what `predict` returns on the last seq_len frames, positions
 ///   numbered inside that window. A fresh (or reset) stream behaves as if it had seen seq_len
@@ -90,10 +92,13 @@ class Stream {
   std::int64_t frames_seen(std::int64_t stream) const;
   /// The mode in use (never automatic).
   StreamMode mode() const;
-  /// The compiled step (for its kernels, FLOPs and plan).
+  /// The compiled step (for its kernels, FLOPs and plan); in exact-window mode the window part.
   const jit::Executable& executable() const;
-  /// The step graph: inputs are the parameters it reads, then frames and state; outputs are
-  /// the answer and the new per-frame rows.
+  /// Exact-window mode: the compiled first part of a step (the frame's x W_in and
+  /// x W_in W_qkv rows); null in the other modes.
+  const jit::Executable* frame_executable() const;
+  /// The step graph (the window part in exact-window mode): inputs are the parameters it
+  /// reads, then frames and state; outputs are the answer and the new per-frame rows.
   const Graph& step_graph() const;
 
   struct Impl;
