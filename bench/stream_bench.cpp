@@ -117,6 +117,20 @@ double relative_error(const Tensor& a, const Tensor& b) {
   return diff / scale;
 }
 
+// Read bandwidth of one thread over `bytes` (the model's weights), through a JIT reduce_sum
+// kernel: the median of 200 runs. A batch-1 step reads every weight once, so weight bytes over
+// this is the step's floor when the weights do not stay in the core's cache.
+double read_bandwidth(std::int64_t bytes, int threads) {
+  const std::int64_t n = bytes / 4;
+  const Value x = ops::parameter("x", DType::f32, {n});
+  const Graph g({x}, {ops::reduce_sum(x, {0})});
+  const auto exe = jit::compile(g, {{n}}, {.threads = threads});
+  const Tensor data = Tensor::full(DType::f32, {n}, 1.0);
+  (void)exe->run({data});
+  const Latency l = time_calls(200, [&](int) { (void)exe->run({data}); });
+  return static_cast<double>(bytes) / (l.p50 * 1e-6);
+}
+
 std::string latency_json(const Latency& l) {
   return fmt::format("{{\"p50_us\": {:.2f}, \"p99_us\": {:.2f}, \"max_us\": {:.2f}}}", l.p50, l.p99,
                      l.max);
@@ -142,6 +156,9 @@ std::string run_batch(const Config& cfg, std::int64_t batch) {
   shapes.push_back({batch, kWindow, kE});
   const double predict_flops = flops_of(*jit::compile(traced.graph, shapes, jit));
 
+  std::int64_t weight_bytes = 0;
+  for (const auto& [name, t] : params) weight_bytes += static_cast<std::int64_t>(t.nbytes());
+  const double bandwidth = read_bandwidth(weight_bytes, cfg.threads);
   const std::vector<Tensor> pool = frame_pool(batch, 97);
   mh::Stream exact(opts, params,
                    {.mode = mh::StreamMode::exact_window, .batch = batch, .jit = jit});
@@ -196,12 +213,18 @@ std::string run_batch(const Config& cfg, std::int64_t batch) {
   line("streaming-band step", b, band_flops);
   std::printf("  exact / predict p50 = %.3f, band / predict p50 = %.4f\n", e.p50 / p.p50,
               b.p50 / p.p50);
+  std::printf(
+      "  weights %.2f MB; read bandwidth (JIT reduce_sum over as many bytes) %.1f GB/s: "
+      "reading them once takes %.1f us\n",
+      static_cast<double>(weight_bytes) / 1e6, bandwidth / 1e9,
+      static_cast<double>(weight_bytes) / bandwidth * 1e6);
   std::fflush(stdout);
   return fmt::format(
       "{{\"batch\": {}, \"threads\": {}, \"check_rel\": {:.3g}, \"predict\": {}, \"exact\": {}, "
-      "\"band\": {}, \"flops\": {{\"predict\": {:.0f}, \"exact\": {:.0f}, \"band\": {:.0f}}}{}}}",
+      "\"band\": {}, \"flops\": {{\"predict\": {:.0f}, \"exact\": {:.0f}, \"band\": {:.0f}}}, "
+      "\"weight_bytes\": {}, \"read_bandwidth_bytes_per_s\": {:.4g}{}}}",
       batch, cfg.threads, check, latency_json(p), latency_json(e), latency_json(b), predict_flops,
-      exact_flops, band_flops, idle);
+      exact_flops, band_flops, weight_bytes, bandwidth, idle);
 }
 
 Config parse(int argc, char** argv) {

@@ -336,6 +336,23 @@ void exact_window_graphs(const nn::Model& model, const nn::Params& params, Strea
   st.main.compile(g, {o::reshape(o::slice_axis(x, 1, m.s - 1, m.s), {b, m.h})}, options);
 }
 
+// The fused QKV dense `qkv_layer` of the rows x [B, H], then each row attending over its
+// stream's ring of earlier keys/values (inputs "{ring}_ring_k" and "{ring}_ring_v",
+// [B, nh, R, hd]) and its own; the new k and v rows are appended to `outputs` for the rings.
+Value ring_attention(StepBuilder& g, Stream::Impl& st, const Value& x, const std::string& qkv_layer,
+                     const std::string& ring, std::int64_t nh, std::int64_t hd,
+                     std::vector<Value>& outputs) {
+  const Shape shape{st.batch, nh, st.ring_len, hd};
+  const std::size_t ring_k = g.add(ring + "_ring_k", Tensor(g.dtype(), shape));
+  const std::size_t ring_v = g.add(ring + "_ring_v", Tensor(g.dtype(), shape));
+  auto [q, k, v] = split_qkv(g.dense(x, qkv_layer), nh * hd);
+  st.rings.push_back({ring_k, outputs.size()});
+  outputs.push_back(k);
+  st.rings.push_back({ring_v, outputs.size()});
+  outputs.push_back(v);
+  return attend_row(q, k, v, g.input(ring_k), g.input(ring_v), g.input(*st.mask_input), nh, hd);
+}
+
 // Streaming band: one row per stream through every layer, attending over a ring of the last
 // window_size key/value rows of that layer.
 std::vector<Value> band_graph(StepBuilder& g, Stream::Impl& st, const SlidingDims& m) {
@@ -357,17 +374,9 @@ std::vector<Value> band_graph(StepBuilder& g, Stream::Impl& st, const SlidingDim
   std::vector<Value> outputs = {Value()};
   for (std::int64_t l = 1; l <= m.layers; ++l) {
     const std::string p = fmt::format("layer_{}", l);
-    const std::size_t ring_k = g.add(p + "_ring_k", Tensor(dt, {b, m.nh, r, m.hd}));
-    const std::size_t ring_v = g.add(p + "_ring_v", Tensor(dt, {b, m.nh, r, m.hd}));
-    auto [q, k, v] = split_qkv(g.dense(x, p + "_attn_qkv"), m.h);
-    Value a =
-        attend_row(q, k, v, g.input(ring_k), g.input(ring_v), g.input(*st.mask_input), m.nh, m.hd);
+    Value a = ring_attention(g, st, x, p + "_attn_qkv", p, m.nh, m.hd, outputs);
     x = g.layer_norm(o::add(x, a), p + "_norm1", 1e-5);
     x = feed_forward(g, x, p);
-    st.rings.push_back({ring_k, outputs.size()});
-    outputs.push_back(k);
-    st.rings.push_back({ring_v, outputs.size()});
-    outputs.push_back(v);
   }
   outputs[0] = x;
   return outputs;
@@ -382,7 +391,7 @@ struct HybridDims {
 // last seq_len projected LSTM outputs' keys and values.
 std::vector<Value> hybrid_graph(StepBuilder& g, Stream::Impl& st, const HybridDims& m) {
   const DType dt = g.dtype();
-  const std::int64_t b = st.batch, r = m.s, h = m.nh * m.hd;
+  const std::int64_t b = st.batch, r = m.s;
   st.frames_input = g.add("frames", Tensor(dt, {b, m.e}));
   st.mask_input = g.add("ring_mask", Tensor(DType::u8, {b, 1, 1, r}));
   st.span = m.s;
@@ -403,19 +412,11 @@ std::vector<Value> hybrid_graph(StepBuilder& g, Stream::Impl& st, const HybridDi
     x = g.layer_norm(h_new, p + "_ln", 1e-6);
   }
   Value proj = g.dense(x, "lstm_to_attn_proj");
-  const std::size_t ring_k = g.add("hybrid_attn_ring_k", Tensor(dt, {b, m.nh, r, m.hd}));
-  const std::size_t ring_v = g.add("hybrid_attn_ring_v", Tensor(dt, {b, m.nh, r, m.hd}));
-  auto [q, k, v] = split_qkv(g.dense(proj, "hybrid_attn_qkv"), h);
-  Value a =
-      attend_row(q, k, v, g.input(ring_k), g.input(ring_v), g.input(*st.mask_input), m.nh, m.hd);
+  Value a = ring_attention(g, st, proj, "hybrid_attn_qkv", "hybrid_attn", m.nh, m.hd, outputs);
   a = g.dense(a, "hybrid_attn_output");
   x = g.layer_norm(o::add(proj, a), "attn_norm", 1e-5);
   for (std::size_t i = 0; i < m.mlp_sizes.size(); ++i)
     x = o::relu(g.dense(x, fmt::format("hybrid_mlp_{}", i)));
-  st.rings.push_back({ring_k, outputs.size()});
-  outputs.push_back(k);
-  st.rings.push_back({ring_v, outputs.size()});
-  outputs.push_back(v);
   outputs[0] = x;
   return outputs;
 }
