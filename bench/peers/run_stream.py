@@ -138,11 +138,13 @@ def main():
     ap.add_argument("--from-json", help="only re-render the section from a JSON report")
     args = ap.parse_args()
     lock = os.environ.get("PEER_BENCH_LOCK", "/tmp/edifice-build.lock")
+    notes_path = os.path.join(ROOT, "bench", "peers", "stream_notes.md")
     if args.from_json:
         report = json.load(open(args.from_json))
+        if os.path.exists(notes_path):
+            report["notes"] = open(notes_path).read().strip().splitlines()
         splice(args.markdown, section(report))
         return
-    notes_path = os.path.join(ROOT, "bench", "peers", "stream_notes.md")
     report = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
               "cpu": cpu_model(), "source": git_state(), "ours": [], "torch": [],
               "notes": open(notes_path).read().strip().splitlines()
