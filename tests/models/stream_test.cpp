@@ -399,3 +399,57 @@ TEST_CASE("Stream: bad models and parameters", "[stream]") {
         "Stream: parameters do not match the model (1 problems):\n  missing: layer_2_ffn1.bias "
         "f32[12]");
 }
+
+namespace {
+
+// The hybrid past its seq_len, from the library's own layers (the names build_hybrid uses):
+// the LSTM half over every frame so far, then the attention half over the last seq_len
+// projected rows.
+Tensor hybrid_reference(const mh::HybridOptions& opts, const nn::Params& params,
+                        const Tensor& frames, std::int64_t t) {
+  const std::int64_t s = *opts.seq_len, h = opts.num_heads * opts.head_dim;
+  nn::Layer x = nn::input("state_sequence", {nn::dynamic, t + 1, *opts.embed_dim}, opts.dtype);
+  x = nn::layer_norm(x, {.name = "input_ln", .epsilon = 1e-6});
+  for (std::int64_t k = 1; k <= opts.lstm_layers; ++k) {
+    const std::string p = "lstm_" + std::to_string(k);
+    x = nn::lstm(x, opts.lstm_hidden, {.name = p}).sequence;
+    x = nn::layer_norm(x, {.name = p + "_ln", .epsilon = 1e-6});
+  }
+  const nn::Layer proj = nn::dense(x, h, {.name = "lstm_to_attn_proj"});
+  const Tensor rows = reference(proj, params, sequence(frames, 0, t));  // [1, t + 1, H]
+
+  nn::Layer in = nn::input("projected", {nn::dynamic, s, h}, opts.dtype);
+  nn::Layer a = mh::multi_head_attention(in, {.num_heads = opts.num_heads,
+                                              .head_dim = opts.head_dim,
+                                              .dropout = 0,
+                                              .name = "hybrid_attn"});
+  nn::Layer out = nn::take_index(nn::layer_norm(nn::add(in, a), {.name = "attn_norm"}), 1, -1,
+                                 {.name = "last"});
+  Tensor last(opts.dtype, {1, s, h});
+  for (std::int64_t i = 0; i < s * h; ++i)
+    last.set_from_double(i, rows.get_as_double((t + 1 - s) * h + i));
+  return reference(out, params, last);
+}
+
+}  // namespace
+
+TEST_CASE("hybrid past seq_len: the LSTM sees every frame, the attention the last seq_len",
+          "[stream]") {
+  const std::int64_t seq_len = 4;
+  const auto opts = small_hybrid(DType::f64, seq_len);
+  const nn::Params params = random_params(nn::Model(mh::build_hybrid(opts).output), 14);
+  const nn::Params changed = perturbed(params, "lstm_1.hidden_kernel", 6);
+  mh::Stream stream(opts, params);
+  const Tensor frames = random_frames(3 * seq_len, 6, DType::f64, 15);
+  double worst = 0, changed_worst = 0;
+  for (std::int64_t t = 0; t < frames.dim(0); ++t) {
+    const Tensor got = stream.step(frame_at(frames, t));
+    if (t + 1 < seq_len) continue;
+    worst = std::max(worst, relative_error(got, hybrid_reference(opts, params, frames, t)));
+    changed_worst =
+        std::max(changed_worst, relative_error(got, hybrid_reference(opts, changed, frames, t)));
+  }
+  INFO("worst " << worst << ", with one weight element changed " << changed_worst);
+  CHECK(worst <= 1e-12);
+  CHECK(changed_worst > 1e-10);
+}
