@@ -470,6 +470,10 @@ void init_hybrid(Stream::Impl& st, const Built& built, const HybridOptions& mode
   st.batch = check_batch(options);
   st.embed = m.e;
   st.dtype = model.dtype;
+  if (options.mode == StreamMode::exact_window)
+    fail(
+        "Stream: a hybrid model streams one way (LSTM state carried, attention over a ring of "
+        "the last seq_len outputs); mode exact_window is not available for it");
   st.mode = StreamMode::streaming_band;
   st.ring_len = m.s;
   st.start.assign(static_cast<std::size_t>(st.batch), 0);

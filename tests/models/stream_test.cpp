@@ -388,6 +388,12 @@ TEST_CASE("Stream: bad models and parameters", "[stream]") {
   nn::Params params = random_params(nn::Model(mh::build_sliding_window(opts).output), 60);
   CHECK(error_of([&] { mh::Stream(opts, params, {.batch = 0}); }) ==
         "Stream: batch must be >= 1, got 0");
+  const auto hybrid = small_hybrid(DType::f32, 4);
+  const auto hybrid_params = random_params(nn::Model(mh::build_hybrid(hybrid).output), 61);
+  CHECK(error_of(
+            [&] { mh::Stream(hybrid, hybrid_params, {.mode = mh::StreamMode::exact_window}); }) ==
+        "Stream: a hybrid model streams one way (LSTM state carried, attention over a ring "
+        "of the last seq_len outputs); mode exact_window is not available for it");
   params.erase("layer_2_ffn1.bias");
   std::string message;
   try {

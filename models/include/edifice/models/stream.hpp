@@ -58,7 +58,8 @@ enum class StreamMode {
 };
 
 struct StreamOptions {
-  /// Ignored for hybrid models (they have one streaming form).
+  /// Hybrid models have one streaming form (automatic or streaming_band; exact_window is an
+  /// error).
   StreamMode mode = StreamMode::automatic;
   /// Number of independent streams B (rows of every step).
   std::int64_t batch = 1;
