@@ -183,8 +183,7 @@ def main():
         with open(args.from_json) as f:
             report = json.load(f)
         summarise(report)
-        with open(args.markdown, "w") as f:
-            f.write(markdown(report))
+        write_markdown(args.markdown, markdown(report))
         return
 
     lock = os.environ.get("PEER_BENCH_LOCK", "/tmp/edifice-build.lock")
@@ -289,9 +288,20 @@ def main():
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)
         f.write("\n")
-    with open(args.markdown, "w") as f:
-        f.write(markdown(report))
+    write_markdown(args.markdown, markdown(report))
     print("wrote %s and %s (%.0f s)" % (args.markdown, args.json, time.time() - started))
+
+
+def write_markdown(path, text):
+    """Writes the page, keeping the streaming section that bench/run_stream_bench.sh owns."""
+    begin, end = "<!-- stream_bench: begin", "<!-- stream_bench: end -->"
+    if os.path.exists(path):
+        old = open(path).read()
+        if begin in old and end in old:
+            block = old[old.index(begin):old.index(end) + len(end)]
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def summarise(report):
