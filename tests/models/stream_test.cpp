@@ -8,24 +8,17 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <functional>
 #include <thread>
 
 using namespace edifice;
 namespace mh = edifice::models::multi_head;
+using edifice::test::first_line_of_error;
 
 namespace {
-
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    std::string s = e.what();
-    return s.substr(0, s.find('\n'));
-  }
-  return "<no error>";
-}
 
 // Every parameter drawn at random (biases, gammas and betas too, so a misplaced bias shows).
 nn::Params random_params(const nn::Model& model, std::uint64_t seed) {
@@ -358,23 +351,23 @@ TEST_CASE("bad input is a clear error and leaves the streams unchanged", "[strea
         twin.step(batch_frame(frames, t));
       }
       const std::string e = std::to_string(kind.embed);
-      CHECK(error_of([&] {
+      CHECK(first_line_of_error([&] {
               s.step(Tensor(DType::f32, {1, kind.embed}));
             }) == "Stream::step: frames must be f32[2," + e +
                       "] (one frame per stream), got f32[1," + e + "]");
-      CHECK(error_of([&] {
+      CHECK(first_line_of_error([&] {
               s.step(Tensor(DType::f64, {2, kind.embed}));
             }) == "Stream::step: frames must be f32[2," + e +
                       "] (one frame per stream), got f64[2," + e + "]");
-      CHECK(error_of([&] {
+      CHECK(first_line_of_error([&] {
               s.step(Tensor(DType::f32, {2, kind.embed, 1}));
             }) == "Stream::step: frames must be f32[2," + e +
                       "] (one frame per stream), got f32[2," + e + ",1]");
-      CHECK(error_of([&] { s.reset(2); }) ==
+      CHECK(first_line_of_error([&] { s.reset(2); }) ==
             "Stream::reset: stream index 2 is out of range [0, 2)");
-      CHECK(error_of([&] { s.reset(-1); }) ==
+      CHECK(first_line_of_error([&] { s.reset(-1); }) ==
             "Stream::reset: stream index -1 is out of range [0, 2)");
-      CHECK(error_of([&] { (void)s.frames_seen(5); }) ==
+      CHECK(first_line_of_error([&] { (void)s.frames_seen(5); }) ==
             "Stream::frames_seen: stream index 5 is out of range [0, 2)");
       CHECK(s.frames_seen(0) == 3);
       for (std::int64_t t = 3; t < 6; ++t)
@@ -386,11 +379,11 @@ TEST_CASE("bad input is a clear error and leaves the streams unchanged", "[strea
 TEST_CASE("Stream: bad models and parameters", "[stream]") {
   const auto opts = small_sliding(DType::f32, 5, 5);
   nn::Params params = random_params(nn::Model(mh::build_sliding_window(opts).output), 60);
-  CHECK(error_of([&] { mh::Stream(opts, params, {.batch = 0}); }) ==
+  CHECK(first_line_of_error([&] { mh::Stream(opts, params, {.batch = 0}); }) ==
         "Stream: batch must be >= 1, got 0");
   const auto hybrid = small_hybrid(DType::f32, 4);
   const auto hybrid_params = random_params(nn::Model(mh::build_hybrid(hybrid).output), 61);
-  CHECK(error_of(
+  CHECK(first_line_of_error(
             [&] { mh::Stream(hybrid, hybrid_params, {.mode = mh::StreamMode::exact_window}); }) ==
         "Stream: a hybrid model streams one way (LSTM state carried, attention over a ring "
         "of the last seq_len outputs); mode exact_window is not available for it");
