@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -234,7 +235,23 @@ void draw_legend(Canvas& c, const Axes& a, const std::vector<Series>& series, in
   for (const Series& s : series) widest = std::max(widest, raster::text_width(s.name, kLabelScale));
   const int row = kLabelHeight + 10;
   const int w = 12 + 28 + 8 + widest + 12, h = 10 + row * static_cast<int>(series.size());
-  const int x0 = a.x1 - w - 10, y0 = a.y0 + 10;
+  // The corner whose box covers the fewest data points (top right on a tie).
+  const std::array<std::array<int, 2>, 4> corners = {{{a.x1 - w - 10, a.y0 + 10},
+                                                      {a.x1 - w - 10, a.y1 - h - 10},
+                                                      {a.x0 + 10, a.y0 + 10},
+                                                      {a.x0 + 10, a.y1 - h - 10}}};
+  std::size_t best_cover = SIZE_MAX;
+  int x0 = corners[0][0], y0 = corners[0][1];
+  for (const auto& [cx, cy] : corners) {
+    std::size_t cover = 0;
+    for (const Series& s : series)
+      for (std::size_t i = 0; i < s.y.size(); ++i) {
+        if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i]) || (a.log_y && s.y[i] <= 0)) continue;
+        double px = a.px(s.x[i]), py = a.py(s.y[i]);
+        cover += px >= cx - 4 && px < cx + w + 4 && py >= cy - 4 && py < cy + h + 4;
+      }
+    if (cover < best_cover) best_cover = cover, x0 = cx, y0 = cy;
+  }
   c.fill_rect(x0, y0, x0 + w, y0 + h, kWhite);
   c.frame(x0, y0, x0 + w, y0 + h, kGrid);
   for (std::size_t i = 0; i < series.size(); ++i) {
@@ -383,8 +400,8 @@ void plot_training_csv(const std::string& csv_path, const std::string& png_path,
     if (name == "epoch" || name == "step" || name == "elapsed_s") continue;
     if (name == "loss" || name == "val_loss")
       loss.series.push_back(series(name));
-    else if (name == "lr")
-      lr.series.push_back(series(name));
+    else if (name == "lr")  // a schedule, not noisy: never smoothed
+      lr.series.push_back(series(name)), lr.series.back().smooth_above = SIZE_MAX;
     else
       metrics.series.push_back(series(name));
   }
