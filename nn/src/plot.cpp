@@ -113,11 +113,13 @@ Image draw_heatmap(std::span<const double> values, int rows, int cols,
     }
   c.frame(left - 1, top - 1, left + map_w + 1, top + map_h + 1, kAxis);
   for (const Tick& t : options.x_ticks) {
+    if (!(t.at >= -0.5 && t.at <= cols - 0.5)) continue;  // off the map
     int x = left + static_cast<int>(std::lround((t.at + 0.5) * options.cell_width));
     c.fill_rect(x, top + map_h + 1, x + 1, top + map_h + 7, kAxis);
     c.text(x, top + map_h + 11, t.label, kInk, kLabelScale, Align::centre, Align::start);
   }
   for (const Tick& t : options.y_ticks) {
+    if (!(t.at >= -0.5 && t.at <= rows - 0.5)) continue;
     int y = top + static_cast<int>(std::lround((t.at + 0.5) * options.cell_height));
     c.fill_rect(left - 7, y, left - 1, y + 1, kAxis);
     c.text(left - 10, y, t.label, kInk, kLabelScale, Align::end, Align::centre);
@@ -156,6 +158,7 @@ struct Axes {
   int x0, y0, x1, y1;  // plot area [x0, x1) x [y0, y1)
   double xmin, xmax, ymin, ymax;
   bool log_y;
+  bool integer_x;  // every x is an integer (steps): no ticks between integers
   double px(double x) const {
     return xmax == xmin ? (x0 + x1) / 2.0 : x0 + (x - xmin) / (xmax - xmin) * (x1 - 1 - x0);
   }
@@ -267,7 +270,7 @@ void draw_legend(Canvas& c, const Axes& a, const std::vector<Series>& series, in
 void draw_panel_frame(Canvas& c, const Axes& a, const std::string& y_label, bool x_labels) {
   for (double v : nice_ticks(a.xmin, a.xmax, 8)) {
     int x = static_cast<int>(std::lround(a.px(v)));
-    if (x < a.x0 || x >= a.x1) continue;
+    if (x < a.x0 || x >= a.x1 || (a.integer_x && v != std::floor(v))) continue;
     c.fill_rect(x, a.y0, x + 1, a.y1, kGrid);
     c.fill_rect(x, a.y1, x + 1, a.y1 + 6, kAxis);
     if (x_labels)
@@ -294,13 +297,15 @@ void draw_panel_frame(Canvas& c, const Axes& a, const std::string& y_label, bool
 Image draw_line_plot(const std::vector<Panel>& panels, const LinePlotOptions& options) {
   if (panels.empty()) fail("draw_line_plot: no panel to draw");
   double xmin = INFINITY, xmax = -INFINITY;
+  bool integer_x = true;
   for (const Panel& p : panels)
     for (const Series& s : p.series) {
       if (s.x.size() != s.y.size())
         fail("draw_line_plot: series \"{}\" has {} x values but {} y values", s.name, s.x.size(),
              s.y.size());
       for (double x : s.x)
-        if (std::isfinite(x)) xmin = std::min(xmin, x), xmax = std::max(xmax, x);
+        if (std::isfinite(x))
+          xmin = std::min(xmin, x), xmax = std::max(xmax, x), integer_x &= x == std::floor(x);
     }
   if (!std::isfinite(xmin)) xmin = 0, xmax = 1;
   const int left = 12 + kLabelHeight + 16 + 7 * raster::kAdvance * kLabelScale + 12;
@@ -320,7 +325,8 @@ Image draw_line_plot(const std::vector<Panel>& panels, const LinePlotOptions& op
         if (y <= 0) log_y = false;
     auto [ymin, ymax] = y_range(p, log_y);
     const int y0 = top + i * (options.panel_height + gap);
-    Axes a{left, y0, options.width - 30, y0 + options.panel_height, xmin, xmax, ymin, ymax, log_y};
+    Axes a{left, y0,    options.width - 30, y0 + options.panel_height, xmin, xmax, ymin,
+           ymax, log_y, integer_x};
     draw_panel_frame(c, a, p.y_label, /*x_labels=*/i == n - 1);
     for (std::size_t k = 0; k < p.series.size(); ++k)
       draw_series(c, a, p.series[k], kPalette[(colour + k) % std::size(kPalette)]);

@@ -656,13 +656,14 @@ std::map<std::string, std::uint64_t, std::less<>> take_checksums(
            quote_name(name), value.dump());
     sums.emplace(name, std::stoull(*hex, nullptr, 16));
   }
-  for (const Entry& e : entries)
+  std::unordered_set<std::string_view> names;
+  for (const Entry& e : entries) {
     if (!sums.contains(e.name)) fail("{} has no checksum for tensor {}", where, quote_name(e.name));
-  if (sums.size() != entries.size())
-    for (const auto& [name, sum] : sums)
-      if (std::none_of(entries.begin(), entries.end(),
-                       [&](const Entry& e) { return e.name == name; }))
-        fail("{} has a checksum for tensor {}, which is not in the file", where, quote_name(name));
+    names.insert(e.name);
+  }
+  for (const auto& [name, sum] : sums)
+    if (!names.contains(name))
+      fail("{} has a checksum for tensor {}, which is not in the file", where, quote_name(name));
   return sums;
 }
 

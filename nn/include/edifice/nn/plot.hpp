@@ -33,7 +33,7 @@ struct Image {
 void write_png(const std::string& path, const Image& image);
 
 /// A labelled position on an axis, in data units (for heatmaps: a column or row index, ticks
-/// at cell centres).
+/// at cell centres; ticks off the map are not drawn).
 struct Tick {
   double at = 0;
   std::string label;
