@@ -8,6 +8,7 @@
 // gradient points at the user's line.
 
 #include <edifice/core/autodiff.hpp>
+#include <edifice/core/graph_rewrite.hpp>
 #include <edifice/core/ops.hpp>
 
 #include <algorithm>
@@ -142,13 +143,14 @@ Value dot_transpose(const Emit& e, const Value& g, const Value& x, const Value& 
 }
 
 Value dot_general_grad(const Emit& e, const Node& node, const Value& g, int which) {
-  const Attributes& a = node.attrs();
+  const DotDims d = DotDims::from(node.attrs());
   const Value& lhs = node.inputs()[0];
   const Value& rhs = node.inputs()[1];
-  const Axes &lc = a.get_ints("lhs_contract"), &rc = a.get_ints("rhs_contract");
-  const Axes &lb = a.get_ints("lhs_batch"), &rb = a.get_ints("rhs_batch");
-  if (which == 0) return dot_transpose(e, g, lhs, rhs, lc, rc, lb, rb, false);
-  return dot_transpose(e, g, rhs, lhs, rc, lc, rb, lb, true);
+  if (which == 0)
+    return dot_transpose(e, g, lhs, rhs, d.lhs_contract, d.rhs_contract, d.lhs_batch, d.rhs_batch,
+                         false);
+  return dot_transpose(e, g, rhs, lhs, d.rhs_contract, d.lhs_contract, d.rhs_batch, d.lhs_batch,
+                       true);
 }
 
 // Sums g over the axes broadcast_in_dim created or stretched, then restores x's shape.
@@ -174,9 +176,8 @@ Value slice_grad(const Emit& e, const Node& node, const Value& g) {
   const Value& x = node.inputs()[0];
   const Shape& in = x.shape();
   const Shape& out = node.outputs()[0].shape;
-  const Attributes& a = node.attrs();
-  const Axes& start = a.get_ints("start");
-  const Axes& stride = a.get_ints("stride");
+  const SliceSpec spec = SliceSpec::from(node.attrs());
+  const Axes &start = spec.start, &stride = spec.stride;
   Axes low(in.size()), high(in.size()), interior(in.size());
   for (std::size_t i = 0; i < in.size(); ++i) {
     if (out[i] == 0) return e.zeros_like(x);
@@ -214,40 +215,30 @@ Value pad_grad(const Emit& e, const Node& node, const Value& g) {
 
 // The attention mask as data: `x` [..., Sq, Sk] with disallowed pairs replaced by `fill`.
 Value apply_attention_mask(const Emit& e, const Node& node, const Value& x, double fill) {
-  const std::string& kind = node.attrs().get_string("mask");
-  if (kind == "none") return x;
+  const AttentionAttrs at = AttentionAttrs::from(node.attrs());
+  if (at.mask == MaskKind::none) return x;
   const Value fill_v = e.c(fill, x);
-  if (kind == "tensor") return e.select(node.inputs()[3], x, fill_v);
+  if (at.mask == MaskKind::tensor) return e.select(node.inputs()[3], x, fill_v);
   const Shape qk = {x.dim(-2), x.dim(-1)};
   Value i = ops::iota(qk, 0, x.dtype(), e.loc);        // query index
   const Value j = ops::iota(qk, 1, x.dtype(), e.loc);  // key index
-  if (node.attrs().has("query_offset"))  // query row i sits at position i + query_offset
-    i = e.add(i, e.c(static_cast<double>(node.attrs().get_int("query_offset")), i));
-  if (kind == "causal") return e.select(e.le(j, i), x, fill_v);
-  if (kind == "window") {
-    const Value d = e.sub(i, j);  // allowed: 0 <= i - j < window
-    const auto w = static_cast<double>(node.attrs().get_int("window"));
-    return e.select(e.ge(d, e.c(0, d)), e.select(e.lt(d, e.c(w, d)), x, fill_v), fill_v);
-  }
-  fail_at(e.loc, fmt::format("attention: unknown mask kind \"{}\"", kind));
+  if (at.query_offset != 0)  // query row i sits at position i + query_offset
+    i = e.add(i, e.c(static_cast<double>(at.query_offset), i));
+  if (at.mask == MaskKind::causal) return e.select(e.le(j, i), x, fill_v);
+  const Value d = e.sub(i, j);  // window: allowed 0 <= i - j < window
+  const auto w = static_cast<double>(at.window);
+  return e.select(e.ge(d, e.c(0, d)), e.select(e.lt(d, e.c(w, d)), x, fill_v), fill_v);
 }
 
 ops::AttentionOptions attention_options(const Node& node) {
-  const Attributes& a = node.attrs();
+  const AttentionAttrs at = AttentionAttrs::from(node.attrs());
   ops::AttentionOptions o;
-  const std::string& kind = a.get_string("mask");
-  if (kind == "causal") {
-    o.mask = ops::AttentionMask::causal();
-  } else if (kind == "window") {
-    o.mask = ops::AttentionMask::sliding_window(a.get_int("window"));
-  } else if (kind == "tensor") {
-    o.mask = ops::AttentionMask::from_tensor(node.inputs()[3]);
-  } else if (kind != "none") {
-    fail_at(node.location(), fmt::format("attention: unknown mask kind \"{}\"", kind));
-  }
-  o.scale = a.get_float("scale");
-  o.fill = a.get_float("fill");
-  if (a.has("query_offset")) o.query_offset = a.get_int("query_offset");
+  o.mask.kind = at.mask;
+  if (at.mask == MaskKind::window) o.mask.window = at.window;
+  if (at.mask == MaskKind::tensor) o.mask.tensor = node.inputs()[3];
+  o.scale = at.scale;
+  o.fill = at.fill;
+  o.query_offset = at.query_offset;
   return o;
 }
 
@@ -261,13 +252,14 @@ std::pair<Value, Value> attention_lse_grad(const Emit& e, const Node& node, cons
   const Value lse = node.output(1);
   const std::int64_t r = q.rank();
   const Axes batch = iota_axes(0, r - 2);
-  double scale = node.attrs().get_float("scale");
+  const AttentionAttrs at = AttentionAttrs::from(node.attrs());
+  double scale = at.scale;
   if (scale == 0.0) scale = 1.0 / std::sqrt(static_cast<double>(q.dim(-1)));
 
   const Value s = e.mul(e.dot(q, k, {{r - 1}, {r - 1}, batch, batch}), e.c(scale, q));
   const Shape& s_shape = s.shape();  // [..., Sq, Sk]
   const Axes rows = iota_axes(0, r - 1);
-  const Value masked = apply_attention_mask(e, node, s, node.attrs().get_float("fill"));
+  const Value masked = apply_attention_mask(e, node, s, at.fill);
   const Value p = e.exp(e.sub(masked, e.bcast(lse, s_shape, rows)));
   Value ds = e.mul(p, e.bcast(dlse, s_shape, rows));
   ds = e.mul(apply_attention_mask(e, node, ds, 0.0), e.c(scale, ds));
@@ -301,259 +293,343 @@ Value layer_norm_stats_grad(const Emit& e, const Node& node, const Value& dmean,
 // The cotangents of `node`'s inputs given those of its outputs (`ct`, invalid where none flowed;
 // at least one is valid). Only inputs with want[i] need an entry; an invalid entry means no
 // contribution (a zero gradient), e.g. gamma when only layer_norm's mean is used.
+// The cotangents of each op's inputs, given the cotangents `ct` of its outputs (ct[0] is g;
+// absent ones are invalid Values) and which inputs need one (`want`); one function per op kind.
+struct Cotangents {
+  const Node& node;
+  const std::vector<Value>& ct;
+  const std::vector<bool>& want;
+  const Emit e{node.location()};
+  std::vector<Value> d = std::vector<Value>(node.inputs().size());
+
+  const Value& x(std::size_t i) const { return node.inputs()[i]; }
+
+  // Elementwise unary ops.
+  void unary_op() {
+    const Value& g = ct[0];
+    const Value y = node.output(0);
+    // dx = g * f'(x).
+    auto unary = [&](const Value& dydx) { d[0] = e.mul(g, dydx); };
+    switch (node.op()) {
+      case Op::neg:
+        d[0] = e.neg(g);
+        break;
+      case Op::abs: {
+        // sign(x), which is 0 at 0 (as in JAX).
+        const Value zero = e.c(0, x(0));
+        unary(e.sub(e.as_float(e.gt(x(0), zero), g), e.as_float(e.lt(x(0), zero), g)));
+        break;
+      }
+      case Op::exp:
+        unary(y);
+        break;
+      case Op::log:
+        d[0] = e.div(g, x(0));
+        break;
+      case Op::sqrt:
+        d[0] = e.div(g, e.mul(e.c(2, y), y));
+        break;
+      case Op::rsqrt:
+        unary(e.mul(e.c(-0.5, y), e.mul(y, e.mul(y, y))));
+        break;  // -x^(-3/2) / 2
+      case Op::tanh:
+        unary(e.sub(e.c(1, y), e.mul(y, y)));
+        break;
+      case Op::sigmoid:
+        unary(e.mul(y, e.sub(e.c(1, y), y)));
+        break;
+      case Op::erf:
+        unary(e.mul(e.c(2 / std::sqrt(std::numbers::pi), y), e.exp(e.neg(e.mul(x(0), x(0))))));
+        break;
+      case Op::sin:
+        unary(e.cos(x(0)));
+        break;
+      case Op::cos:
+        unary(e.neg(e.sin(x(0))));
+        break;
+      case Op::relu:
+        d[0] = e.select(e.gt(x(0), e.c(0, y)), g, e.c(0, g));
+        break;
+      case Op::gelu: {
+        // d/dx x*Phi(x) = Phi(x) + x*phi(x), Phi/phi the standard normal cdf/pdf.
+        const Value& v = x(0);
+        const Value cdf =
+            e.mul(e.c(0.5, v), e.add(e.c(1, v), e.erf(e.mul(v, e.c(1 / std::numbers::sqrt2, v)))));
+        const Value pdf = e.mul(e.c(1 / std::sqrt(2 * std::numbers::pi), v),
+                                e.exp(e.mul(e.c(-0.5, v), e.mul(v, v))));
+        unary(e.add(cdf, e.mul(v, pdf)));
+        break;
+      }
+
+      default:
+        break;
+    }
+  }
+
+  // Elementwise binary ops, select and cast.
+  void binary_op() {
+    const Value& g = ct[0];
+    const Value y = node.output(0);
+    switch (node.op()) {
+      case Op::add:
+        d = {g, g};
+        break;
+      case Op::sub:
+        d[0] = g;
+        if (want[1]) d[1] = e.neg(g);
+        break;
+      case Op::mul:
+        if (want[0]) d[0] = e.mul(g, x(1));
+        if (want[1]) d[1] = e.mul(g, x(0));
+        break;
+      case Op::div: {
+        const Value g_over_b = e.div(g, x(1));
+        d[0] = g_over_b;
+        if (want[1]) d[1] = e.neg(e.mul(g_over_b, y));  // -g*a/b^2 = -(g/b)*(a/b)
+        break;
+      }
+      case Op::max:
+      case Op::min: {
+        // The winner takes g; tied operands split it 0.5/0.5 (JAX's balanced_eq).
+        const bool is_max = node.op() == Op::max;
+        const Value& a = x(0);
+        const Value& b = x(1);
+        const Value half_tie = e.mul(e.c(0.5, g), e.as_float(e.eq(a, b), g));
+        const Value a_wins = e.as_float(is_max ? e.gt(a, b) : e.lt(a, b), g);
+        const Value b_wins = e.as_float(is_max ? e.lt(a, b) : e.gt(a, b), g);
+        if (want[0]) d[0] = e.mul(g, e.add(a_wins, half_tie));
+        if (want[1]) d[1] = e.mul(g, e.add(b_wins, half_tie));
+        break;
+      }
+      case Op::pow: {
+        const Value& a = x(0);
+        const Value& b = x(1);
+        // d/da = b*a^(b-1), taken as 0 where b == 0 (else 0^-1 would give 0*inf = NaN at a = 0).
+        if (want[0]) {
+          const Value da = e.mul(b, e.pow(a, e.sub(b, e.c(1, b))));
+          d[0] = e.mul(g, e.select(e.eq(b, e.c(0, b)), e.c(0, da), da));
+        }
+        if (want[1]) d[1] = e.mul(g, e.mul(e.log(a), y));  // d/db = log(a)*a^b
+        break;
+      }
+
+      case Op::select:  // inputs: pred (no gradient), on_true, on_false
+        if (want[1]) d[1] = e.select(x(0), g, e.c(0, g));
+        if (want[2]) d[2] = e.select(x(0), e.c(0, g), g);
+        break;
+      case Op::cast:
+        // Only float -> float casts get here: integer values never carry cotangents.
+        d[0] = x(0).dtype() == g.dtype() ? g : e.cast(g, x(0).dtype());
+        break;
+
+      default:
+        break;
+    }
+  }
+
+  // Layout ops: the cotangent moved back where the element came from.
+  void layout_op() {
+    const Value& g = ct[0];
+    const Value y = node.output(0);
+    const auto& in = node.inputs();
+    switch (node.op()) {
+      case Op::broadcast_in_dim:
+        d[0] = broadcast_grad(e, node, g);
+        break;
+      case Op::reshape:
+        d[0] = e.reshape(g, x(0).shape());
+        break;
+      case Op::transpose:
+        d[0] = e.transpose(g, argsort(node.attrs().get_ints("perm")));
+        break;
+      case Op::slice:
+        d[0] = slice_grad(e, node, g);
+        break;
+      case Op::pad:
+        d[0] = pad_grad(e, node, g);
+        break;
+      case Op::concat: {
+        const std::int64_t axis = normalize_axis(node.attrs().get_int("axis"), y.rank());
+        std::int64_t offset = 0;
+        for (std::size_t i = 0; i < in.size(); ++i) {
+          const std::int64_t n = x(i).shape()[axis];
+          if (want[i]) d[i] = ops::slice_axis(g, axis, offset, offset + n, e.loc);
+          offset += n;
+        }
+        break;
+      }
+
+      default:
+        break;
+    }
+  }
+
+  // Reductions, dot_general, gather and scatter.
+  void reduction_or_indexing_op() {
+    const Value& g = ct[0];
+    const Value y = node.output(0);
+    switch (node.op()) {
+      case Op::reduce_sum:
+        d[0] = unreduce(e, g, x(0), node.attrs().get_ints("axes"));
+        break;
+      case Op::reduce_mean: {
+        const Axes& axes = node.attrs().get_ints("axes");
+        d[0] = unreduce(e, e.div(g, reduced_count(e, x(0), axes)), x(0), axes);
+        break;
+      }
+      case Op::reduce_max: {
+        // g goes to the elements equal to the max, shared equally between ties.
+        const Axes& axes = node.attrs().get_ints("axes");
+        const Value is_max = e.as_float(e.eq(x(0), unreduce(e, y, x(0), axes)), g);
+        const Value share = e.div(g, e.reduce_sum(is_max, axes));
+        d[0] = e.mul(is_max, unreduce(e, share, x(0), axes));
+        break;
+      }
+      case Op::dot_general:
+        if (want[0]) d[0] = dot_general_grad(e, node, g, 0);
+        if (want[1]) d[1] = dot_general_grad(e, node, g, 1);
+        break;
+
+      case Op::take: {  // inputs: x, indices
+        const std::int64_t axis = normalize_axis(node.attrs().get_int("axis"), x(0).rank());
+        d[0] = ops::scatter_add(x(1), g, axis, x(0).shape()[axis], e.loc);
+        break;
+      }
+      case Op::scatter_add:  // inputs: indices, updates
+        if (want[1])
+          d[1] = ops::take(g, x(0), normalize_axis(node.attrs().get_int("axis"), y.rank()), e.loc);
+        break;
+
+      default:
+        break;
+    }
+  }
+
+  // softmax and layer_norm.
+  void softmax_or_layer_norm() {
+    const Value& g = ct[0];
+    const Value y = node.output(0);
+    const auto& in = node.inputs();
+    switch (node.op()) {
+      case Op::softmax: {
+        // dx = y * (g - sum(g * y, axis)).
+        const Axes axis = {node.attrs().get_int("axis")};
+        const Value dot = unreduce(e, e.reduce_sum(e.mul(g, y), axis), y, axis);
+        d[0] = e.mul(y, e.sub(g, dot));
+        break;
+      }
+      case Op::layer_norm: {  // inputs: x [, gamma, beta]; outputs: y, mean, rstd
+        const bool affine = in.size() == 3;
+        if (ct[0].valid()) {
+          const std::optional<Value> gamma = affine ? std::optional<Value>(x(1)) : std::nullopt;
+          const auto r = ops::layer_norm_backward(x(0), node.output(1), node.output(2), ct[0],
+                                                  gamma, node.attrs().get_float("eps"), e.loc);
+          d[0] = r[0];
+          if (affine) d[1] = r[1], d[2] = r[2];
+        }
+        if (want[0] && (ct[1].valid() || ct[2].valid())) {
+          const Value extra = layer_norm_stats_grad(e, node, ct[1], ct[2]);
+          d[0] = d[0].valid() ? e.add(d[0], extra) : extra;
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // attention: the fused backward op for out, primitives for lse.
+  void attention() {
+    switch (node.op()) {
+      case Op::attention: {  // inputs: q, k, v [, mask]; outputs: out, lse
+        if (ct[0].valid()) {
+          const auto r = ops::attention_backward(x(0), x(1), x(2), node.output(0), node.output(1),
+                                                 ct[0], attention_options(node), e.loc);
+          d[0] = r[0], d[1] = r[1], d[2] = r[2];
+        }
+        if (ct[1].valid() && (want[0] || want[1])) {
+          const auto [dq, dk] = attention_lse_grad(e, node, ct[1]);
+          d[0] = d[0].valid() ? e.add(d[0], dq) : dq;
+          d[1] = d[1].valid() ? e.add(d[1], dk) : dk;
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // lstm_scan: the serial part is lstm_scan_backward, dw_hh one GEMM.
+  void lstm_scan() {
+    const auto& in = node.inputs();
+    switch (node.op()) {
+      case Op::lstm_scan: {  // inputs: zx, w_hh, h0, c0; outputs: h_seq, c_seq
+        // The serial part (dz per step, dh carried through w_hh^T) is lstm_scan_backward; the
+        // weight gradient is one GEMM over every (batch, step): dw_hh = sum h_{t-1}^T dz_t, with
+        // h_{t-1} = concat(h0, h_seq[:, :-1]) along the sequence axis.
+        std::vector<Value> args(in.begin(), in.end());
+        args.push_back(node.output(0));
+        args.push_back(node.output(1));
+        for (int i = 0; i < 2; ++i)
+          args.push_back(ct[i].valid() ? ct[i] : e.zeros_like(node.output(i)));
+        const auto r = ops::lstm_scan_backward(args, e.loc);
+        d[0] = r[0], d[2] = r[1], d[3] = r[2];
+        if (want[1]) {
+          const Value& h0 = x(2);
+          const Value& h_seq = node.output(0);
+          const std::int64_t steps = h_seq.shape()[1];
+          Value h_prev = e.reshape(h0, {h0.shape()[0], 1, h0.shape()[1]});
+          if (steps > 1)
+            h_prev =
+                ops::concat({h_prev, ops::slice_axis(h_seq, 1, 0, steps - 1, e.loc)}, 1, e.loc);
+          d[1] = steps == 0 ? e.zeros_like(x(1)) : e.dot(h_prev, r[0], {{0, 1}, {0, 1}, {}, {}});
+        }
+        break;
+      }
+
+      default:
+        break;
+    }
+  }
+};
+
 std::vector<Value> input_cotangents(const Node& node, const std::vector<Value>& ct,
                                     const std::vector<bool>& want) {
-  const Emit e{node.location()};
-  const auto& in = node.inputs();
-  std::vector<Value> d(in.size());
-  auto x = [&](std::size_t i) -> const Value& { return in[i]; };
-  const Value& g = ct[0];
-  const Value y = node.output(0);
-  // For elementwise unary ops: dx = g * f'(x).
-  auto unary = [&](const Value& dydx) { d[0] = e.mul(g, dydx); };
-
-  switch (node.op()) {
+  Cotangents c{node, ct, want};
+  switch (op_kind(node.op())) {
     // Leaves, random numbers (nothing to seed) and u8 comparisons carry no gradient.
-    case Op::parameter:
-    case Op::constant:
-    case Op::iota:
-    case Op::random_uniform:
-    case Op::eq:
-    case Op::ne:
-    case Op::lt:
-    case Op::le:
-    case Op::gt:
-    case Op::ge:
+    case OpKind::source:
+    case OpKind::compare:
       break;
-
-    case Op::neg:
-      d[0] = e.neg(g);
+    case OpKind::unary:
+      c.unary_op();
       break;
-    case Op::abs: {
-      // sign(x), which is 0 at 0 (as in JAX).
-      const Value zero = e.c(0, x(0));
-      unary(e.sub(e.as_float(e.gt(x(0), zero), g), e.as_float(e.lt(x(0), zero), g)));
+    case OpKind::binary:
+    case OpKind::select:
+    case OpKind::cast:
+      c.binary_op();
       break;
-    }
-    case Op::exp:
-      unary(y);
+    case OpKind::layout:
+      c.layout_op();
       break;
-    case Op::log:
-      d[0] = e.div(g, x(0));
+    case OpKind::reduction:
+    case OpKind::contraction:
+    case OpKind::indexing:
+      c.reduction_or_indexing_op();
       break;
-    case Op::sqrt:
-      d[0] = e.div(g, e.mul(e.c(2, y), y));
+    case OpKind::structured:
+      if (node.op() == Op::softmax || node.op() == Op::layer_norm)
+        c.softmax_or_layer_norm();
+      else if (node.op() == Op::attention)
+        c.attention();
+      else if (node.op() == Op::lstm_scan)
+        c.lstm_scan();
+      else
+        fail_at(node.location(),
+                fmt::format("{}: second-order gradients are not supported", op_name(node.op())));
       break;
-    case Op::rsqrt:
-      unary(e.mul(e.c(-0.5, y), e.mul(y, e.mul(y, y))));
-      break;  // -x^(-3/2) / 2
-    case Op::tanh:
-      unary(e.sub(e.c(1, y), e.mul(y, y)));
-      break;
-    case Op::sigmoid:
-      unary(e.mul(y, e.sub(e.c(1, y), y)));
-      break;
-    case Op::erf:
-      unary(e.mul(e.c(2 / std::sqrt(std::numbers::pi), y), e.exp(e.neg(e.mul(x(0), x(0))))));
-      break;
-    case Op::sin:
-      unary(e.cos(x(0)));
-      break;
-    case Op::cos:
-      unary(e.neg(e.sin(x(0))));
-      break;
-    case Op::relu:
-      d[0] = e.select(e.gt(x(0), e.c(0, y)), g, e.c(0, g));
-      break;
-    case Op::gelu: {
-      // d/dx x*Phi(x) = Phi(x) + x*phi(x), Phi/phi the standard normal cdf/pdf.
-      const Value& v = x(0);
-      const Value cdf =
-          e.mul(e.c(0.5, v), e.add(e.c(1, v), e.erf(e.mul(v, e.c(1 / std::numbers::sqrt2, v)))));
-      const Value pdf = e.mul(e.c(1 / std::sqrt(2 * std::numbers::pi), v),
-                              e.exp(e.mul(e.c(-0.5, v), e.mul(v, v))));
-      unary(e.add(cdf, e.mul(v, pdf)));
-      break;
-    }
-
-    case Op::add:
-      d = {g, g};
-      break;
-    case Op::sub:
-      d[0] = g;
-      if (want[1]) d[1] = e.neg(g);
-      break;
-    case Op::mul:
-      if (want[0]) d[0] = e.mul(g, x(1));
-      if (want[1]) d[1] = e.mul(g, x(0));
-      break;
-    case Op::div: {
-      const Value g_over_b = e.div(g, x(1));
-      d[0] = g_over_b;
-      if (want[1]) d[1] = e.neg(e.mul(g_over_b, y));  // -g*a/b^2 = -(g/b)*(a/b)
-      break;
-    }
-    case Op::max:
-    case Op::min: {
-      // The winner takes g; tied operands split it 0.5/0.5 (JAX's balanced_eq).
-      const bool is_max = node.op() == Op::max;
-      const Value& a = x(0);
-      const Value& b = x(1);
-      const Value half_tie = e.mul(e.c(0.5, g), e.as_float(e.eq(a, b), g));
-      const Value a_wins = e.as_float(is_max ? e.gt(a, b) : e.lt(a, b), g);
-      const Value b_wins = e.as_float(is_max ? e.lt(a, b) : e.gt(a, b), g);
-      if (want[0]) d[0] = e.mul(g, e.add(a_wins, half_tie));
-      if (want[1]) d[1] = e.mul(g, e.add(b_wins, half_tie));
-      break;
-    }
-    case Op::pow: {
-      const Value& a = x(0);
-      const Value& b = x(1);
-      // d/da = b*a^(b-1), taken as 0 where b == 0 (else 0^-1 would give 0*inf = NaN at a = 0).
-      if (want[0]) {
-        const Value da = e.mul(b, e.pow(a, e.sub(b, e.c(1, b))));
-        d[0] = e.mul(g, e.select(e.eq(b, e.c(0, b)), e.c(0, da), da));
-      }
-      if (want[1]) d[1] = e.mul(g, e.mul(e.log(a), y));  // d/db = log(a)*a^b
-      break;
-    }
-
-    case Op::select:  // inputs: pred (no gradient), on_true, on_false
-      if (want[1]) d[1] = e.select(x(0), g, e.c(0, g));
-      if (want[2]) d[2] = e.select(x(0), e.c(0, g), g);
-      break;
-    case Op::cast:
-      // Only float -> float casts get here: integer values never carry cotangents.
-      d[0] = x(0).dtype() == g.dtype() ? g : e.cast(g, x(0).dtype());
-      break;
-
-    case Op::broadcast_in_dim:
-      d[0] = broadcast_grad(e, node, g);
-      break;
-    case Op::reshape:
-      d[0] = e.reshape(g, x(0).shape());
-      break;
-    case Op::transpose:
-      d[0] = e.transpose(g, argsort(node.attrs().get_ints("perm")));
-      break;
-    case Op::slice:
-      d[0] = slice_grad(e, node, g);
-      break;
-    case Op::pad:
-      d[0] = pad_grad(e, node, g);
-      break;
-    case Op::concat: {
-      const std::int64_t axis = normalize_axis(node.attrs().get_int("axis"), y.rank());
-      std::int64_t offset = 0;
-      for (std::size_t i = 0; i < in.size(); ++i) {
-        const std::int64_t n = x(i).shape()[axis];
-        if (want[i]) d[i] = ops::slice_axis(g, axis, offset, offset + n, e.loc);
-        offset += n;
-      }
-      break;
-    }
-
-    case Op::reduce_sum:
-      d[0] = unreduce(e, g, x(0), node.attrs().get_ints("axes"));
-      break;
-    case Op::reduce_mean: {
-      const Axes& axes = node.attrs().get_ints("axes");
-      d[0] = unreduce(e, e.div(g, reduced_count(e, x(0), axes)), x(0), axes);
-      break;
-    }
-    case Op::reduce_max: {
-      // g goes to the elements equal to the max, shared equally between ties.
-      const Axes& axes = node.attrs().get_ints("axes");
-      const Value is_max = e.as_float(e.eq(x(0), unreduce(e, y, x(0), axes)), g);
-      const Value share = e.div(g, e.reduce_sum(is_max, axes));
-      d[0] = e.mul(is_max, unreduce(e, share, x(0), axes));
-      break;
-    }
-    case Op::dot_general:
-      if (want[0]) d[0] = dot_general_grad(e, node, g, 0);
-      if (want[1]) d[1] = dot_general_grad(e, node, g, 1);
-      break;
-
-    case Op::take: {  // inputs: x, indices
-      const std::int64_t axis = normalize_axis(node.attrs().get_int("axis"), x(0).rank());
-      d[0] = ops::scatter_add(x(1), g, axis, x(0).shape()[axis], e.loc);
-      break;
-    }
-    case Op::scatter_add:  // inputs: indices, updates
-      if (want[1])
-        d[1] = ops::take(g, x(0), normalize_axis(node.attrs().get_int("axis"), y.rank()), e.loc);
-      break;
-
-    case Op::softmax: {
-      // dx = y * (g - sum(g * y, axis)).
-      const Axes axis = {node.attrs().get_int("axis")};
-      const Value dot = unreduce(e, e.reduce_sum(e.mul(g, y), axis), y, axis);
-      d[0] = e.mul(y, e.sub(g, dot));
-      break;
-    }
-    case Op::layer_norm: {  // inputs: x [, gamma, beta]; outputs: y, mean, rstd
-      const bool affine = in.size() == 3;
-      if (ct[0].valid()) {
-        const std::optional<Value> gamma = affine ? std::optional<Value>(x(1)) : std::nullopt;
-        const auto r = ops::layer_norm_backward(x(0), node.output(1), node.output(2), ct[0], gamma,
-                                                node.attrs().get_float("eps"), e.loc);
-        d[0] = r[0];
-        if (affine) d[1] = r[1], d[2] = r[2];
-      }
-      if (want[0] && (ct[1].valid() || ct[2].valid())) {
-        const Value extra = layer_norm_stats_grad(e, node, ct[1], ct[2]);
-        d[0] = d[0].valid() ? e.add(d[0], extra) : extra;
-      }
-      break;
-    }
-    case Op::attention: {  // inputs: q, k, v [, mask]; outputs: out, lse
-      if (ct[0].valid()) {
-        const auto r = ops::attention_backward(x(0), x(1), x(2), node.output(0), node.output(1),
-                                               ct[0], attention_options(node), e.loc);
-        d[0] = r[0], d[1] = r[1], d[2] = r[2];
-      }
-      if (ct[1].valid() && (want[0] || want[1])) {
-        const auto [dq, dk] = attention_lse_grad(e, node, ct[1]);
-        d[0] = d[0].valid() ? e.add(d[0], dq) : dq;
-        d[1] = d[1].valid() ? e.add(d[1], dk) : dk;
-      }
-      break;
-    }
-    case Op::lstm_scan: {  // inputs: zx, w_hh, h0, c0; outputs: h_seq, c_seq
-      // The serial part (dz per step, dh carried through w_hh^T) is lstm_scan_backward; the
-      // weight gradient is one GEMM over every (batch, step): dw_hh = sum h_{t-1}^T dz_t, with
-      // h_{t-1} = concat(h0, h_seq[:, :-1]) along the sequence axis.
-      std::vector<Value> args(in.begin(), in.end());
-      args.push_back(node.output(0));
-      args.push_back(node.output(1));
-      for (int i = 0; i < 2; ++i)
-        args.push_back(ct[i].valid() ? ct[i] : e.zeros_like(node.output(i)));
-      const auto r = ops::lstm_scan_backward(args, e.loc);
-      d[0] = r[0], d[2] = r[1], d[3] = r[2];
-      if (want[1]) {
-        const Value& h0 = x(2);
-        const Value& h_seq = node.output(0);
-        const std::int64_t steps = h_seq.shape()[1];
-        Value h_prev = e.reshape(h0, {h0.shape()[0], 1, h0.shape()[1]});
-        if (steps > 1)
-          h_prev = ops::concat({h_prev, ops::slice_axis(h_seq, 1, 0, steps - 1, e.loc)}, 1, e.loc);
-        d[1] = steps == 0 ? e.zeros_like(x(1)) : e.dot(h_prev, r[0], {{0, 1}, {0, 1}, {}, {}});
-      }
-      break;
-    }
-
-    case Op::layer_norm_backward:
-    case Op::attention_backward:
-    case Op::lstm_scan_backward:
-      fail_at(node.location(),
-              fmt::format("{}: second-order gradients are not supported", op_name(node.op())));
   }
-  return d;
-}
-
-using Key = std::pair<const Node*, int>;
-Key key_of(const Value& v) {
-  return {&v.node(), v.index()};
+  return std::move(c.d);
 }
 
 }  // namespace
@@ -569,7 +645,7 @@ std::vector<Value> vjp(const std::vector<Value>& outputs, const std::vector<Valu
       fail("vjp: cotangent {} has type {} but output {} has type {}", i,
            cotangents[i].type().to_string(), i, outputs[i].type().to_string());
   }
-  std::set<Key> wrt_keys;
+  std::set<ValueKey> wrt_keys;
   for (std::size_t i = 0; i < wrt.size(); ++i) {
     if (!wrt[i].valid()) fail("vjp: wrt value {} is an empty Value", i);
     if (!is_floating(wrt[i].dtype()))
@@ -595,7 +671,7 @@ std::vector<Value> vjp(const std::vector<Value>& outputs, const std::vector<Valu
         break;
       }
 
-  std::map<Key, Value> cotangent;
+  std::map<ValueKey, Value> cotangent;
   auto accumulate = [&](const Value& v, const Value& ct, const Loc& loc) {
     auto [it, inserted] = cotangent.try_emplace(key_of(v), ct);
     if (!inserted) it->second = ops::add(it->second, ct, loc);

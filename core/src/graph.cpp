@@ -22,16 +22,28 @@ std::atomic<std::uint64_t> next_node_id{0};
 
 }  // namespace
 
+namespace {
+// The one format of error locations; `layer_op` is known only while the layer is being built.
+std::string location_text(const std::string& layer, const std::string& layer_op,
+                          const std::source_location& loc) {
+  if (layer.empty()) return fmt::format("\n  the op was defined at {}", format_location(loc));
+  return fmt::format("\n  in layer \"{}\"{}\n  the layer was defined at {}", layer,
+                     layer_op.empty() ? "" : fmt::format(" ({})", layer_op), format_location(loc));
+}
+}  // namespace
+
+std::string where(const Node& node) {
+  return location_text(node.scope(), "", node.location());
+}
+
+const std::string& input_name(const Value& input) {
+  return input.node().attrs().get_string("name");
+}
+
 void fail_at(const std::source_location& loc, const std::string& what) {
-  std::string message = what;
-  if (!scope_stack.empty()) {
-    const ScopeEntry& s = scope_stack.back();
-    message += fmt::format("\n  in layer \"{}\" ({})\n  the layer was defined at {}", s.name,
-                           s.layer_op, format_location(s.loc));
-  } else {
-    message += fmt::format("\n  the op was defined at {}", format_location(loc));
-  }
-  throw Error(message);
+  if (scope_stack.empty()) throw Error(what + location_text("", "", loc));
+  const ScopeEntry& s = scope_stack.back();
+  throw Error(what + location_text(s.name, s.layer_op, s.loc));
 }
 
 namespace {

@@ -19,6 +19,7 @@
 
 #include <edifice/core/error.hpp>
 #include <edifice/core/op.hpp>
+#include <edifice/core/op_attrs.hpp>
 
 #include <edifice/core/philox.hpp>
 
@@ -381,8 +382,8 @@ Tensor eval_transpose(const Node& node, const Tensor& x) {
 }
 
 Tensor eval_slice(const Node& node, const Tensor& x) {
-  const auto& start = node.attrs().get_ints("start");
-  const auto stride = ints_or(node.attrs(), "stride", x.rank(), 1);
+  const SliceSpec spec = SliceSpec::from(node.attrs());
+  const auto &start = spec.start, &stride = spec.stride;
   const Strides xs = row_major_strides(x.shape());
   Strides src(xs.size());
   std::int64_t base = 0;
@@ -481,11 +482,11 @@ Tensor eval_reduce(const Node& node, const Tensor& x) {
 }
 
 Tensor eval_dot_general(const Node& node, const Tensor& lhs, const Tensor& rhs) {
-  const Attributes& at = node.attrs();
-  const std::vector<int> lc = axis_list(at.get_ints("lhs_contract"), lhs.rank());
-  const std::vector<int> rc = axis_list(at.get_ints("rhs_contract"), rhs.rank());
-  const std::vector<int> lb = axis_list(at.get_ints("lhs_batch"), lhs.rank());
-  const std::vector<int> rb = axis_list(at.get_ints("rhs_batch"), rhs.rank());
+  const DotDims dims = DotDims::from(node.attrs());
+  const std::vector<int> lc = axis_list(dims.lhs_contract, lhs.rank());
+  const std::vector<int> rc = axis_list(dims.rhs_contract, rhs.rank());
+  const std::vector<int> lb = axis_list(dims.lhs_batch, lhs.rank());
+  const std::vector<int> rb = axis_list(dims.rhs_batch, rhs.rank());
   auto free_axes = [](std::int64_t rank, const std::vector<int>& c, const std::vector<int>& b) {
     std::vector<int> f;
     for (int a = 0; a < rank; ++a)
@@ -694,36 +695,16 @@ std::vector<Tensor> eval_layer_norm_backward(const Node& node, const std::vector
 // ---------------------------------------------------------------------------------------------
 // Attention
 
-enum class MaskKind { none, causal, window, tensor };
-
 // Sizes, scale and mask of one attention node; q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv].
-struct AttentionSetup {
-  MaskKind kind = MaskKind::none;
-  std::int64_t window = 0;
-  std::int64_t query_offset = 0;  // query row i is at position i + query_offset (predicates)
-  double scale = 1, fill = 0;
+struct AttentionSetup : AttentionAttrs {
   Shape batch_shape;
   std::int64_t batch = 1, sq = 0, sk = 0, d = 0, dv = 0;
-  const Tensor* mask = nullptr;
+  const Tensor* mask_tensor = nullptr;
   Strides mask_strides;  // per q axis (batch axes, then Sq, Sk); 0 where the mask broadcasts
 
   AttentionSetup(const Node& node, const Tensor& q, const Tensor& k, const Tensor& v,
-                 const Tensor* mask_tensor) {
-    const Attributes& at = node.attrs();
-    const std::string& m = at.get_string("mask");
-    if (m == "none")
-      kind = MaskKind::none;
-    else if (m == "causal")
-      kind = MaskKind::causal;
-    else if (m == "window")
-      kind = MaskKind::window;
-    else if (m == "tensor")
-      kind = MaskKind::tensor;
-    else
-      fail("unknown mask kind \"{}\"", m);
-    if (kind == MaskKind::window) window = at.get_int("window");
-    if (at.has("query_offset")) query_offset = at.get_int("query_offset");
-    fill = at.get_float("fill");
+                 const Tensor* mask_input)
+      : AttentionAttrs(AttentionAttrs::from(node.attrs())) {
     const std::size_t r = q.shape().size();
     batch_shape.assign(q.shape().begin(), q.shape().end() - 2);
     batch = extent_product(batch_shape, 0, batch_shape.size());
@@ -732,46 +713,36 @@ struct AttentionSetup {
     sk = k.shape()[r - 2];
     dv = v.shape()[r - 1];
     // 0 means the default 1/sqrt(D), in case the builder stored the option as given.
-    scale = at.get_float("scale");
     if (scale == 0.0) scale = 1.0 / std::sqrt(static_cast<double>(d));
     if (Shape(k.shape().begin(), k.shape().end() - 2) != batch_shape ||
         Shape(v.shape().begin(), v.shape().end() - 2) != batch_shape)
       fail("q, k and v must have the same batch axes");
-    if (kind == MaskKind::tensor) {
+    if (mask == MaskKind::tensor) {
       // The mask's axes align with q's trailing axes; extent 1 broadcasts.
-      mask = mask_tensor;
-      const Strides ms = row_major_strides(mask->shape());
-      const std::size_t mr = mask->shape().size();
+      mask_tensor = mask_input;
+      const Strides ms = row_major_strides(mask_tensor->shape());
+      const std::size_t mr = mask_tensor->shape().size();
       if (mr < 2 || mr > r) fail("bad mask rank {}", mr);
       mask_strides.assign(r, 0);
       for (std::size_t a = 0; a < mr; ++a)
-        if (mask->shape()[a] != 1) mask_strides[r - mr + a] = ms[a];
+        if (mask_tensor->shape()[a] != 1) mask_strides[r - mr + a] = ms[a];
     }
   }
 
   // Offset of the mask's [Sq, Sk] block for batch multi-index b.
   std::int64_t mask_base(const Index& b) const {
     std::int64_t off = 0;
-    if (kind == MaskKind::tensor)
+    if (mask == MaskKind::tensor)
       for (std::size_t a = 0; a < b.size(); ++a) off += b[a] * mask_strides[a];
     return off;
   }
 
   bool allowed(std::int64_t base, std::int64_t i, std::int64_t j) const {
-    switch (kind) {
-      case MaskKind::none:
-        return true;
-      case MaskKind::causal:
-        return j <= i + query_offset;
-      case MaskKind::window:
-        return i + query_offset - window + 1 <= j && j <= i + query_offset;
-      case MaskKind::tensor: {
-        const std::size_t r = mask_strides.size();
-        return mask->data<std::uint8_t>()[base + i * mask_strides[r - 2] +
-                                          j * mask_strides[r - 1]] != 0;
-      }
-    }
-    return false;
+    if (mask != MaskKind::tensor) return allows(i, j);
+    const std::size_t r = mask_strides.size();
+    return mask_tensor
+               ->data<std::uint8_t>()[base + i * mask_strides[r - 2] + j * mask_strides[r - 1]] !=
+           0;
   }
 
   // Scaled scores of query row i against every key; masked ones are replaced by `fill`.
@@ -829,7 +800,7 @@ std::vector<Tensor> eval_attention(const Node& node, const std::vector<Tensor>& 
 //   dV = P^T.dout, dP = dout.V^T, dS = P * (dP - rowsum(dout * out)) (0 where masked, since
 //   those scores were replaced by a constant), dQ = dS.K * scale, dK = dS^T.Q * scale.
 std::vector<Tensor> eval_attention_backward(const Node& node, const std::vector<Tensor>& in) {
-  const bool has_mask = node.attrs().get_string("mask") == "tensor";
+  const bool has_mask = AttentionAttrs::from(node.attrs()).mask == MaskKind::tensor;
   const std::size_t o = has_mask ? 4 : 3;
   const Tensor &q = in[0], &k = in[1], &v = in[2];
   const Tensor &out = in[o], &lse = in[o + 1], &dout = in[o + 2];
@@ -991,6 +962,18 @@ std::vector<Tensor> eval_lstm_scan_backward(const Node&, const std::vector<Tenso
 // Evaluates one non-parameter node on its input tensors.
 std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
   const Attributes& at = node.attrs();
+  switch (op_kind(node.op())) {
+    case OpKind::unary:
+      return {eval_unary(node.op(), in.at(0))};
+    case OpKind::binary:
+      return {eval_binary(node.op(), in.at(0), in.at(1))};
+    case OpKind::compare:
+      return {eval_compare(node.op(), in.at(0), in.at(1))};
+    case OpKind::reduction:
+      return {eval_reduce(node, in.at(0))};
+    default:
+      break;
+  }
   switch (node.op()) {
     case Op::parameter:
       fail("parameter nodes are bound from the inputs");
@@ -1000,38 +983,6 @@ std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
       return {eval_iota(node)};
     case Op::random_uniform:
       return {eval_random_uniform(node, in.at(0))};
-
-    case Op::neg:
-    case Op::abs:
-    case Op::exp:
-    case Op::log:
-    case Op::sqrt:
-    case Op::rsqrt:
-    case Op::tanh:
-    case Op::sigmoid:
-    case Op::erf:
-    case Op::sin:
-    case Op::cos:
-    case Op::relu:
-    case Op::gelu:
-      return {eval_unary(node.op(), in.at(0))};
-
-    case Op::add:
-    case Op::sub:
-    case Op::mul:
-    case Op::div:
-    case Op::max:
-    case Op::min:
-    case Op::pow:
-      return {eval_binary(node.op(), in.at(0), in.at(1))};
-
-    case Op::eq:
-    case Op::ne:
-    case Op::lt:
-    case Op::le:
-    case Op::gt:
-    case Op::ge:
-      return {eval_compare(node.op(), in.at(0), in.at(1))};
 
     case Op::select:
       return {eval_select(in.at(0), in.at(1), in.at(2))};
@@ -1051,10 +1002,6 @@ std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
     case Op::concat:
       return {eval_concat(node, in)};
 
-    case Op::reduce_sum:
-    case Op::reduce_max:
-    case Op::reduce_mean:
-      return {eval_reduce(node, in.at(0))};
     case Op::dot_general:
       return {eval_dot_general(node, in.at(0), in.at(1))};
 
@@ -1077,13 +1024,10 @@ std::vector<Tensor> evaluate(const Node& node, const std::vector<Tensor>& in) {
       return eval_lstm_scan(node, in);
     case Op::lstm_scan_backward:
       return eval_lstm_scan_backward(node, in);
+    default:
+      break;  // evaluated by kind above
   }
   fail("unknown op {}", static_cast<int>(node.op()));
-}
-
-std::string parameter_name(const Value& v) {
-  const Attributes& at = v.node().attrs();
-  return at.has("name") ? at.get_string("name") : std::string();
 }
 
 // Count, dtype, rank and static extents of every input; dynamic extents must agree. Returns
@@ -1100,14 +1044,14 @@ bool check_inputs(const Graph& graph, const std::vector<Tensor>& inputs) {
     const TensorType& want = params[i].type();
     const Tensor& got = inputs[i];
     if (got.dtype() != want.dtype)
-      fail("interpret: input {} (\"{}\") has dtype {}, the graph expects {}", i,
-           parameter_name(params[i]), dtype_name(got.dtype()), want.to_string());
+      fail("interpret: input \"{}\" has dtype {}, the graph expects {}", input_name(params[i]),
+           dtype_name(got.dtype()), want.to_string());
     bool ok = got.rank() == want.rank();
     for (std::size_t a = 0; ok && a < want.shape.size(); ++a)
       ok = want.shape[a] == kDynamic || want.shape[a] == got.shape()[a];
     if (!ok)
-      fail("interpret: input {} (\"{}\") has shape {}, the graph expects {}", i,
-           parameter_name(params[i]), shape_to_string(got.shape()), want.to_string());
+      fail("interpret: input \"{}\" has shape {}, the graph expects {}", input_name(params[i]),
+           shape_to_string(got.shape()), want.to_string());
     for (std::size_t a = 0; a < want.shape.size(); ++a) {
       if (want.shape[a] != kDynamic) continue;
       dynamic = true;
@@ -1116,10 +1060,10 @@ bool check_inputs(const Graph& graph, const std::vector<Tensor>& inputs) {
         bound_by = i;
       } else if (got.shape()[a] != bound) {
         fail(
-            "interpret: input {} (\"{}\") has shape {}, the graph expects {} with ? = {} (bound "
-            "by input {} (\"{}\"))",
-            i, parameter_name(params[i]), shape_to_string(got.shape()), want.to_string(), bound,
-            bound_by, parameter_name(params[bound_by]));
+            "interpret: input \"{}\" has shape {}, the graph expects {} with ? = {} (bound by "
+            "input \"{}\")",
+            input_name(params[i]), shape_to_string(got.shape()), want.to_string(), bound,
+            input_name(params[bound_by]));
       }
     }
   }
@@ -1128,13 +1072,6 @@ bool check_inputs(const Graph& graph, const std::vector<Tensor>& inputs) {
       for (const TensorType& t : node->outputs())
         if (!is_static(t.shape)) return true;  // let specialize report what cannot be bound
   return dynamic;
-}
-
-std::string where(const Node& node) {
-  if (node.scope().empty())
-    return fmt::format("\n  the op was defined at {}", format_location(node.location()));
-  return fmt::format("\n  in layer {}\n  the layer was defined at {}", node.scope(),
-                     format_location(node.location()));
 }
 
 }  // namespace

@@ -7,15 +7,21 @@ namespace edifice {
 namespace {
 
 constexpr Op kOps[] = {
-#define EDIFICE_OP_LIST(name) Op::name,
+#define EDIFICE_OP_LIST(name, kind) Op::name,
     EDIFICE_FOR_EACH_OP(EDIFICE_OP_LIST)
 #undef EDIFICE_OP_LIST
 };
 
 constexpr std::string_view kOpNames[] = {
-#define EDIFICE_OP_NAME(name) #name,
+#define EDIFICE_OP_NAME(name, kind) #name,
     EDIFICE_FOR_EACH_OP(EDIFICE_OP_NAME)
 #undef EDIFICE_OP_NAME
+};
+
+constexpr OpKind kOpKinds[] = {
+#define EDIFICE_OP_KIND(name, kind) OpKind::kind,
+    EDIFICE_FOR_EACH_OP(EDIFICE_OP_KIND)
+#undef EDIFICE_OP_KIND
 };
 
 // FNV-1a, good enough for cache keys and stable across runs (std::hash is not required to be).
@@ -52,44 +58,28 @@ std::string_view op_name(Op op) {
 }
 
 OpKind op_kind(Op op) {
-  switch (op) {
-    case Op::parameter:
-    case Op::constant:
-    case Op::iota:
-    case Op::random_uniform:
-      return OpKind::source;
-    case Op::neg:
-    case Op::abs:
-    case Op::exp:
-    case Op::log:
-    case Op::sqrt:
-    case Op::rsqrt:
-    case Op::tanh:
-    case Op::sigmoid:
-    case Op::erf:
-    case Op::sin:
-    case Op::cos:
-    case Op::relu:
-    case Op::gelu:
-      return OpKind::unary;
-    case Op::add:
-    case Op::sub:
-    case Op::mul:
-    case Op::div:
-    case Op::max:
-    case Op::min:
-    case Op::pow:
-      return OpKind::binary;
-    case Op::eq:
-    case Op::ne:
-    case Op::lt:
-    case Op::le:
-    case Op::gt:
-    case Op::ge:
-      return OpKind::compare;
+  return kOpKinds[static_cast<int>(op)];
+}
+
+bool is_elementwise(Op op) {
+  switch (op_kind(op)) {
+    case OpKind::unary:
+    case OpKind::binary:
+    case OpKind::compare:
+    case OpKind::select:
+    case OpKind::cast:
+      return true;
     default:
-      return OpKind::other;
+      return false;
   }
+}
+
+bool is_layout(Op op) {
+  return op_kind(op) == OpKind::layout;
+}
+
+bool is_index_remap(Op op) {
+  return is_layout(op) && op != Op::pad && op != Op::concat;
 }
 
 Attributes::Attributes(std::initializer_list<std::pair<std::string, AttrValue>> items) {

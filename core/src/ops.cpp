@@ -86,30 +86,16 @@ Value reduce(Op op, const Value& x, const Axes& axes, bool keepdims, const Loc& 
   return reshape(r, kept, loc);
 }
 
-std::string mask_kind(AttentionMask::Kind k) {
-  switch (k) {
-    case AttentionMask::Kind::none:
-      return "none";
-    case AttentionMask::Kind::causal:
-      return "causal";
-    case AttentionMask::Kind::window:
-      return "window";
-    case AttentionMask::Kind::tensor:
-      return "tensor";
-  }
-  return "?";
-}
-
 Attributes attention_attrs(const Value& q, const AttentionOptions& o) {
   double scale = o.scale;
   if (scale == 0 && q.valid() && q.rank() >= 1 && q.shape().back() > 0)
     scale = 1.0 / std::sqrt(static_cast<double>(q.shape().back()));
-  Attributes attrs = {{"mask", mask_kind(o.mask.kind)},
-                      {"window", o.mask.window},
-                      {"scale", scale},
-                      {"fill", o.fill}};
-  if (o.query_offset != 0) attrs.set("query_offset", o.query_offset);
-  return attrs;
+  return AttentionAttrs{.mask = o.mask.kind,
+                        .window = o.mask.window,
+                        .query_offset = o.query_offset,
+                        .scale = scale,
+                        .fill = o.fill}
+      .to_attributes();
 }
 
 std::vector<Value> attention_inputs(const Value& q, const Value& k, const Value& v,
@@ -300,7 +286,9 @@ Value transpose(const Value& x, Axes perm, Loc loc) {
 
 Value slice(const Value& x, Axes start, Axes limit, Axes stride, Loc loc) {
   if (stride.empty()) stride.assign(start.size(), 1);
-  return make1(Op::slice, {x}, {{"start", start}, {"limit", limit}, {"stride", stride}}, loc);
+  return make1(Op::slice, {x},
+               SliceSpec{std::move(start), std::move(limit), std::move(stride)}.to_attributes(),
+               loc);
 }
 
 Value slice_axis(const Value& x, std::int64_t axis, std::int64_t start, std::int64_t limit,
@@ -344,12 +332,7 @@ Value dot_general(const Value& lhs, const Value& rhs, DotDims d, Loc loc) {
     d.rhs_contract = normalized_in_order(d.rhs_contract, rhs.rank());
     d.rhs_batch = normalized_in_order(d.rhs_batch, rhs.rank());
   }
-  return make1(Op::dot_general, {lhs, rhs},
-               {{"lhs_contract", d.lhs_contract},
-                {"rhs_contract", d.rhs_contract},
-                {"lhs_batch", d.lhs_batch},
-                {"rhs_batch", d.rhs_batch}},
-               loc);
+  return make1(Op::dot_general, {lhs, rhs}, d.to_attributes(), loc);
 }
 
 Value matmul(const Value& a, const Value& b, Loc loc) {

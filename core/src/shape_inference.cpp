@@ -2,6 +2,7 @@
 // Messages start with the op name and name the shapes and the axis at fault; make_node adds
 // the scope and the user's file:line.
 #include <edifice/core/graph.hpp>
+#include <edifice/core/op_attrs.hpp>
 
 #include <algorithm>
 #include <array>
@@ -169,9 +170,8 @@ Types infer_transpose(Op op, const Types& in, const Attributes& attrs) {
 
 Types infer_slice(Op op, const Types& in, const Attributes& attrs) {
   expect_inputs(op, in, 1);
-  const auto& start = attrs.get_ints("start");
-  const auto& limit = attrs.get_ints("limit");
-  const auto& stride = attrs.get_ints("stride");
+  const SliceSpec spec = SliceSpec::from(attrs);
+  const auto &start = spec.start, &limit = spec.limit, &stride = spec.stride;
   const auto rank = static_cast<std::size_t>(in[0].rank());
   if (start.size() != rank || limit.size() != rank || stride.size() != rank)
     fail("{}: start {}, limit {} and stride {} must each have {} entries for {}", name(op),
@@ -266,8 +266,9 @@ Types infer_dot_general(Op op, const Types& in, const Attributes& attrs) {
   const TensorType& l = in[0];
   const TensorType& r = in[1];
   expect_same_dtype(op, l, "lhs", r, "rhs");
-  auto lc = attrs.get_ints("lhs_contract"), rc = attrs.get_ints("rhs_contract");
-  auto lb = attrs.get_ints("lhs_batch"), rb = attrs.get_ints("rhs_batch");
+  const DotDims dims = DotDims::from(attrs);
+  const auto &lc = dims.lhs_contract, &rc = dims.rhs_contract;
+  const auto &lb = dims.lhs_batch, &rb = dims.rhs_batch;
   if (lc.size() != rc.size())
     fail("{}: lhs_contract {} and rhs_contract {} must pair up axes (same length)", name(op),
          ints(lc), ints(rc));
@@ -411,11 +412,11 @@ AttentionShapes check_attention(Op op, const TensorType& q, const TensorType& k,
   const std::string& kind = attrs.get_string("mask");
   if (kind != "none" && kind != "causal" && kind != "window" && kind != "tensor")
     fail("{}: unknown mask kind \"{}\" (expected none, causal, window or tensor)", name(op), kind);
-  if (kind == "window" && attrs.get_int("window") < 1)
-    fail("{}: window must be >= 1, got {}", name(op), attrs.get_int("window"));
-  if (attrs.has("query_offset") && attrs.get_int("query_offset") < 0)
-    fail("{}: query_offset must be >= 0, got {}", name(op), attrs.get_int("query_offset"));
-  if ((kind == "tensor") != (mask != nullptr))
+  const AttentionAttrs at = AttentionAttrs::from(attrs);
+  if (at.mask == MaskKind::window && at.window < 1)
+    fail("{}: window must be >= 1, got {}", name(op), at.window);
+  if (at.query_offset < 0) fail("{}: query_offset must be >= 0, got {}", name(op), at.query_offset);
+  if ((at.mask == MaskKind::tensor) != (mask != nullptr))
     fail("{}: mask kind \"{}\" {} a mask tensor input", name(op), kind,
          mask ? "does not take" : "requires");
   if (mask) {

@@ -1,6 +1,7 @@
 // Binds the dynamic (batch) extent and rebuilds the graph with concrete shapes, so that every
 // later stage (interpreter, compiler) sees static shapes only.
 #include <edifice/core/graph.hpp>
+#include <edifice/core/graph_rewrite.hpp>
 
 #include <map>
 #include <optional>
@@ -35,48 +36,44 @@ Graph specialize(const Graph& graph, const std::vector<Shape>& input_shapes) {
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const Shape& want = inputs[i].shape();
     const Shape& got = input_shapes[i];
-    const std::string& name = inputs[i].node().attrs().get_string("name");
+    const std::string& name = input_name(inputs[i]);
     bool ok = want.size() == got.size();
     for (std::size_t a = 0; ok && a < want.size(); ++a) {
       if (want[a] == kDynamic) {
         if (batch && *batch != got[a])
           fail(
-              "specialize: input {} (\"{}\") has batch extent {} on axis {}, but an earlier input "
+              "specialize: input \"{}\" has batch extent {} on axis {}, but an earlier input "
               "bound the batch to {}",
-              i, name, got[a], a, *batch);
+              name, got[a], a, *batch);
         batch = got[a];
       } else {
         ok = want[a] == got[a];
       }
     }
     if (!ok)
-      fail("specialize: input {} (\"{}\") has shape {}, the graph expects {}", i, name,
+      fail("specialize: input \"{}\" has shape {}, the graph expects {}", name,
            shape_to_string(got), inputs[i].type().to_string());
   }
   if (!batch) return graph;  // nothing dynamic among the inputs
 
-  std::map<const Node*, std::vector<Value>> rebuilt;
-  auto mapped = [&](const Value& v) { return rebuilt.at(&v.node())[v.index()]; };
-  // Every input is rebuilt, including inputs no output uses (they are not among the nodes).
+  // Every input is replaced, including inputs no output uses (they are not among the nodes),
+  // and every other node is remade with the batch bound in its shape attributes.
+  std::map<ValueKey, Value> typed_inputs;
   for (const Value& in : inputs) {
-    const Node* node = &in.node();
-    TensorType t = node->outputs()[0];
+    const Node& node = in.node();
+    TensorType t = node.outputs()[0];
     for (auto& d : t.shape)
       if (d == kDynamic) d = *batch;
-    rebuilt[node] = make_node_typed(Op::parameter, {}, node->attrs(), {t}, node->location());
+    typed_inputs[key_of(in)] =
+        make_node_typed(Op::parameter, {}, node.attrs(), {t}, node.location())[0];
   }
-  for (const Node* node : graph.nodes()) {
-    if (node->op() == Op::parameter) continue;
-    std::optional<LayerScope> scope;
-    if (!node->scope().empty()) scope.emplace(node->scope(), "", node->location());
-    std::vector<Value> in;
-    for (const Value& v : node->inputs()) in.push_back(mapped(v));
-    rebuilt[node] = make_node(node->op(), in, bind_attrs(node->attrs(), *batch), node->location());
-  }
-  std::vector<Value> new_inputs, new_outputs;
-  for (const Value& v : inputs) new_inputs.push_back(mapped(v));
-  for (const Value& v : graph.outputs()) new_outputs.push_back(mapped(v));
-  return Graph(new_inputs, new_outputs);
+  return rewrite_nodes(
+      graph,
+      [&](const Node& node, const std::vector<Value>& in) -> std::optional<std::vector<Value>> {
+        if (node.op() == Op::parameter) return std::nullopt;
+        return make_node(node.op(), in, bind_attrs(node.attrs(), *batch), node.location());
+      },
+      typed_inputs);
 }
 
 }  // namespace edifice

@@ -19,8 +19,9 @@
 // at least half of the work.
 #include <edifice/core/ops.hpp>
 
+#include <edifice/core/graph_rewrite.hpp>
+
 #include "plan.hpp"
-#include "rewrite.hpp"
 
 #include <map>
 #include <optional>
@@ -31,20 +32,7 @@ namespace {
 using ops::AttentionMask;
 using ops::AttentionOptions;
 using ops::Axes;
-using Uses = std::map<std::pair<const Node*, int>, int>;
-
-Uses count_uses(const Graph& g) {
-  Uses uses;
-  for (const Node* n : g.nodes())
-    for (const Value& in : n->inputs()) ++uses[{&in.node(), in.index()}];
-  for (const Value& out : g.outputs()) ++uses[{&out.node(), out.index()}];
-  return uses;
-}
-
-int use_count(const Uses& uses, const Value& v) {
-  auto it = uses.find({&v.node(), v.index()});
-  return it == uses.end() ? 0 : it->second;
-}
+using Uses = UseCounts;
 
 bool is(const Value& v, Op op) {
   return v.node().op() == op;
@@ -82,9 +70,9 @@ std::optional<Projection> match_projection(const Value& x, const Uses& uses) {
     m.bias = bias.node().inputs()[0];
   }
   if (!is(dot, Op::dot_general)) return std::nullopt;
-  const Attributes& at = dot.node().attrs();
-  if (!at.get_ints("lhs_batch").empty() || !at.get_ints("rhs_batch").empty() ||
-      at.get_ints("lhs_contract") != Axes{2} || at.get_ints("rhs_contract") != Axes{0})
+  const DotDims d = DotDims::from(dot.node().attrs());
+  if (!d.lhs_batch.empty() || !d.rhs_batch.empty() || d.lhs_contract != Axes{2} ||
+      d.rhs_contract != Axes{0})
     return std::nullopt;
   m.h = dot.node().inputs()[0];
   m.w = dot.node().inputs()[1];
@@ -99,8 +87,7 @@ struct Match {
 
 std::optional<Match> match(const Node& n, const Uses& uses) {
   if (n.op() != Op::attention || n.inputs().size() != 3) return std::nullopt;
-  const std::string kind = n.attrs().get_string("mask");
-  if (kind != "none" && kind != "causal" && kind != "window") return std::nullopt;
+  if (AttentionAttrs::from(n.attrs()).mask == MaskKind::tensor) return std::nullopt;
   const Value &q = n.inputs()[0], &k = n.inputs()[1], &v = n.inputs()[2];
   if (q.rank() != 4 || k.rank() != 4 || v.rank() != 4) return std::nullopt;
   auto mk = match_projection(k, uses), mv = match_projection(v, uses);
@@ -124,18 +111,12 @@ std::optional<Match> match(const Node& n, const Uses& uses) {
 
 // The allowed pairs of a causal or window mask for query row s (absolute position
 // s + offset) of every head, as the explicit mask of the folded [nh*Sq, Sk] attention.
-Value folded_mask(const Attributes& at, std::int64_t heads, std::int64_t sq, std::int64_t sk) {
-  const bool window = at.get_string("mask") == "window";
-  const std::int64_t w = window ? at.get_int("window") : 0;
-  const std::int64_t offset = at.has("query_offset") ? at.get_int("query_offset") : 0;
+Value folded_mask(const AttentionAttrs& at, std::int64_t heads, std::int64_t sq, std::int64_t sk) {
   Tensor mask(DType::u8, {heads * sq, sk});
   auto* m = mask.data<std::uint8_t>();
   for (std::int64_t h = 0; h < heads; ++h)
-    for (std::int64_t s = 0; s < sq; ++s) {
-      const std::int64_t i = s + offset;
-      for (std::int64_t j = 0; j < sk; ++j)
-        m[(h * sq + s) * sk + j] = j <= i && (!window || j >= i - w + 1) ? 1 : 0;
-    }
+    for (std::int64_t s = 0; s < sq; ++s)
+      for (std::int64_t j = 0; j < sk; ++j) m[(h * sq + s) * sk + j] = at.allows(s, j) ? 1 : 0;
   return ops::constant(std::move(mask));
 }
 
@@ -149,7 +130,7 @@ Value same_head_blocks(const Value& x) {
 
 std::vector<Value> absorbed(const Node& n, const Match& m) {
   const Value& q = n.inputs()[0];
-  const Attributes& at = n.attrs();
+  const AttentionAttrs at = AttentionAttrs::from(n.attrs());
   const std::int64_t batch = q.shape()[0], heads = q.shape()[1], sq = q.shape()[2],
                      hd = q.shape()[3];
   const std::int64_t sk = n.inputs()[1].shape()[2], hdv = n.inputs()[2].shape()[3];
@@ -173,9 +154,9 @@ std::vector<Value> absorbed(const Node& n, const Match& m) {
   }
   // Heads fold into the query axis of one attention over the shared keys.
   AttentionOptions options;
-  options.scale = at.get_float("scale");
-  options.fill = at.get_float("fill");
-  if (at.get_string("mask") != "none")
+  options.scale = at.scale;
+  options.fill = at.fill;
+  if (at.mask != MaskKind::none)
     options.mask = AttentionMask::from_tensor(folded_mask(at, heads, sq, sk));
   std::vector<Value> attended = ops::attention_full(qk, keys, m.v.h, options);
 
@@ -195,19 +176,18 @@ std::vector<Value> absorbed(const Node& n, const Match& m) {
 Graph absorb_projections(const Graph& graph) {
   // One attention per round: the values a match refers to lie upstream of its attention, so
   // rewriting that attention alone leaves them valid.
-  Graph g = graph;
-  for (;;) {
+  return rewrite_to_fixpoint(graph, [](const Graph& g) -> std::optional<Graph> {
     const Uses uses = count_uses(g);
     std::optional<Match> found;
     for (const Node* n : g.nodes())
       if ((found = match(*n, uses))) break;
-    if (!found) return g;
-    g = rewrite_nodes(
+    if (!found) return std::nullopt;
+    return rewrite_nodes(
         g, [&](const Node& n, const std::vector<Value>&) -> std::optional<std::vector<Value>> {
           if (&n != found->attention) return std::nullopt;
           return absorbed(n, *found);
         });
-  }
+  });
 }
 
 }  // namespace edifice::jit

@@ -4,25 +4,17 @@
 // [batch..., M..., K...] and [batch..., K..., N...].
 #include <edifice/core/ops.hpp>
 
+#include <edifice/core/graph_rewrite.hpp>
 #include "gemm_layout.hpp"
-#include "plan.hpp"
-#include "rewrite.hpp"
 
-#include <algorithm>
+#include "plan.hpp"
+
 #include <optional>
 
 namespace edifice::jit {
 namespace {
 
 using Axes = std::vector<std::int64_t>;
-
-Axes others(std::int64_t rank, const Axes& a, const Axes& b) {
-  Axes r;
-  for (std::int64_t i = 0; i < rank; ++i)
-    if (std::find(a.begin(), a.end(), i) == a.end() && std::find(b.begin(), b.end(), i) == b.end())
-      r.push_back(i);
-  return r;
-}
 
 Axes iota_axes(std::size_t from, std::size_t count) {
   Axes r;
@@ -31,10 +23,9 @@ Axes iota_axes(std::size_t from, std::size_t count) {
 }
 
 std::vector<Value> canonical_dot(const Node& n, const Value& lhs, const Value& rhs) {
-  const Attributes& at = n.attrs();
-  const Axes &lc = at.get_ints("lhs_contract"), &rc = at.get_ints("rhs_contract");
-  const Axes &lb = at.get_ints("lhs_batch"), &rb = at.get_ints("rhs_batch");
-  Axes fl = others(lhs.rank(), lc, lb), fr = others(rhs.rank(), rc, rb);
+  const DotDims d = DotDims::from(n.attrs());
+  const Axes &lc = d.lhs_contract, &rc = d.rhs_contract, &lb = d.lhs_batch, &rb = d.rhs_batch;
+  const Axes fl = d.lhs_free(lhs.rank()), fr = d.rhs_free(rhs.rank());
   // lhs -> [batch, free, contract]; rhs -> [batch, contract (paired order), free].
   Axes lperm = lb, rperm = rb;
   lperm.insert(lperm.end(), fl.begin(), fl.end());

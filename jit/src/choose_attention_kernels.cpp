@@ -28,8 +28,11 @@
 //   S 4096, causal, B 4: fwd 69 vs 297,     fwd+bwd 320 vs 1706
 // (the predicate tiles: S 4096 w 256 fwd 11.1, fwd+bwd 44: a tensor mask's tiles walk and
 // classify every block, aligned to 0 rather than to the band), hence tiles from 48 keys.
+#include <edifice/core/op_attrs.hpp>
+
+#include <edifice/core/graph_rewrite.hpp>
+
 #include "plan.hpp"
-#include "rewrite.hpp"
 #include "work_items.hpp"
 
 namespace edifice::jit {
@@ -43,7 +46,8 @@ constexpr std::int64_t kTiledTensorMaskMinKeys = 48;
 std::int64_t band(const Node& n) {
   const Shape& k = n.inputs()[1].shape();
   const std::int64_t sk = k[k.size() - 2];
-  if (n.attrs().get_string("mask") == "window") return std::min(sk, n.attrs().get_int("window"));
+  const AttentionAttrs at = AttentionAttrs::from(n.attrs());
+  if (at.mask == MaskKind::window) return std::min(sk, at.window);
   return sk;
 }
 
@@ -54,9 +58,10 @@ bool tiled(const Node& n, AttentionKernel choice) {
   // layer's 4 rows over 60 keys with a tensor mask: 29 us tiles vs 5 us rows).
   const Shape& q = n.inputs()[0].shape();
   if (q[q.size() - 2] < attention_tiling(n).nr) return false;
-  const std::int64_t min_keys = n.attrs().get_string("mask") == "tensor" ? kTiledTensorMaskMinKeys
-                                : n.op() == Op::attention                ? kTiledForwardMinKeys
-                                                                         : kTiledBackwardMinKeys;
+  const bool tensor_mask = AttentionAttrs::from(n.attrs()).mask == MaskKind::tensor;
+  const std::int64_t min_keys = tensor_mask               ? kTiledTensorMaskMinKeys
+                                : n.op() == Op::attention ? kTiledForwardMinKeys
+                                                          : kTiledBackwardMinKeys;
   return band(n) >= min_keys;
 }
 

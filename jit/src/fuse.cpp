@@ -10,6 +10,8 @@
 //    times;
 //  - a dot_general whose single consumer chain is elementwise over its own shape becomes the
 //    anchor of that chain's kernel: a GEMM with an epilogue.
+#include <edifice/core/graph_rewrite.hpp>
+
 #include "gemm_layout.hpp"
 #include "plan.hpp"
 
@@ -21,28 +23,15 @@
 namespace edifice::jit {
 namespace {
 
-using Key = std::pair<const Node*, int>;
-Key key(const Value& v) {
-  return {&v.node(), v.index()};
-}
-
-bool is_elementwise(Op op) {
-  OpKind k = op_kind(op);
-  return k == OpKind::unary || k == OpKind::binary || k == OpKind::compare || op == Op::select ||
-         op == Op::cast;
-}
-
-bool is_remap(Op op) {
-  return op == Op::broadcast_in_dim || op == Op::reshape || op == Op::transpose || op == Op::slice;
-}
+using Key = ValueKey;
 
 bool inlinable(Op op) {
-  return is_elementwise(op) || is_remap(op) || op == Op::pad || op == Op::concat ||
-         op == Op::constant || op == Op::iota || op == Op::random_uniform || op == Op::take;
+  return is_elementwise(op) || is_layout(op) || op == Op::constant || op == Op::iota ||
+         op == Op::random_uniform || op == Op::take;
 }
 
 bool reads_expressions(Op op) {
-  return op == Op::reduce_sum || op == Op::reduce_max || op == Op::reduce_mean;
+  return op_kind(op) == OpKind::reduction;
 }
 
 // Operand `input` of `op` may be an inlined expression: every operand of a reduction, and the
@@ -86,10 +75,8 @@ std::int64_t numel(const Value& v) {
 
 class Fuser {
  public:
-  explicit Fuser(const Graph& g) : graph_(g), order_(g.nodes()) {
-    for (const Node* n : order_)
-      for (const Value& in : n->inputs()) consumers_[key(in)].push_back(n);
-    for (const Value& out : g.outputs()) graph_outputs_.insert(key(out));
+  explicit Fuser(const Graph& g) : graph_(g), order_(g.nodes()), consumers_(consumers_of(g)) {
+    for (const Value& out : g.outputs()) graph_outputs_.insert(key_of(out));
   }
 
   Plan run() {
@@ -113,21 +100,21 @@ class Fuser {
 
  private:
   int uses(const Value& v) const {
-    auto it = consumers_.find(key(v));
+    auto it = consumers_.find(key_of(v));
     int n = it == consumers_.end() ? 0 : static_cast<int>(it->second.size());
-    return n + static_cast<int>(graph_outputs_.count(key(v)));
+    return n + static_cast<int>(graph_outputs_.count(key_of(v)));
   }
 
   // Free to recompute anywhere: no arithmetic, only index math over buffers or constants.
   bool cheap(const Node* n) const {
     if (n->op() == Op::constant || n->op() == Op::iota) return true;
-    if (!is_remap(n->op())) return false;
+    if (!is_index_remap(n->op())) return false;
     const Value& in = n->inputs()[0];
-    return materialised_.count(key(in)) || cheap(&in.node());
+    return materialised_.count(key_of(in)) || cheap(&in.node());
   }
 
   void note(const Value& v, std::string why) {
-    if (materialised_.insert(key(v)).second) why_[key(v)] = std::move(why);
+    if (materialised_.insert(key_of(v)).second) why_[key_of(v)] = std::move(why);
   }
 
   // One topological sweep: a node's inputs are decided before it, so `cheap` sees them.
@@ -151,7 +138,7 @@ class Fuser {
         continue;
       }
       Value v = n->output(0);
-      if (graph_outputs_.count(key(v))) note(v, "graph output");
+      if (graph_outputs_.count(key_of(v))) note(v, "graph output");
       if (uses(v) > 1 && !cheap(n)) note(v, fmt::format("used {} times", uses(v)));
       if (n->op() == Op::take) note(n->inputs()[0], "operand of a gather");
       if (n->op() == Op::broadcast_in_dim && numel(v) > numel(n->inputs()[0]) &&
@@ -166,8 +153,8 @@ class Fuser {
     for (const Node* n : order_) {
       if (n->op() != Op::dot_general) continue;
       Value d = n->output(0);
-      if (graph_outputs_.count(key(d)) || uses(d) != 1) continue;
-      const Node* c = consumers_.at(key(d))[0];
+      if (graph_outputs_.count(key_of(d)) || uses(d) != 1) continue;
+      const Node* c = consumers_.at(key_of(d))[0];
       const Node* root = nullptr;
       while (is_elementwise(c->op()) && c->outputs()[0].shape == d.shape()) {
         if (materialised_.count({c, 0})) {
@@ -176,13 +163,13 @@ class Fuser {
         }
         Value cv = c->output(0);
         if (uses(cv) != 1) break;
-        c = consumers_.at(key(cv))[0];
+        c = consumers_.at(key_of(cv))[0];
       }
       // One dot per epilogue: a second one stays a kernel of its own.
       if (!root || epilogue_anchor_.count(root)) continue;
       absorbed_dots_.insert(n);
       epilogue_anchor_[root] = n;
-      materialised_.erase(key(d));
+      materialised_.erase(key_of(d));
     }
   }
 
@@ -190,16 +177,16 @@ class Fuser {
   void collect(const Node* n, Kernel& k, std::set<const Node*>& seen, std::set<Key>& leaves) {
     if (!seen.insert(n).second) return;
     for (const Value& in : n->inputs()) {
-      bool leaf = materialised_.count(key(in)) && !absorbed_dots_.count(&in.node());
+      bool leaf = materialised_.count(key_of(in)) && !absorbed_dots_.count(&in.node());
       if (leaf) {
-        if (leaves.insert(key(in)).second) k.inputs.push_back(in);
+        if (leaves.insert(key_of(in)).second) k.inputs.push_back(in);
       } else if (absorbed_dots_.count(&in.node())) {
         // The dot's operands are the GEMM's inputs.
         const Node* dot = &in.node();
         if (seen.insert(dot).second) {
           for (std::size_t i = 0; i < dot->inputs().size(); ++i) {
             const Value op = gemm_operand_source(*dot, i);
-            if (leaves.insert(key(op)).second) k.inputs.push_back(op);
+            if (leaves.insert(key_of(op)).second) k.inputs.push_back(op);
           }
           k.nodes.push_back(dot);
         }
@@ -243,7 +230,7 @@ class Fuser {
       std::set<Key> leaves;
       for (std::size_t i = 0; i < n->inputs().size(); ++i) {
         const Value in = n->op() == Op::dot_general ? gemm_operand_source(*n, i) : n->inputs()[i];
-        if (leaves.insert(key(in)).second) k.inputs.push_back(in);
+        if (leaves.insert(key_of(in)).second) k.inputs.push_back(in);
       }
     }
     k.boundary = why_.at({n, 0});
@@ -252,7 +239,7 @@ class Fuser {
 
   const Graph& graph_;
   std::vector<const Node*> order_;
-  std::map<Key, std::vector<const Node*>> consumers_;
+  Consumers consumers_;
   std::set<Key> graph_outputs_;
   std::set<Key> materialised_;
   std::map<Key, std::string> why_;

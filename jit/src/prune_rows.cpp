@@ -22,6 +22,8 @@
 // A slice of a slice is composed, a slice that keeps everything is removed. Anything else
 // (parameters, constants, pad, gathers, backward ops, lstm, ...) stops the slice.
 #include <edifice/core/graph.hpp>
+#include <edifice/core/graph_rewrite.hpp>
+#include <edifice/core/op_attrs.hpp>
 
 #include "plan.hpp"
 
@@ -34,10 +36,7 @@
 namespace edifice::jit {
 namespace {
 
-using Key = std::pair<const Node*, int>;
-Key key(const Value& v) {
-  return {&v.node(), v.index()};
-}
+using Key = ValueKey;
 
 // The elements [start, start + count * stride) step stride of one axis.
 struct Range {
@@ -74,9 +73,7 @@ Shape sliced_shape(const Spec& s) {
 }
 
 Spec spec_of_slice(const Node& n) {
-  const auto& start = n.attrs().get_ints("start");
-  const auto& limit = n.attrs().get_ints("limit");
-  const auto& stride = n.attrs().get_ints("stride");
+  const auto [start, limit, stride] = SliceSpec::from(n.attrs());
   Spec s;
   for (std::size_t a = 0; a < start.size(); ++a)
     s.push_back(
@@ -93,11 +90,6 @@ Spec compose(const Spec& inner, const Spec& outer) {
   return s;
 }
 
-// New nodes are attributed to the layer of the node they replace, as in canonicalize_dot.
-void enter_scope(std::optional<LayerScope>& scope, const Node& n) {
-  if (!n.scope().empty()) scope.emplace(n.scope(), "", n.location());
-}
-
 Value make_slice(const Value& x, const Spec& s, const std::source_location& loc) {
   if (is_full(s, x.shape())) return x;
   std::vector<std::int64_t> start, limit, stride;
@@ -106,14 +98,7 @@ Value make_slice(const Value& x, const Spec& s, const std::source_location& loc)
     limit.push_back(r.count == 0 ? r.start : r.start + (r.count - 1) * r.stride + 1);
     stride.push_back(r.stride);
   }
-  return make_node(Op::slice, {x}, {{"start", start}, {"limit", limit}, {"stride", stride}},
-                   loc)[0];
-}
-
-bool is_elementwise(Op op) {
-  OpKind k = op_kind(op);
-  return k == OpKind::unary || k == OpKind::binary || k == OpKind::compare || op == Op::select ||
-         op == Op::cast;
+  return make_node(Op::slice, {x}, SliceSpec{start, limit, stride}.to_attributes(), loc)[0];
 }
 
 // Ops whose outputs after the first are rows of the first (its shape without the last axis).
@@ -153,21 +138,24 @@ std::optional<Spec> aligned(const Value& in, const Shape& out, const Spec& s0) {
   return s;
 }
 
-std::optional<Pushed> push_through(const Node& f, const Spec& s0) {
+// Elementwise ops: every operand is sliced as the output (extent-1 axes broadcast).
+std::optional<Pushed> push_elementwise(const Node& f, const Spec& s0) {
+  Pushed p{{}, f.attrs()};
+  for (const Value& in : f.inputs()) {
+    auto s = aligned(in, f.outputs()[0].shape, s0);
+    if (!s) return std::nullopt;
+    p.inputs.push_back(s);
+  }
+  return p;
+}
+
+// Layout ops: the slice mapped back through the remap, where it stays a slice.
+std::optional<Pushed> push_layout(const Node& f, const Spec& s0) {
   const Shape& out = f.outputs()[0].shape;
   const auto rank = static_cast<std::int64_t>(out.size());
   const Attributes& at = f.attrs();
   Pushed p{{}, at};
   auto sliced = [&](std::int64_t axis) { return !is_full(s0[axis], out[axis]); };
-
-  if (is_elementwise(f.op())) {
-    for (const Value& in : f.inputs()) {
-      auto s = aligned(in, out, s0);
-      if (!s) return std::nullopt;
-      p.inputs.push_back(s);
-    }
-    return p;
-  }
   switch (f.op()) {
     case Op::broadcast_in_dim: {
       const Value& x = f.inputs()[0];
@@ -212,105 +200,97 @@ std::optional<Pushed> push_through(const Node& f, const Spec& s0) {
       }
       return p;
     }
-    case Op::reduce_sum:
-    case Op::reduce_max:
-    case Op::reduce_mean: {
-      const Value& x = f.inputs()[0];
-      const auto& axes = at.get_ints("axes");
-      std::set<std::int64_t> reduced(axes.begin(), axes.end());
-      Spec s;
-      std::size_t o = 0;
-      for (std::int64_t a = 0; a < x.rank(); ++a)
-        s.push_back(reduced.count(a) ? full(x.shape()[a]) : s0[o++]);
-      p.inputs.push_back(s);
-      return p;
-    }
-    case Op::softmax:
-      if (sliced(at.get_int("axis"))) return std::nullopt;
-      p.inputs.push_back(s0);
-      return p;
-    case Op::layer_norm:
-      if (sliced(rank - 1)) return std::nullopt;
-      p.inputs.push_back(s0);
-      for (std::size_t i = 1; i < f.inputs().size(); ++i) p.inputs.push_back(std::nullopt);
-      return p;
-    case Op::dot_general: {
-      const Value &lhs = f.inputs()[0], &rhs = f.inputs()[1];
-      const auto &lc = at.get_ints("lhs_contract"), &rc = at.get_ints("rhs_contract");
-      const auto &lb = at.get_ints("lhs_batch"), &rb = at.get_ints("rhs_batch");
-      auto free_axes = [](std::int64_t r, const std::vector<std::int64_t>& c,
-                          const std::vector<std::int64_t>& b) {
-        std::vector<std::int64_t> axes;
-        for (std::int64_t a = 0; a < r; ++a)
-          if (std::find(c.begin(), c.end(), a) == c.end() &&
-              std::find(b.begin(), b.end(), a) == b.end())
-            axes.push_back(a);
-        return axes;
-      };
-      const auto fl = free_axes(lhs.rank(), lc, lb), fr = free_axes(rhs.rank(), rc, rb);
-      Spec sl = full_spec(lhs.shape()), sr = full_spec(rhs.shape());
-      std::size_t o = 0;
-      for (std::size_t i = 0; i < lb.size(); ++i, ++o) sl[lb[i]] = sr[rb[i]] = s0[o];
-      for (auto a : fl) sl[a] = s0[o++];
-      for (auto a : fr) sr[a] = s0[o++];
-      p.inputs = {sl, sr};
-      return p;
-    }
-    case Op::attention: {
-      // out [..., Sq, Dv]: batch axes and the query axis (stride 1) only.
-      if (sliced(rank - 1)) return std::nullopt;
-      const Range rows = s0[rank - 2];
-      if (rows.stride != 1) return std::nullopt;
-      const Value &q = f.inputs()[0], &k = f.inputs()[1];
-      Spec sq = s0, skv = full_spec(k.shape());
-      sq[rank - 1] = full(q.shape().back());
-      for (std::int64_t a = 0; a < rank - 2; ++a) skv[a] = s0[a];
-      p.inputs = {sq, skv, skv};
-      p.inputs[2]->back() = full(f.inputs()[2].shape().back());
-      const std::string& mask = at.get_string("mask");
-      if (mask == "tensor") {
-        const Value& m = f.inputs()[3];
-        const std::int64_t mr = m.rank();
-        Spec sm = full_spec(m.shape());
-        for (std::int64_t a = 0; a < mr - 2; ++a)
-          if (m.shape()[a] != 1) sm[a] = s0[rank - mr + a];
-        sm[mr - 2] = m.shape()[mr - 2] == out[rank - 2] ? rows : full(m.shape()[mr - 2]);
-        p.inputs.push_back(sm);
-      } else if ((mask == "causal" || mask == "window") && rows.start != 0) {
-        const std::int64_t off = at.has("query_offset") ? at.get_int("query_offset") : 0;
-        p.attrs.set("query_offset", off + rows.start);
-      }
-      return p;
-    }
     default:
       return std::nullopt;
   }
 }
 
-// The graph with each value of `repl` replaced (consumers rebuilt, dead nodes dropped).
-Graph replace_values(const Graph& graph, const std::map<Key, Value>& repl) {
-  std::map<const Node*, std::vector<Value>> rebuilt;
-  auto mapped = [&](const Value& v) {
-    auto r = repl.find(key(v));
-    if (r != repl.end()) return r->second;
-    auto it = rebuilt.find(&v.node());
-    return it == rebuilt.end() ? v : it->second[v.index()];
-  };
-  for (const Node* n : graph.nodes()) {
-    std::vector<Value> inputs;
-    bool changed = false;
-    for (const Value& in : n->inputs()) {
-      inputs.push_back(mapped(in));
-      changed |= !(inputs.back() == in);
-    }
-    if (!changed) continue;
-    std::optional<LayerScope> scope;
-    enter_scope(scope, *n);
-    rebuilt[n] = make_node(n->op(), inputs, n->attrs(), n->location());
+// Reductions: the kept axes sliced as the output, the reduced axes whole.
+Pushed push_reduction(const Node& f, const Spec& s0) {
+  const Value& x = f.inputs()[0];
+  const auto& axes = f.attrs().get_ints("axes");
+  std::set<std::int64_t> reduced(axes.begin(), axes.end());
+  Spec s;
+  std::size_t o = 0;
+  for (std::int64_t a = 0; a < x.rank(); ++a)
+    s.push_back(reduced.count(a) ? full(x.shape()[a]) : s0[o++]);
+  return {{s}, f.attrs()};
+}
+
+// dot_general: batch axes slice both operands, free axes the operand they come from.
+Pushed push_dot(const Node& f, const Spec& s0) {
+  const Value &lhs = f.inputs()[0], &rhs = f.inputs()[1];
+  const DotDims d = DotDims::from(f.attrs());
+  Spec sl = full_spec(lhs.shape()), sr = full_spec(rhs.shape());
+  std::size_t o = 0;
+  for (std::size_t i = 0; i < d.lhs_batch.size(); ++i, ++o)
+    sl[d.lhs_batch[i]] = sr[d.rhs_batch[i]] = s0[o];
+  for (auto a : d.lhs_free(lhs.rank())) sl[a] = s0[o++];
+  for (auto a : d.rhs_free(rhs.rank())) sr[a] = s0[o++];
+  return {{sl, sr}, f.attrs()};
+}
+
+// attention out [..., Sq, Dv]: batch axes and a contiguous run of query rows; every key stays.
+// A predicate mask keeps the rows' positions through query_offset, a tensor mask is sliced.
+std::optional<Pushed> push_attention(const Node& f, const Spec& s0) {
+  const Shape& out = f.outputs()[0].shape;
+  const auto rank = static_cast<std::int64_t>(out.size());
+  if (!is_full(s0[rank - 1], out[rank - 1])) return std::nullopt;
+  const Range rows = s0[rank - 2];
+  if (rows.stride != 1) return std::nullopt;
+  Pushed p{{}, f.attrs()};
+  const Value &q = f.inputs()[0], &k = f.inputs()[1];
+  Spec sq = s0, skv = full_spec(k.shape());
+  sq[rank - 1] = full(q.shape().back());
+  for (std::int64_t a = 0; a < rank - 2; ++a) skv[a] = s0[a];
+  p.inputs = {sq, skv, skv};
+  p.inputs[2]->back() = full(f.inputs()[2].shape().back());
+  const AttentionAttrs at = AttentionAttrs::from(f.attrs());
+  if (at.mask == MaskKind::tensor) {
+    const Value& m = f.inputs()[3];
+    const std::int64_t mr = m.rank();
+    Spec sm = full_spec(m.shape());
+    for (std::int64_t a = 0; a < mr - 2; ++a)
+      if (m.shape()[a] != 1) sm[a] = s0[rank - mr + a];
+    sm[mr - 2] = m.shape()[mr - 2] == out[rank - 2] ? rows : full(m.shape()[mr - 2]);
+    p.inputs.push_back(sm);
+  } else if (at.is_predicate() && rows.start != 0) {
+    p.attrs.set("query_offset", at.query_offset + rows.start);
   }
-  std::vector<Value> outputs;
-  for (const Value& v : graph.outputs()) outputs.push_back(mapped(v));
-  return Graph(graph.inputs(), outputs);
+  return p;
+}
+
+// How to compute f's outputs sliced by s0, if f is a row-wise op the slice can pass through.
+std::optional<Pushed> push_through(const Node& f, const Spec& s0) {
+  const Shape& out = f.outputs()[0].shape;
+  const auto rank = static_cast<std::int64_t>(out.size());
+  if (is_elementwise(f.op())) return push_elementwise(f, s0);
+  switch (op_kind(f.op())) {
+    case OpKind::layout:
+      return push_layout(f, s0);
+    case OpKind::reduction:
+      return push_reduction(f, s0);
+    case OpKind::contraction:
+      return push_dot(f, s0);
+    default:
+      break;
+  }
+  switch (f.op()) {
+    case Op::softmax:
+      if (!is_full(s0[f.attrs().get_int("axis")], out[f.attrs().get_int("axis")]))
+        return std::nullopt;
+      return Pushed{{s0}, f.attrs()};
+    case Op::layer_norm: {
+      if (!is_full(s0[rank - 1], out[rank - 1])) return std::nullopt;
+      Pushed p{{s0}, f.attrs()};
+      for (std::size_t i = 1; i < f.inputs().size(); ++i) p.inputs.push_back(std::nullopt);
+      return p;
+    }
+    case Op::attention:
+      return push_attention(f, s0);
+    default:
+      return std::nullopt;
+  }
 }
 
 // Whether one copy of a producer per slice computes less than the whole: the slices are
@@ -343,11 +323,9 @@ bool split_pays(const std::vector<Spec>& specs, const Shape& shape) {
 // One rewrite, if any applies: the values to replace.
 std::optional<std::map<Key, Value>> find_rewrite(const Graph& g) {
   const std::vector<const Node*> order = g.nodes();
-  std::map<Key, std::vector<const Node*>> consumers;
-  for (const Node* n : order)
-    for (const Value& in : n->inputs()) consumers[key(in)].push_back(n);
+  const Consumers consumers = consumers_of(g);
   std::set<Key> outputs;
-  for (const Value& v : g.outputs()) outputs.insert(key(v));
+  for (const Value& v : g.outputs()) outputs.insert(key_of(v));
 
   for (const Node* s : order) {
     if (s->op() != Op::slice) continue;
@@ -356,12 +334,12 @@ std::optional<std::map<Key, Value>> find_rewrite(const Graph& g) {
     const Spec sk = spec_of_slice(*s);
     // Empty slices are left alone (no zero-extent kernels are made).
     if (std::any_of(sk.begin(), sk.end(), [](const Range& r) { return r.count == 0; })) continue;
-    if (is_full(sk, v.shape())) return std::map<Key, Value>{{key(s->output(0)), v}};
+    if (is_full(sk, v.shape())) return std::map<Key, Value>{{key_of(s->output(0)), v}};
     if (f.op() == Op::slice) {
       std::optional<LayerScope> scope;
-      enter_scope(scope, *s);
+      enter_layer_of(scope, *s);
       return std::map<Key, Value>{
-          {key(s->output(0)),
+          {key_of(s->output(0)),
            make_slice(f.inputs()[0], compose(spec_of_slice(f), sk), s->location())}};
     }
     if (!lift(f, v.index(), sk)) continue;
@@ -396,7 +374,7 @@ std::optional<std::map<Key, Value>> find_rewrite(const Graph& g) {
       if (auto p = push_through(f, spec)) pushed.push_back(std::move(*p));
     if (pushed.size() != specs.size()) continue;
     std::optional<LayerScope> scope;
-    enter_scope(scope, f);
+    enter_layer_of(scope, f);
     std::vector<std::vector<Value>> outs;
     for (const Pushed& p : pushed) {
       std::vector<Value> inputs;
@@ -407,7 +385,7 @@ std::optional<std::map<Key, Value>> find_rewrite(const Graph& g) {
       outs.push_back(make_node(f.op(), inputs, p.attrs, f.location()));
     }
     std::map<Key, Value> repl;
-    for (const auto& [c, k, i] : uses) repl[key(c->output(0))] = outs[i][k];
+    for (const auto& [c, k, i] : uses) repl[key_of(c->output(0))] = outs[i][k];
     return repl;
   }
   return std::nullopt;
@@ -416,9 +394,10 @@ std::optional<std::map<Key, Value>> find_rewrite(const Graph& g) {
 }  // namespace
 
 Graph prune_rows(const Graph& graph) {
-  Graph g = graph;
-  while (auto repl = find_rewrite(g)) g = replace_values(g, *repl);
-  return g;
+  return rewrite_to_fixpoint(graph, [](const Graph& g) -> std::optional<Graph> {
+    if (auto repl = find_rewrite(g)) return replace_values(g, *repl);
+    return std::nullopt;
+  });
 }
 
 }  // namespace edifice::jit

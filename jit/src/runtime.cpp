@@ -13,13 +13,6 @@
 namespace edifice::jit {
 namespace {
 
-std::string where(const Node& n) {
-  std::string s;
-  if (!n.scope().empty()) s += fmt::format("\n  in layer \"{}\"", n.scope());
-  return s + fmt::format("\n  the {} was defined at {}", n.scope().empty() ? "op" : "layer",
-                         format_location(n.location()));
-}
-
 [[noreturn]] void report(const Kernel& k, int code) {
   // Name the node that can raise this code.
   const Node* culprit = k.anchor;
@@ -72,9 +65,8 @@ std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const TensorType& want = params[i].type();
     if (inputs[i].dtype() != want.dtype || inputs[i].shape() != want.shape)
-      fail("jit: input {} (\"{}\") is {}{}, the executable was compiled for {}", i,
-           params[i].node().attrs().get_string("name"), dtype_name(inputs[i].dtype()),
-           shape_to_string(inputs[i].shape()), want.to_string());
+      fail("jit: input \"{}\" is {}{}, the executable was compiled for {}", input_name(params[i]),
+           dtype_name(inputs[i].dtype()), shape_to_string(inputs[i].shape()), want.to_string());
   }
   const auto& graph_outputs = plan.graph.outputs();
   std::vector<Tensor> outputs;

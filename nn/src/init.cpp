@@ -111,27 +111,4 @@ Tensor initialize(const Initializer& init, const Shape& shape, DType dtype, std:
   return t;
 }
 
-std::string initializer_name(const Initializer& init) {
-  using K = Initializer::Kind;
-  switch (init.kind) {
-    case K::glorot_uniform:
-      return "glorot_uniform";
-    case K::zeros:
-      return "zeros";
-    case K::ones:
-      return "ones";
-    case K::normal:
-      return fmt::format("normal({:g})", init.scale);
-    case K::uniform:
-      return fmt::format("uniform({:g})", init.scale);
-    case K::orthogonal:
-      return fmt::format("orthogonal({:g})", init.scale);
-    case K::constant:
-      return fmt::format("constant({:g})", init.scale);
-    case K::lstm_bias:
-      return fmt::format("lstm_bias(forget={:g})", init.scale);
-  }
-  return "?";
-}
-
 }  // namespace edifice::nn

@@ -68,13 +68,6 @@ std::string describe_tensor(const Tensor& t) {
   return s;
 }
 
-std::string where(const Node& n) {
-  std::string s;
-  if (!n.scope().empty()) s += fmt::format("\n  in layer \"{}\"", n.scope());
-  return s + fmt::format("\n  the {} was defined at {}", n.scope().empty() ? "op" : "layer",
-                         format_location(n.location()));
-}
-
 // Re-runs the step in the interpreter, every float value an output, and throws naming the
 // first node that introduces a NaN or an Inf. Returns normally if none does.
 void diagnose(const Graph& step, const std::vector<Value>& forward_outputs,
@@ -85,8 +78,8 @@ void diagnose(const Graph& step, const std::vector<Value>& forward_outputs,
       throw Error(fmt::format(
           "anomaly detected in {}: the input \"{}\" already holds {} before the step ({} of {} "
           "elements non-finite, the first at {})",
-          context, step.inputs()[i].node().attrs().get_string("name"), nf.nan ? "NaN" : "Inf",
-          nf.nan + nf.inf, args[i].numel(), index_string(args[i].shape(), nf.first)));
+          context, input_name(step.inputs()[i]), nf.nan ? "NaN" : "Inf", nf.nan + nf.inf,
+          args[i].numel(), index_string(args[i].shape(), nf.first)));
   }
   // Forward nodes first (the loss' and metrics' dependencies), then the backward and update
   // nodes; both lists are topological, so the whole order is.
@@ -333,9 +326,6 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
 
 const Graph& TrainStep::graph(const Tensor& targets) {
   return built(targets, true).graph;
-}
-const Graph& TrainStep::eval_graph(const Tensor& targets) {
-  return built(targets, false).graph;
 }
 
 namespace {

@@ -212,25 +212,81 @@ NamedValues Trainer::evaluate_checked(const Dataset& data, std::int64_t batch_si
   return out;
 }
 
-History Trainer::fit(const Dataset& data, const FitOptions& options) {
+// The state of one fit() call: its options checked, the logs it writes and where it stands.
+struct Trainer::FitRun {
+  const Dataset& data;
+  const FitOptions& options;
+  std::int64_t n = 0, bs = 0, vbs = 0, nb = 0;  // samples, batch sizes, batches per epoch
+  std::vector<std::string> names;               // loss, metrics
+  std::vector<std::string> epoch_names;         // names, then val_ names with validation
+  bool maximise = false;                        // early stopping's direction
+  std::optional<ProgressBar> bar;
+  bool bar_open = false;
+  std::optional<CsvLogger> csv;
+  bool csv_steps = false;
+  const Schedule* schedule = nullptr;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  double elapsed0 = 0;
+  std::vector<std::int64_t> order;  // this epoch's sample order
+  std::int64_t order_epoch = -1;
+  History history;
+  std::string reason;  // why the run stopped
+
+  double elapsed() const { return elapsed0 + seconds_since(t0); }
+  NamedValues running(const LoopState& loop) const {
+    NamedValues v;
+    for (std::size_t i = 0; i < names.size(); ++i)
+      v.emplace_back(names[i],
+                     loop.running_count > 0 ? loop.running_sums[i] / loop.running_count : NAN);
+    return v;
+  }
+  std::string title(std::int64_t epoch) const {
+    return options.epochs > 0 ? fmt::format("Epoch {}/{}", epoch + 1, options.epochs)
+                              : fmt::format("Epoch {}", epoch + 1);
+  }
+};
+
+void Trainer::check_fit_options(FitRun& run) const {
+  const FitOptions& options = run.options;
   if (!initialised_) fail("fit: call init() or load_checkpoint() first");
   if (options.epochs < 0) fail("fit: epochs must be >= 0, got {}", options.epochs);
   if (options.max_steps < 0) fail("fit: max_steps must be >= 0, got {}", options.max_steps);
   if (options.epochs == 0 && options.max_steps == 0)
     fail("fit: give a number of epochs or max_steps (both are 0: no end)");
-  const std::int64_t bs = options.batch_size;
-  if (bs < 1) fail("fit: batch_size must be >= 1, got {}", bs);
-  const std::int64_t vbs = options.validation_batch_size > 0 ? options.validation_batch_size : bs;
-  check_data(data, bs, options.drop_last, "fit");
-  if (options.validation) check_data(*options.validation, vbs, false, "fit (validation data)");
-  const std::int64_t n = data.size();
-  const std::int64_t nb = batches_per_epoch(n, bs, options.drop_last);
-  if (nb == 0)
-    fail("fit: the dataset has {} samples, not one batch of {}{}", n, bs,
+  run.bs = options.batch_size;
+  if (run.bs < 1) fail("fit: batch_size must be >= 1, got {}", run.bs);
+  run.vbs = options.validation_batch_size > 0 ? options.validation_batch_size : run.bs;
+  check_data(run.data, run.bs, options.drop_last, "fit");
+  if (options.validation) check_data(*options.validation, run.vbs, false, "fit (validation data)");
+  run.n = run.data.size();
+  run.nb = batches_per_epoch(run.n, run.bs, options.drop_last);
+  if (run.nb == 0)
+    fail("fit: the dataset has {} samples, not one batch of {}{}", run.n, run.bs,
          options.drop_last ? " (drop_last skips the partial batch)" : "");
+  run.names = value_names();
+  run.epoch_names = run.names;
+  if (options.validation)
+    for (const std::string& name : run.names) run.epoch_names.push_back("val_" + name);
+  if (options.early_stopping) {
+    const EarlyStopping& es = *options.early_stopping;
+    if (std::find(run.epoch_names.begin(), run.epoch_names.end(), es.monitor) ==
+        run.epoch_names.end())
+      fail("fit: early stopping monitors \"{}\", but the epochs log only: {}", es.monitor,
+           fmt::join(run.epoch_names, ", "));
+    if (!(es.min_delta >= 0))
+      fail("fit: early stopping min_delta must be >= 0, got {}", es.min_delta);
+    if (es.patience < 0) fail("fit: early stopping patience must be >= 0, got {}", es.patience);
+    run.maximise =
+        es.mode == EarlyStopping::Mode::max ||
+        (es.mode == EarlyStopping::Mode::automatic && es.monitor.find("acc") != std::string::npos);
+  }
+}
 
+// Checks the loop state against this run (a checkpoint's cursor and running sums), then opens
+// the progress bar and the CSV log.
+void Trainer::start_fit(FitRun& run) {
   LoopState& loop = state_.loop;
-  const std::vector<std::string> names = value_names();
+  const std::vector<std::string>& names = run.names;
   if (loop.running_sums.size() != names.size()) {
     if (loop.cursor > 0)
       fail(
@@ -240,221 +296,203 @@ History Trainer::fit(const Dataset& data, const FitOptions& options) {
     loop.running_sums.assign(names.size(), 0.0);
     loop.running_count = 0;
   }
-  if (loop.cursor > nb)
+  if (loop.cursor > run.nb)
     fail(
         "fit: the state's data cursor is at batch {} but an epoch has {} batches (was the "
         "checkpoint made with another dataset size, batch_size or drop_last?)",
-        loop.cursor, nb);
-
-  std::vector<std::string> epoch_names = names;
-  if (options.validation)
-    for (const std::string& name : names) epoch_names.push_back("val_" + name);
-  bool maximise = false;
-  if (options.early_stopping) {
-    const EarlyStopping& es = *options.early_stopping;
-    if (std::find(epoch_names.begin(), epoch_names.end(), es.monitor) == epoch_names.end())
-      fail("fit: early stopping monitors \"{}\", but the epochs log only: {}", es.monitor,
-           fmt::join(epoch_names, ", "));
-    if (!(es.min_delta >= 0))
-      fail("fit: early stopping min_delta must be >= 0, got {}", es.min_delta);
-    if (es.patience < 0) fail("fit: early stopping patience must be >= 0, got {}", es.patience);
-    maximise = es.mode == EarlyStopping::Mode::max || (es.mode == EarlyStopping::Mode::automatic &&
-                                                       es.monitor.find("acc") != std::string::npos);
-  }
-
-  std::optional<ProgressBar> bar;
+        loop.cursor, run.nb);
+  const FitOptions& options = run.options;
   if (options.progress) {
     std::ostream& out = options.progress_out ? *options.progress_out : std::cout;
-    bar.emplace(out, options.progress_tty.value_or(is_terminal(out)), options.progress_options);
+    run.bar.emplace(out, options.progress_tty.value_or(is_terminal(out)), options.progress_options);
   }
   const bool fresh = state_.step() == 0 && loop.epoch == 0 && loop.cursor == 0;
-  const bool csv_steps = options.csv_every == FitOptions::CsvEvery::step;
-  std::optional<CsvLogger> csv;
+  run.csv_steps = options.csv_every == FitOptions::CsvEvery::step;
   if (!options.csv_path.empty()) {
-    std::vector<std::string> cols = csv_steps ? names : epoch_names;
+    std::vector<std::string> cols = run.csv_steps ? names : run.epoch_names;
     cols.push_back("lr");
     cols.push_back("elapsed_s");
-    csv.emplace(options.csv_path, cols, !fresh, options.csv_flush_every);
+    run.csv.emplace(options.csv_path, cols, !fresh, options.csv_flush_every);
   }
+  run.schedule = &step_.options().optimizer->learning_rate();
+  run.t0 = std::chrono::steady_clock::now();
+  run.elapsed0 = loop.elapsed_s;
+}
 
-  const Schedule& schedule = step_.options().optimizer->learning_rate();
-  const auto t0 = std::chrono::steady_clock::now();
-  const double elapsed0 = loop.elapsed_s;
-  auto elapsed = [&] { return elapsed0 + seconds_since(t0); };
-  auto running = [&] {
-    NamedValues v;
-    for (std::size_t i = 0; i < names.size(); ++i)
-      v.emplace_back(names[i],
-                     loop.running_count > 0 ? loop.running_sums[i] / loop.running_count : NAN);
-    return v;
-  };
-  auto title = [&](std::int64_t epoch) {
-    return options.epochs > 0 ? fmt::format("Epoch {}/{}", epoch + 1, options.epochs)
-                              : fmt::format("Epoch {}", epoch + 1);
-  };
+// One optimizer step on batch `b` of the epoch; returns whether a handler asked to stop.
+bool Trainer::train_batch(FitRun& run, std::int64_t b) {
+  LoopState& loop = state_.loop;
+  const std::int64_t begin = b * run.bs, end = std::min(begin + run.bs, run.n);
+  auto batch = run.data.gather(std::span(run.order).subspan(static_cast<std::size_t>(begin),
+                                                            static_cast<std::size_t>(end - begin)));
+  const std::int64_t step = state_.step();
+  const double lr = (*run.schedule)(step);
+  const std::int64_t key = dropout_key(loop.dropout_seed, loop.dropout_counter);
+  StepResult r =
+      step_.run(state_.params, state_.optimizer, lr, key, batch.inputs, batch.targets,
+                fmt::format("training step {} (epoch {}, batch {})", step + 1, loop.epoch, b));
+  ++loop.dropout_counter;
+  ++loop.cursor;
+  const auto w = static_cast<double>(end - begin);
+  loop.running_sums[0] += r.loss * w;
+  for (std::size_t i = 0; i < r.metrics.size(); ++i) loop.running_sums[1 + i] += r.metrics[i] * w;
+  loop.running_count += w;
+  loop.elapsed_s = run.elapsed();
 
-  History history;
-  std::string reason;
-  std::vector<std::int64_t> order;
-  std::int64_t order_epoch = -1;
-  bool bar_open = false;
-  try {
-    while (true) {
-      if (options.epochs > 0 && loop.epoch >= options.epochs) {
-        reason = "epochs";
-        break;
-      }
-      if (options.max_steps > 0 && state_.step() >= options.max_steps) {
-        reason = "max_steps";
-        break;
-      }
-      if (order_epoch != loop.epoch) {
-        order = epoch_order(n, options.shuffle, loop.data_seed, loop.epoch);
-        order_epoch = loop.epoch;
-      }
-      if (bar) {
-        bar->start(title(loop.epoch), nb, loop.cursor);
-        bar_open = true;
-      }
+  StepEvent ev;
+  ev.epoch = loop.epoch;
+  ev.batch = b;
+  ev.batches_per_epoch = run.nb;
+  ev.step = state_.step();
+  ev.batch_size = end - begin;
+  ev.loss = r.loss;
+  for (std::size_t i = 0; i < r.metrics.size(); ++i)
+    ev.metrics.emplace_back(run.names[1 + i], r.metrics[i]);
+  ev.running = run.running(loop);
+  ev.learning_rate = lr;
+  ev.grad_norm = r.grad_norm;
+  ev.elapsed_s = loop.elapsed_s;
+  if (run.bar) run.bar->update(loop.cursor, ev.running);
+  if (run.csv && run.csv_steps) {
+    std::vector<double> row = {r.loss};
+    row.insert(row.end(), r.metrics.begin(), r.metrics.end());
+    row.push_back(lr);
+    row.push_back(ev.elapsed_s);
+    run.csv->row(loop.epoch, ev.step, row);
+  }
+  bool stop = false;
+  for (auto& [handler, every] : step_handlers_)
+    if (ev.step % every == 0 && handler(ev) == Control::stop) stop = true;
+  return stop;
+}
 
-      bool stop = false;
-      while (loop.cursor < nb) {
-        if (options.max_steps > 0 && state_.step() >= options.max_steps) {
-          reason = "max_steps";
-          stop = true;
-          break;
-        }
-        const std::int64_t b = loop.cursor;
-        const std::int64_t begin = b * bs, end = std::min(begin + bs, n);
-        auto batch = data.gather(std::span(order).subspan(static_cast<std::size_t>(begin),
-                                                          static_cast<std::size_t>(end - begin)));
-        const std::int64_t step = state_.step();
-        const double lr = schedule(step);
-        const std::int64_t key = dropout_key(loop.dropout_seed, loop.dropout_counter);
-        StepResult r = step_.run(
-            state_.params, state_.optimizer, lr, key, batch.inputs, batch.targets,
-            fmt::format("training step {} (epoch {}, batch {})", step + 1, loop.epoch, b));
-        ++loop.dropout_counter;
-        ++loop.cursor;
-        const auto w = static_cast<double>(end - begin);
-        loop.running_sums[0] += r.loss * w;
-        for (std::size_t i = 0; i < r.metrics.size(); ++i)
-          loop.running_sums[1 + i] += r.metrics[i] * w;
-        loop.running_count += w;
-        loop.elapsed_s = elapsed();
+// Whether early stopping ends the run after an epoch whose logged values are `values`; updates
+// the best value and the wait count in the loop state, and says why in `message`.
+bool Trainer::early_stop(const FitRun& run, const NamedValues& values, std::string& message) {
+  if (!run.options.early_stopping) return false;
+  LoopState& loop = state_.loop;
+  const EarlyStopping& es = *run.options.early_stopping;
+  double v = NAN;
+  for (const auto& [name, x] : values)
+    if (name == es.monitor) v = x;
+  const double best = loop.early_stopping_best;
+  const bool improved = std::isnan(best)
+                            ? !std::isnan(v)
+                            : (run.maximise ? v > best + es.min_delta : v < best - es.min_delta);
+  if (improved) {
+    loop.early_stopping_best = v;
+    loop.early_stopping_wait = 0;
+    return false;
+  }
+  if (++loop.early_stopping_wait < std::max<std::int64_t>(es.patience, 1)) return false;
+  message = fmt::format(
+      "Early stopping after epoch {}: {} did not improve for {} epoch{} (best {})", loop.epoch + 1,
+      es.monitor, loop.early_stopping_wait, loop.early_stopping_wait == 1 ? "" : "s",
+      format_metric(loop.early_stopping_best));
+  return true;
+}
 
-        StepEvent ev;
-        ev.epoch = loop.epoch;
-        ev.batch = b;
-        ev.batches_per_epoch = nb;
-        ev.step = state_.step();
-        ev.batch_size = end - begin;
-        ev.loss = r.loss;
-        for (std::size_t i = 0; i < r.metrics.size(); ++i)
-          ev.metrics.emplace_back(names[1 + i], r.metrics[i]);
-        ev.running = running();
-        ev.learning_rate = lr;
-        ev.grad_norm = r.grad_norm;
-        ev.elapsed_s = loop.elapsed_s;
-        if (bar) bar->update(loop.cursor, ev.running);
-        if (csv && csv_steps) {
-          std::vector<double> row = {r.loss};
-          row.insert(row.end(), r.metrics.begin(), r.metrics.end());
-          row.push_back(lr);
-          row.push_back(ev.elapsed_s);
-          csv->row(loop.epoch, ev.step, row);
-        }
-        for (auto& [handler, every] : step_handlers_)
-          if (ev.step % every == 0 && handler(ev) == Control::stop) stop = true;
-        if (stop) {
-          reason = "handler";
-          break;
-        }
-      }
-      if (stop) {
-        if (bar) bar->finish(running());
-        bar_open = false;
-        break;
-      }
+// Epoch end: validation, logs, early stopping, then the state moves to the next epoch.
+// Returns whether the run stops here (run.reason says why).
+bool Trainer::end_epoch(FitRun& run) {
+  LoopState& loop = state_.loop;
+  NamedValues values = run.running(loop);
+  if (run.options.validation)
+    for (auto& [name, v] : evaluate_checked(*run.options.validation, run.vbs))
+      values.emplace_back("val_" + name, v);
+  if (run.bar) run.bar->finish(values);
+  run.bar_open = false;
+  const std::int64_t done_epoch = loop.epoch;
+  run.history.epochs.push_back(done_epoch);
+  for (const auto& [name, v] : values) run.history.metrics[name].push_back(v);
+  if (run.csv && !run.csv_steps) {
+    std::vector<double> row;
+    for (const auto& [name, v] : values) row.push_back(v);
+    row.push_back((*run.schedule)(std::max<std::int64_t>(state_.step() - 1, 0)));
+    row.push_back(run.elapsed());
+    run.csv->row(done_epoch, state_.step(), row);
+  }
+  if (run.csv) run.csv->flush();
 
-      // Epoch end: validation, logs, early stopping, then the state moves to the next epoch.
-      NamedValues values = running();
-      if (options.validation)
-        for (auto& [name, v] : evaluate_checked(*options.validation, vbs))
-          values.emplace_back("val_" + name, v);
-      if (bar) bar->finish(values);
-      bar_open = false;
-      const std::int64_t done_epoch = loop.epoch;
-      history.epochs.push_back(done_epoch);
-      for (const auto& [name, v] : values) history.metrics[name].push_back(v);
-      if (csv && !csv_steps) {
-        std::vector<double> row;
-        for (const auto& [name, v] : values) row.push_back(v);
-        row.push_back(schedule(std::max<std::int64_t>(state_.step() - 1, 0)));
-        row.push_back(elapsed());
-        csv->row(done_epoch, state_.step(), row);
-      }
-      if (csv) csv->flush();
+  std::string early_message;
+  const bool early = early_stop(run, values, early_message);
+  ++loop.epoch;
+  loop.cursor = 0;
+  std::fill(loop.running_sums.begin(), loop.running_sums.end(), 0.0);
+  loop.running_count = 0;
+  loop.elapsed_s = run.elapsed();
 
-      bool early = false;
-      std::string early_message;
-      if (options.early_stopping) {
-        const EarlyStopping& es = *options.early_stopping;
-        double v = NAN;
-        for (const auto& [name, x] : values)
-          if (name == es.monitor) v = x;
-        const double best = loop.early_stopping_best;
-        const bool improved = std::isnan(best)
-                                  ? !std::isnan(v)
-                                  : (maximise ? v > best + es.min_delta : v < best - es.min_delta);
-        if (improved) {
-          loop.early_stopping_best = v;
-          loop.early_stopping_wait = 0;
-        } else if (++loop.early_stopping_wait >= std::max<std::int64_t>(es.patience, 1)) {
-          early = true;
-          early_message = fmt::format(
-              "Early stopping after epoch {}: {} did not improve for {} epoch{} (best {})",
-              done_epoch + 1, es.monitor, loop.early_stopping_wait,
-              loop.early_stopping_wait == 1 ? "" : "s", format_metric(loop.early_stopping_best));
-        }
-      }
-      ++loop.epoch;
-      loop.cursor = 0;
-      std::fill(loop.running_sums.begin(), loop.running_sums.end(), 0.0);
-      loop.running_count = 0;
-      loop.elapsed_s = elapsed();
+  EpochEvent ev{done_epoch, state_.step(), values, loop.elapsed_s};
+  bool handler_stop = false;
+  for (auto& handler : epoch_handlers_)
+    if (handler(ev) == Control::stop) handler_stop = true;
+  if (early) {
+    if (run.bar) run.bar->message(early_message);
+    run.reason = "early_stopping";
+    return true;
+  }
+  if (handler_stop) run.reason = "handler";
+  return handler_stop;
+}
 
-      EpochEvent ev{done_epoch, state_.step(), values, loop.elapsed_s};
-      bool handler_stop = false;
-      for (auto& handler : epoch_handlers_)
-        if (handler(ev) == Control::stop) handler_stop = true;
-      if (early) {
-        if (bar) bar->message(early_message);
-        reason = "early_stopping";
-        break;
-      }
-      if (handler_stop) {
-        reason = "handler";
-        break;
+// Trains until a limit, a handler or early stopping ends the run (run.reason says which).
+void Trainer::fit_loop(FitRun& run) {
+  LoopState& loop = state_.loop;
+  const FitOptions& options = run.options;
+  auto step_limit = [&] { return options.max_steps > 0 && state_.step() >= options.max_steps; };
+  while (true) {
+    if (options.epochs > 0 && loop.epoch >= options.epochs) {
+      run.reason = "epochs";
+      return;
+    }
+    if (step_limit()) {
+      run.reason = "max_steps";
+      return;
+    }
+    if (run.order_epoch != loop.epoch) {
+      run.order = epoch_order(run.n, options.shuffle, loop.data_seed, loop.epoch);
+      run.order_epoch = loop.epoch;
+    }
+    if (run.bar) {
+      run.bar->start(run.title(loop.epoch), run.nb, loop.cursor);
+      run.bar_open = true;
+    }
+    while (loop.cursor < run.nb) {
+      const bool limit = step_limit();
+      if (limit || train_batch(run, loop.cursor)) {
+        run.reason = limit ? "max_steps" : "handler";
+        if (run.bar) run.bar->finish(run.running(loop));
+        run.bar_open = false;
+        return;
       }
     }
+    if (end_epoch(run)) return;
+  }
+}
+
+History Trainer::fit(const Dataset& data, const FitOptions& options) {
+  FitRun run{data, options};
+  check_fit_options(run);
+  start_fit(run);
+  try {
+    fit_loop(run);
   } catch (...) {
     // Leave the terminal and the log usable, then report.
-    loop.elapsed_s = elapsed();
-    if (bar && bar_open) bar->finish(running());
-    if (csv) {
+    state_.loop.elapsed_s = run.elapsed();
+    if (run.bar && run.bar_open) run.bar->finish(run.running(state_.loop));
+    if (run.csv) {
       try {
-        csv->flush();
+        run.csv->flush();
       } catch (...) {
       }
     }
     throw;
   }
-  history.steps = state_.step();
-  history.stop_reason = reason;
-  if (csv) csv->flush();
-  for (auto& handler : completion_handlers_) handler(history);
-  return history;
+  run.history.steps = state_.step();
+  run.history.stop_reason = run.reason;
+  if (run.csv) run.csv->flush();
+  for (auto& handler : completion_handlers_) handler(run.history);
+  return run.history;
 }
 
 void Trainer::save_checkpoint(const std::string& path, const std::string& config_json) const {

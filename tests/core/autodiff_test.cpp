@@ -8,23 +8,19 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <numbers>
 #include <random>
 #include <set>
 
+using edifice::test::random_tensor;
+
 namespace {
 
 using namespace edifice;
 namespace o = edifice::ops;
-
-Tensor random_tensor(const Shape& shape, std::uint32_t seed, double lo = -1.0, double hi = 1.0) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> dist(lo, hi);
-  Tensor t(DType::f64, shape);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.set_from_double(i, dist(rng));
-  return t;
-}
 
 Value param(const std::string& name, const Shape& shape, DType dtype = DType::f64) {
   return o::parameter(name, dtype, shape);
@@ -39,7 +35,7 @@ Value total(const Value& x) {
 
 // <x, w> for a constant w of x's shape: a scalar loss whose gradient w.r.t. x is w.
 Value weighted_total(const Value& x, std::uint32_t seed) {
-  return total(o::mul(x, o::constant(random_tensor(x.shape(), seed))));
+  return total(o::mul(x, o::constant(random_tensor(DType::f64, x.shape(), seed))));
 }
 
 double scalar_of(const Graph& f, const std::vector<Tensor>& inputs) {
@@ -98,7 +94,7 @@ Tensor map(const Tensor& t, F f) {
 TEST_CASE("grad of an elementwise expression matches the hand-derived gradient", "[autodiff]") {
   const Value x = param("x", {2, 3}), y = param("y", {2, 3});
   const Graph f({x, y}, {total(o::add(o::mul(x, y), o::sin(x)))});
-  const Tensor xv = random_tensor({2, 3}, 1), yv = random_tensor({2, 3}, 2);
+  const Tensor xv = random_tensor(DType::f64, {2, 3}, 1), yv = random_tensor(DType::f64, {2, 3}, 2);
   const auto g = interpret(grad(f, {0, 1}), {xv, yv});
   Tensor expected_dx(DType::f64, {2, 3});
   for (int i = 0; i < 6; ++i)
@@ -109,7 +105,7 @@ TEST_CASE("grad of an elementwise expression matches the hand-derived gradient",
 
 TEST_CASE("a value used several times accumulates every contribution", "[autodiff]") {
   const Value x = param("x", {4});
-  const Tensor xv = random_tensor({4}, 3);
+  const Tensor xv = random_tensor(DType::f64, {4}, 3);
 
   SECTION("x * x") {
     const Graph f({x}, {total(o::mul(x, x))});
@@ -138,9 +134,11 @@ TEST_CASE("wrt values the outputs do not depend on get zeros", "[autodiff]") {
   const Graph f({x, z}, {total(o::exp(x))});
   const Graph g = grad(f, {1, 0});
   REQUIRE(g.outputs()[0].type() == z.type());
-  const auto r = interpret(g, {random_tensor({3}, 4), random_tensor({2, 5}, 5)});
+  const auto r =
+      interpret(g, {random_tensor(DType::f64, {3}, 4), random_tensor(DType::f64, {2, 5}, 5)});
   check_close(r[0], Tensor::zeros(DType::f64, {2, 5}), 0);
-  check_close(r[1], map(random_tensor({3}, 4), [](double v) { return std::exp(v); }), 1e-12);
+  check_close(r[1], map(random_tensor(DType::f64, {3}, 4), [](double v) { return std::exp(v); }),
+              1e-12);
 
   SECTION("also when the unused value feeds other nodes") {
     const Value unused = o::sin(z);
@@ -154,7 +152,7 @@ TEST_CASE("vjp with respect to an intermediate value", "[autodiff]") {
   const Value h = o::sin(x);
   const Value loss = total(o::mul(h, h));
   const auto d = grad(loss, {h, x});
-  const Tensor xv = random_tensor({3}, 6);
+  const Tensor xv = random_tensor(DType::f64, {3}, 6);
   const auto r = interpret(Graph({x}, d), {xv});
   check_close(r[0], map(xv, [](double v) { return 2 * std::sin(v); }), 1e-12);
   check_close(r[1], map(xv, [](double v) { return 2 * std::sin(v) * std::cos(v); }), 1e-12);
@@ -170,18 +168,20 @@ TEST_CASE("2-layer tanh MLP with softmax cross-entropy matches finite difference
   const Value nll =
       o::neg(o::reduce_sum(o::mul(o::constant(labels), o::log(o::softmax(logits, -1))), {-1}));
   const Graph f({x, w1, b1, w2, b2}, {o::reduce_mean(nll, {0})});
-  const std::vector<Tensor> in = {random_tensor({4, 3}, 10), random_tensor({3, 5}, 11),
-                                  random_tensor({5}, 12), random_tensor({5, 3}, 13),
-                                  random_tensor({3}, 14)};
+  const std::vector<Tensor> in = {
+      random_tensor(DType::f64, {4, 3}, 10), random_tensor(DType::f64, {3, 5}, 11),
+      random_tensor(DType::f64, {5}, 12), random_tensor(DType::f64, {5, 3}, 13),
+      random_tensor(DType::f64, {3}, 14)};
   check_gradients(f, in, {0, 1, 2, 3, 4});
 }
 
 TEST_CASE("dot_general gradients restore the operands' axis order", "[autodiff]") {
   SECTION("matmul: d<A.B, W>/dA = W.B^T, d/dB = A^T.W") {
     const Value a = param("a", {2, 3}), b = param("b", {3, 4});
-    const Tensor w = random_tensor({2, 4}, 20);
+    const Tensor w = random_tensor(DType::f64, {2, 4}, 20);
     const Graph f({a, b}, {total(o::mul(o::matmul(a, b), o::constant(w)))});
-    const Tensor av = random_tensor({2, 3}, 21), bv = random_tensor({3, 4}, 22);
+    const Tensor av = random_tensor(DType::f64, {2, 3}, 21),
+                 bv = random_tensor(DType::f64, {3, 4}, 22);
     const auto g = interpret(grad(f, {0, 1}), {av, bv});
     Tensor da(DType::f64, {2, 3}), db(DType::f64, {3, 4});
     for (int i = 0; i < 2; ++i)
@@ -199,7 +199,10 @@ TEST_CASE("dot_general gradients restore the operands' axis order", "[autodiff]"
     const Value out = o::dot_general(lhs, rhs, {{0, 3}, {3, 0}, {1}, {2}});
     REQUIRE(out.shape() == Shape{2, 2, 3});
     const Graph f({lhs, rhs}, {weighted_total(out, 23)});
-    check_gradients(f, {random_tensor({3, 2, 2, 4}, 24), random_tensor({4, 3, 2, 3}, 25)}, {0, 1});
+    check_gradients(
+        f,
+        {random_tensor(DType::f64, {3, 2, 2, 4}, 24), random_tensor(DType::f64, {4, 3, 2, 3}, 25)},
+        {0, 1});
   }
   SECTION("two batch axes in swapped order, no free rhs axis") {
     // lhs [B1, M, B2, K], rhs [K, B2, B1] with lhs_batch {2, 0} -> [B2, B1, M].
@@ -207,12 +210,15 @@ TEST_CASE("dot_general gradients restore the operands' axis order", "[autodiff]"
     const Value out = o::dot_general(lhs, rhs, {{3}, {0}, {2, 0}, {1, 2}});
     REQUIRE(out.shape() == Shape{4, 2, 3});
     const Graph f({lhs, rhs}, {weighted_total(out, 26)});
-    check_gradients(f, {random_tensor({2, 3, 4, 5}, 27), random_tensor({5, 4, 2}, 28)}, {0, 1});
+    check_gradients(
+        f, {random_tensor(DType::f64, {2, 3, 4, 5}, 27), random_tensor(DType::f64, {5, 4, 2}, 28)},
+        {0, 1});
   }
   SECTION("outer product (no contraction)") {
     const Value a = param("a", {3}), b = param("b", {2});
     const Graph f({a, b}, {weighted_total(o::dot_general(a, b, {{}, {}, {}, {}}), 29)});
-    check_gradients(f, {random_tensor({3}, 30), random_tensor({2}, 31)}, {0, 1});
+    check_gradients(f, {random_tensor(DType::f64, {3}, 30), random_tensor(DType::f64, {2}, 31)},
+                    {0, 1});
   }
 }
 
@@ -222,21 +228,23 @@ TEST_CASE("broadcast_in_dim sums over new and stretched axes; reductions broadca
   SECTION("hand-derived") {
     // d/da sum(broadcast(a)) = number of copies = 2 * 4.
     const Graph f({a}, {total(o::broadcast_in_dim(a, {2, 3, 4}, {1}))});
-    check_close(interpret(grad(f, {0}), {random_tensor({3}, 40)})[0],
+    check_close(interpret(grad(f, {0}), {random_tensor(DType::f64, {3}, 40)})[0],
                 Tensor::full(DType::f64, {3}, 8.0), 0);
   }
   SECTION("finite differences") {
     const Value ab = o::broadcast_in_dim(a, {2, 3, 4}, {1});
     const Value bb = o::broadcast_in_dim(b, {2, 3, 4}, {0, 1, 2});
-    const Value c = o::mul(o::mul(ab, bb), o::constant(random_tensor({2, 3, 4}, 41)));
+    const Value c = o::mul(o::mul(ab, bb), o::constant(random_tensor(DType::f64, {2, 3, 4}, 41)));
     const Value loss = o::add(o::reduce_mean(o::reduce_max(c, {2}), {0, 1}),
                               o::reduce_sum(o::reduce_mean(o::mul(c, c), {0, 2}), {0}));
     const Graph f({a, b}, {loss});
-    check_gradients(f, {random_tensor({3}, 42), random_tensor({2, 1, 4}, 43)}, {0, 1});
+    check_gradients(
+        f, {random_tensor(DType::f64, {3}, 42), random_tensor(DType::f64, {2, 1, 4}, 43)}, {0, 1});
   }
   SECTION("NumPy-style broadcasting in add") {
     const Graph f({a, b}, {weighted_total(o::add(a, o::reshape(b, {2, 4, 1})), 44)});
-    check_gradients(f, {random_tensor({3}, 45), random_tensor({2, 1, 4}, 46)}, {0, 1});
+    check_gradients(
+        f, {random_tensor(DType::f64, {3}, 45), random_tensor(DType::f64, {2, 1, 4}, 46)}, {0, 1});
   }
 }
 
@@ -280,7 +288,8 @@ TEST_CASE("every elementwise rule in one composite matches finite differences", 
   Value sum = terms[0];
   for (std::size_t i = 1; i < terms.size(); ++i) sum = o::add(sum, terms[i]);
   const Graph f({x, y}, {weighted_total(sum, 50)});
-  check_gradients(f, {random_tensor({2, 3}, 51), random_tensor({2, 3}, 52)}, {0, 1});
+  check_gradients(f, {random_tensor(DType::f64, {2, 3}, 51), random_tensor(DType::f64, {2, 3}, 52)},
+                  {0, 1});
 }
 
 TEST_CASE("layout ops: strided slice, interior pad, concat, transpose, reshape", "[autodiff]") {
@@ -291,23 +300,23 @@ TEST_CASE("layout ops: strided slice, interior pad, concat, transpose, reshape",
   const Value c = o::concat({p, o::transpose(x, {1, 0}), o::slice_axis(p, 0, 1, 3)}, 0);
   const Value r = o::reshape(c, {5, 10});
   const Graph f({x}, {weighted_total(o::mul(r, r), 60)});
-  check_gradients(f, {random_tensor({5, 4}, 61)}, {0});
+  check_gradients(f, {random_tensor(DType::f64, {5, 4}, 61)}, {0});
 
   SECTION("slice gradient is g padded back in place") {
     const Graph fs({x}, {total(s)});
     Tensor expected(DType::f64, {5, 4});
     for (int i : {1, 3})
       for (int j : {0, 3}) expected.at<double>({i, j}) = 1.0;
-    check_close(interpret(grad(fs, {0}), {random_tensor({5, 4}, 62)})[0], expected, 0);
+    check_close(interpret(grad(fs, {0}), {random_tensor(DType::f64, {5, 4}, 62)})[0], expected, 0);
   }
 }
 
 TEST_CASE("take and scatter_add are each other's transpose", "[autodiff]") {
   const Value x = param("x", {5, 3}), u = param("u", {3, 4, 2});
   const Value idx = o::constant(Tensor::from_vector<std::int32_t>({4}, {0, 2, 2, 4}));
-  const Tensor w = random_tensor({4, 3}, 70);
+  const Tensor w = random_tensor(DType::f64, {4, 3}, 70);
   const Graph f({x}, {total(o::mul(o::take(x, idx, 0), o::constant(w)))});
-  const Tensor dx = interpret(grad(f, {0}), {random_tensor({5, 3}, 71)})[0];
+  const Tensor dx = interpret(grad(f, {0}), {random_tensor(DType::f64, {5, 3}, 71)})[0];
   Tensor expected(DType::f64, {5, 3});
   const int rows[] = {0, 2, 2, 4};
   for (int k = 0; k < 4; ++k)
@@ -315,16 +324,17 @@ TEST_CASE("take and scatter_add are each other's transpose", "[autodiff]") {
   check_close(dx, expected, 1e-12);
 
   const Graph fs({u}, {weighted_total(o::scatter_add(idx, u, 1, 6), 72)});
-  check_gradients(fs, {random_tensor({3, 4, 2}, 73)}, {0});
+  check_gradients(fs, {random_tensor(DType::f64, {3, 4, 2}, 73)}, {0});
   const Value cols = o::constant(Tensor::from_vector<std::int64_t>({2, 2}, {2, 0, 2, 1}));
   const Graph ft({x}, {weighted_total(o::take(x, cols, -1), 74)});  // [5, 2, 2], negative axis
-  check_gradients(ft, {random_tensor({5, 3}, 75)}, {0});
+  check_gradients(ft, {random_tensor(DType::f64, {5, 3}, 75)}, {0});
 }
 
 TEST_CASE("layer_norm: y, mean and rstd are all differentiable", "[autodiff]") {
   const Value x = param("x", {3, 5}), gamma = param("gamma", {5}), beta = param("beta", {5});
-  const std::vector<Tensor> in = {random_tensor({3, 5}, 80), random_tensor({5}, 81, 0.5, 1.5),
-                                  random_tensor({5}, 82)};
+  const std::vector<Tensor> in = {random_tensor(DType::f64, {3, 5}, 80),
+                                  random_tensor(DType::f64, {5}, 81, 0.5, 1.5),
+                                  random_tensor(DType::f64, {5}, 82)};
   const auto ln = o::layer_norm_full(x, gamma, beta, 1e-5);
   SECTION("all three outputs") {
     const Value loss = o::add(o::add(weighted_total(ln[0], 83), weighted_total(ln[1], 84)),
@@ -356,8 +366,9 @@ TEST_CASE("attention: out and lse are both differentiable under every mask kind"
       {"causal", o::AttentionMask::causal()},
       {"window", o::AttentionMask::sliding_window(2)},
       {"tensor", o::AttentionMask::from_tensor(o::constant(mask))}};
-  const std::vector<Tensor> in = {random_tensor({2, 3, 4}, 90), random_tensor({2, 5, 4}, 91),
-                                  random_tensor({2, 5, 2}, 92)};
+  const std::vector<Tensor> in = {random_tensor(DType::f64, {2, 3, 4}, 90),
+                                  random_tensor(DType::f64, {2, 5, 4}, 91),
+                                  random_tensor(DType::f64, {2, 5, 2}, 92)};
   for (const auto& [name, m] : masks) {
     DYNAMIC_SECTION("mask " << name) {
       o::AttentionOptions opts;
@@ -376,9 +387,10 @@ TEST_CASE("lstm: a missing output cotangent counts as zeros", "[autodiff]") {
   const Value x = param("x", {2, 3, 2}), w_ih = param("w_ih", {2, 8}), w_hh = param("w_hh", {2, 8});
   const Value b = param("b", {8}), h0 = param("h0", {2, 2}), c0 = param("c0", {2, 2});
   const auto seq = o::lstm(x, w_ih, w_hh, b, h0, c0);
-  const std::vector<Tensor> in = {random_tensor({2, 3, 2}, 100), random_tensor({2, 8}, 101),
-                                  random_tensor({2, 8}, 102),    random_tensor({8}, 103),
-                                  random_tensor({2, 2}, 104),    random_tensor({2, 2}, 105)};
+  const std::vector<Tensor> in = {
+      random_tensor(DType::f64, {2, 3, 2}, 100), random_tensor(DType::f64, {2, 8}, 101),
+      random_tensor(DType::f64, {2, 8}, 102),    random_tensor(DType::f64, {8}, 103),
+      random_tensor(DType::f64, {2, 2}, 104),    random_tensor(DType::f64, {2, 2}, 105)};
   const std::vector<int> all = {0, 1, 2, 3, 4, 5};
   SECTION("h_seq only") {
     check_gradients(Graph({x, w_ih, w_hh, b, h0, c0}, {weighted_total(seq[0], 106)}), in, all,
@@ -399,7 +411,9 @@ TEST_CASE("gradients over the dynamic batch axis", "[autodiff]") {
   REQUIRE(g.outputs()[0].shape() == Shape{kDynamic, 3});
   for (std::int64_t batch : {1, 4}) {
     INFO("batch " << batch);
-    check_gradients(f, {random_tensor({batch, 3}, 110), random_tensor({3}, 111)}, {0, 1});
+    check_gradients(
+        f, {random_tensor(DType::f64, {batch, 3}, 110), random_tensor(DType::f64, {3}, 111)},
+        {0, 1});
   }
 }
 
@@ -408,7 +422,7 @@ TEST_CASE("f32 graphs get f32 gradients", "[autodiff]") {
   const Graph f({x}, {total(o::gelu(x))});
   const Graph g = grad(f, {0});
   REQUIRE(g.outputs()[0].dtype() == DType::f32);
-  const Tensor xv = random_tensor({4}, 120).cast(DType::f32);
+  const Tensor xv = random_tensor(DType::f64, {4}, 120).cast(DType::f32);
   const Tensor expected = map(xv, [](double v) {
     return 0.5 * (1 + std::erf(v / std::sqrt(2.0))) +
            v * std::exp(-v * v / 2) / std::sqrt(2 * std::numbers::pi);
@@ -418,9 +432,10 @@ TEST_CASE("f32 graphs get f32 gradients", "[autodiff]") {
   SECTION("float casts cast the cotangent back") {
     // Finite differences cannot see through an f32 round trip, so this one is by hand.
     const Value y = param("y", {4});
-    const Tensor w = random_tensor({4}, 121);
+    const Tensor w = random_tensor(DType::f64, {4}, 121);
     const Value loss = total(o::mul(o::cast(o::cast(y, DType::f32), DType::f64), o::constant(w)));
-    const Tensor dy = interpret(grad(Graph({y}, {loss}), {0}), {random_tensor({4}, 122)})[0];
+    const Tensor dy =
+        interpret(grad(Graph({y}, {loss}), {0}), {random_tensor(DType::f64, {4}, 122)})[0];
     check_close(dy, w.cast(DType::f32).cast(DType::f64), 0);
   }
 }
@@ -434,7 +449,7 @@ TEST_CASE("grad(Graph) keeps the inputs and optionally the output", "[autodiff]"
   REQUIRE(g.inputs()[1] == y);
   REQUIRE(g.outputs().size() == 2);
   REQUIRE(g.outputs()[0] == f.outputs()[0]);
-  const Tensor xv = random_tensor({3}, 130), yv = random_tensor({3}, 131);
+  const Tensor xv = random_tensor(DType::f64, {3}, 130), yv = random_tensor(DType::f64, {3}, 131);
   const auto r = interpret(g, {xv, yv});
   double dot = 0;
   for (int i = 0; i < 3; ++i) dot += xv.get_as_double(i) * yv.get_as_double(i);
@@ -508,9 +523,9 @@ TEST_CASE("autodiff errors name the offending type or op", "[autodiff]") {
     const Value i = param("i", {3}, DType::i32);
     const Value loss = total(o::mul(x, o::cast(o::abs(i), DType::f64)));
     const auto d = grad(loss, {x});
-    const auto r =
-        interpret(Graph({x, i}, d),
-                  {random_tensor({3}, 140), Tensor::from_vector<std::int32_t>({3}, {-1, 2, 0})});
+    const auto r = interpret(
+        Graph({x, i}, d),
+        {random_tensor(DType::f64, {3}, 140), Tensor::from_vector<std::int32_t>({3}, {-1, 2, 0})});
     check_close(r[0], Tensor::from_vector<double>({3}, {1, 2, 0}), 0);
   }
 }

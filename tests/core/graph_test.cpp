@@ -4,19 +4,14 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 using namespace edifice;
 namespace o = edifice::ops;
 
-namespace {
+using edifice::test::error_of;
 
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+namespace {
 
 std::string here(int line) { return fmt::format("{}:{}", __FILE__, line); }
 
@@ -119,5 +114,5 @@ TEST_CASE("specialize binds the batch extent", "[graph]") {
   CHECK(s.outputs()[0].type().to_string() == "f32[5]");
   CHECK(s.inputs()[0].type().to_string() == "f32[5,4]");
   CHECK(error_of([&] { specialize(g, {{5, 3}}); }) ==
-        "specialize: input 0 (\"x\") has shape [5,3], the graph expects f32[?,4]");
+        "specialize: input \"x\" has shape [5,3], the graph expects f32[?,4]");
 }

@@ -457,11 +457,11 @@ TEST_CASE("interpret validates its inputs", "[interpreter]") {
 
   CHECK_THROWS_WITH(interpret(g, {good_x}), "interpret: the graph takes 2 inputs, 1 given");
   CHECK_THROWS_WITH(interpret(g, {good_x, Tensor::zeros(DType::f64, {3})}),
-                    "interpret: input 1 (\"w\") has dtype f64, the graph expects f32[3]");
+                    "interpret: input \"w\" has dtype f64, the graph expects f32[3]");
   CHECK_THROWS_WITH(interpret(g, {Tensor::zeros(DType::f32, {4, 5}), good_w}),
-                    "interpret: input 0 (\"x\") has shape [4,5], the graph expects f32[4,3]");
+                    "interpret: input \"x\" has shape [4,5], the graph expects f32[4,3]");
   CHECK_THROWS_WITH(interpret(g, {Tensor::zeros(DType::f32, {12}), good_w}),
-                    "interpret: input 0 (\"x\") has shape [12], the graph expects f32[4,3]");
+                    "interpret: input \"x\" has shape [12], the graph expects f32[4,3]");
   CHECK(interpret(g, {good_x, good_w})[0].shape() == Shape{4, 3});
 
   const Value a = ops::parameter("a", DType::f32, {kDynamic, 3});
@@ -469,11 +469,11 @@ TEST_CASE("interpret validates its inputs", "[interpreter]") {
   const Graph dyn({a, b}, {a + b});
   CHECK_THROWS_WITH(
       interpret(dyn, {Tensor::zeros(DType::f32, {2, 3}), Tensor::zeros(DType::f32, {5, 3})}),
-      "interpret: input 1 (\"b\") has shape [5,3], the graph expects f32[?,3] with "
-      "? = 2 (bound by input 0 (\"a\"))");
+      "interpret: input \"b\" has shape [5,3], the graph expects f32[?,3] with "
+      "? = 2 (bound by input \"a\")");
   CHECK_THROWS_WITH(
       interpret(dyn, {Tensor::zeros(DType::f32, {2, 4}), Tensor::zeros(DType::f32, {2, 3})}),
-      "interpret: input 0 (\"a\") has shape [2,4], the graph expects f32[?,3]");
+      "interpret: input \"a\" has shape [2,4], the graph expects f32[?,3]");
 }
 
 TEST_CASE("dynamic batch extents are bound from the inputs", "[interpreter]") {

@@ -2,20 +2,14 @@
 #include <edifice/core/tensor_xt.hpp>
 
 #include <catch2/catch.hpp>
+
 #include <xtensor/xmath.hpp>
+#include "test_util.hpp"
 
 #include <cstdint>
 
 using namespace edifice;
-
-static std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using edifice::test::error_of;
 
 TEST_CASE("tensors are zeroed, 64-byte aligned and row-major", "[tensor]") {
   for (DType d : kAllDTypes) {

@@ -13,6 +13,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -21,6 +23,8 @@
 
 using namespace edifice;
 namespace o = edifice::ops;
+
+using edifice::test::max_abs_diff;
 
 namespace {
 
@@ -92,14 +96,6 @@ bool absorbed(const Graph& g) {
   const Graph a = jit::absorb_projections(g);
   const Value& keys = only_attention(a).inputs()[1];
   return keys.rank() == 3 && keys.shape()[1] == kKeys;
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  double m = 0;
-  for (std::int64_t i = 0; i < a.numel(); ++i)
-    m = std::max(m, std::abs(a.get_as_double(i) - b.get_as_double(i)));
-  return m;
 }
 
 double max_abs(const Tensor& t) {

@@ -9,6 +9,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <random>
 #include <thread>
@@ -17,15 +19,9 @@
 using namespace edifice;
 namespace o = edifice::ops;
 
-namespace {
+using edifice::test::random_tensor;
 
-Tensor random_tensor(DType d, const Shape& shape, std::uint32_t seed) {
-  Tensor t(d, shape);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(-1, 1);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.set_from_double(i, u(rng));
-  return t;
-}
+namespace {
 
 struct Mixed {
   Graph graph;

@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -16,20 +18,14 @@
 using namespace edifice;
 namespace o = edifice::ops;
 
+using edifice::test::random_tensor;
+
 namespace {
 
 jit::Options options() {
   jit::Options opt;
   opt.disk_cache = false;
   return opt;
-}
-
-Tensor random_tensor(DType d, const Shape& shape, std::uint32_t seed) {
-  Tensor t(d, shape);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(-1, 1);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.set_from_double(i, u(rng));
-  return t;
 }
 
 std::string describe(const jit::Executable& exe) {

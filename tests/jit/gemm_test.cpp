@@ -10,6 +10,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -19,21 +21,9 @@
 using namespace edifice;
 namespace o = edifice::ops;
 
-namespace {
+using edifice::test::random_tensor;
 
-Tensor random_tensor(DType d, const Shape& shape, std::uint32_t seed) {
-  Tensor t(d, shape);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(-1, 1);
-  std::uniform_int_distribution<int> small(-9, 9);
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    if (is_floating(d))
-      t.set_from_double(i, u(rng));
-    else
-      t.set_from_double(i, d == DType::u8 ? small(rng) + 9 : small(rng));
-  }
-  return t;
-}
+namespace {
 
 Tensor abs_tensor(const Tensor& t) {
   Tensor r(t.dtype(), t.shape());

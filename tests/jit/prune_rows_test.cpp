@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,6 +27,9 @@ using namespace edifice;
 namespace o = edifice::ops;
 namespace mh = edifice::models::multi_head;
 
+using edifice::test::max_abs_diff;
+using edifice::test::random_tensor;
+
 namespace {
 
 jit::Options options(bool prune) {
@@ -32,14 +37,6 @@ jit::Options options(bool prune) {
   opt.disk_cache = false;
   opt.prune_rows = prune;
   return opt;
-}
-
-Tensor random_tensor(DType d, const Shape& shape, std::uint32_t seed) {
-  Tensor t(d, shape);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(-1, 1);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.set_from_double(i, u(rng));
-  return t;
 }
 
 std::vector<Tensor> random_inputs(const Graph& g, std::uint32_t seed) {
@@ -74,14 +71,6 @@ const Node& only(const Graph& g, Op op) {
 double max_abs(const Tensor& t) {
   double m = 0;
   for (std::int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::abs(t.get_as_double(i)));
-  return m;
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  double m = 0;
-  for (std::int64_t i = 0; i < a.numel(); ++i)
-    m = std::max(m, std::abs(a.get_as_double(i) - b.get_as_double(i)));
   return m;
 }
 

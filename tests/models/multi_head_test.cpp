@@ -6,23 +6,18 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 
 using namespace edifice;
 namespace mh = edifice::models::multi_head;
 namespace o = edifice::ops;
 
-namespace {
+using edifice::test::first_line_of_error;
+using edifice::test::max_abs_diff;
 
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    std::string s = e.what();
-    return s.substr(0, s.find('\n'));
-  }
-  return "<no error>";
-}
+namespace {
 
 Tensor uniform(const Shape& shape, std::uint64_t stream, double limit = 1.0) {
   return nn::initialize(nn::Initializer::uniform(limit), shape, DType::f32, 42, stream);
@@ -35,14 +30,6 @@ Tensor run(const nn::Model& model, const nn::Params& params, const Tensor& input
   for (const auto& n : t.param_names) args.push_back(params.at(n));
   args.push_back(input);
   return interpret(t.graph, args)[0];
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  double m = 0;
-  for (std::int64_t i = 0; i < a.numel(); ++i)
-    m = std::max(m, std::abs(a.get_as_double(i) - b.get_as_double(i)));
-  return m;
 }
 
 }  // namespace
@@ -244,24 +231,25 @@ TEST_CASE("attention weights: rows sum to 1 and masked entries are exactly 0", "
 }
 
 TEST_CASE("bad options are rejected before anything is compiled", "[models]") {
-  CHECK(error_of([] { mh::build_sliding_window({}); }) ==
+  CHECK(first_line_of_error([] { mh::build_sliding_window({}); }) ==
         "build_sliding_window: embed_dim is required");
-  CHECK(error_of([] { mh::build({.embed_dim = 8, .hidden_size = 10, .num_heads = 4}); }) ==
-        "build: hidden_size 10 is not divisible by num_heads 4");
+  CHECK(first_line_of_error([] {
+          mh::build({.embed_dim = 8, .hidden_size = 10, .num_heads = 4});
+        }) == "build: hidden_size 10 is not divisible by num_heads 4");
   auto x = nn::input("x", {2, 5, 8});
-  CHECK(error_of([&] {
+  CHECK(first_line_of_error([&] {
           mh::self_attention(x, {.hidden_size = 10, .num_heads = 2, .rope = true});
         }) == "self_attention: rope needs an even head_dim, got 5");
-  CHECK(error_of([] { mh::build_sliding_window({.embed_dim = 8, .window_size = 0}); }) ==
+  CHECK(first_line_of_error([] { mh::build_sliding_window({.embed_dim = 8, .window_size = 0}); }) ==
         "build_sliding_window: window_size must be >= 1, got 0");
-  CHECK(error_of([&] {
+  CHECK(first_line_of_error([&] {
           mh::self_attention(x, {.hidden_size = 8, .chunked = true, .chunk_size = 0});
         }) == "self_attention: chunk_size must be >= 1, got 0");
-  CHECK(error_of([] { mh::build_sliding_window({.embed_dim = 8, .dropout = 1.0}); }) ==
+  CHECK(first_line_of_error([] { mh::build_sliding_window({.embed_dim = 8, .dropout = 1.0}); }) ==
         "build_sliding_window: dropout must be in [0, 1), got 1");
-  CHECK(error_of([] { mh::build_sliding_window({.embed_dim = 8, .num_layers = 0}); }) ==
+  CHECK(first_line_of_error([] { mh::build_sliding_window({.embed_dim = 8, .num_layers = 0}); }) ==
         "build_sliding_window: num_layers must be >= 1, got 0");
-  CHECK(error_of([] { mh::build_hybrid({.embed_dim = 8, .lstm_layers = 0}); }) ==
+  CHECK(first_line_of_error([] { mh::build_hybrid({.embed_dim = 8, .lstm_layers = 0}); }) ==
         "build_hybrid: lstm_layers must be >= 1, got 0");
 }
 
@@ -284,21 +272,21 @@ TEST_CASE("the registry builds by name from string options", "[models]") {
                                                     {"window_size", "8"},
                                                     {"mlp_sizes", "16, 8"}});
   CHECK(mlp.output.shape() == Shape{nn::dynamic, 8});
-  CHECK(error_of([] { models::build("transformer", {}); }) ==
+  CHECK(first_line_of_error([] { models::build("transformer", {}); }) ==
         "models::build: unknown architecture \"transformer\" (known: attention, attention_hybrid, "
         "attention_hybrid_mlp, attention_sliding_window)");
-  CHECK(error_of([] {
+  CHECK(first_line_of_error([] {
           models::build("attention", {{"embed_dim", "8"}, {"embed_size", "8"}});
         }).rfind("models::build(\"attention\"): unknown option \"embed_size\" (accepted: ", 0) ==
         0);
-  CHECK(error_of([] {
+  CHECK(first_line_of_error([] {
           models::build("attention", {{"embed_dim", "8"}, {"num_heads", "four"}});
         }) == "models::build(\"attention\"): option num_heads = \"four\" is not an integer");
-  CHECK(error_of([] { models::build("attention", {}); }) ==
+  CHECK(first_line_of_error([] { models::build("attention", {}); }) ==
         "build_sliding_window: embed_dim is required");
   auto f64 = models::build("attention_hybrid", {{"embed_dim", "4"}, {"dtype", "f64"}});
   CHECK(f64.output.type().dtype == DType::f64);
-  CHECK(error_of([] {
+  CHECK(first_line_of_error([] {
           models::build("attention", {{"embed_dim", "8"}, {"dtype", "bf16"}});
         }) == "models::build(\"attention\"): option dtype = \"bf16\" is not f32 or f64");
 }

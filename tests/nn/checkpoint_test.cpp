@@ -12,26 +12,18 @@
 #include <unistd.h>
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 using namespace edifice;
 
+using edifice::test::contains;
+using edifice::test::error_of;
+
 namespace {
-
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 struct TempDir {
   std::filesystem::path path;

@@ -6,20 +6,15 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 
 using namespace edifice;
 
-namespace {
+using edifice::test::error_of;
 
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+namespace {
 
 std::string here(int line) { return fmt::format("{}:{}", __FILE__, line); }
 

@@ -6,12 +6,16 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <functional>
 
 using namespace edifice;
 namespace losses = edifice::nn::losses;
 namespace metrics = edifice::nn::metrics;
+
+using edifice::test::error_of;
 
 namespace {
 
@@ -45,15 +49,6 @@ void check_gradient(const LossFn& f, const Tensor& y_true, const Tensor& y_pred)
     INFO("element " << i);
     CHECK(g.get_as_double(i) == Approx(fd).margin(1e-7).epsilon(1e-6));
   }
-}
-
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 }  // namespace

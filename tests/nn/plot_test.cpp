@@ -15,17 +15,9 @@
 
 using namespace edifice;
 namespace fs = std::filesystem;
+using edifice::test::error_of;
 
 namespace {
-
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

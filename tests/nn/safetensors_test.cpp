@@ -5,7 +5,9 @@
 #include <edifice/nn/safetensors.hpp>
 
 #include <catch2/catch.hpp>
+
 #include <nlohmann/json.hpp>
+#include "test_util.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -26,16 +28,9 @@ using namespace edifice;
 using nn::SafetensorsFile;
 namespace fs = std::filesystem;
 
-namespace {
+using edifice::test::error_of;
 
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+namespace {
 
 std::string le64(std::uint64_t v) {
   std::string s(8, '\0');

@@ -8,6 +8,8 @@
 #include <unistd.h>
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -16,20 +18,10 @@
 
 using namespace edifice;
 
+using edifice::test::contains;
+using edifice::test::error_of;
+
 namespace {
-
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 std::filesystem::path temp_dir() {
   auto dir =

@@ -51,7 +51,7 @@ void run_entry(Op op) {
 
 // One Catch2 test case per op of the IR, generated from the op list itself: an op added to
 // op.hpp gets a test case that fails until the table has an entry for it.
-#define EDF_OP_TEST_CASE(name) \
+#define EDF_OP_TEST_CASE(name, kind) \
   TEST_CASE(#name, "[ops]") {  \
     run_entry(Op::name);       \
   }

@@ -301,7 +301,7 @@ void run_jit_entry(Op op) {
 
 // One test case per op of the IR, generated from the op list: an op added to op.hpp gets a JIT
 // test case that fails until the table has an entry whose samples run through the JIT.
-#define EDF_OP_JIT_TEST_CASE(name) \
+#define EDF_OP_JIT_TEST_CASE(name, kind) \
   TEST_CASE(#name, "[ops][jit]") { \
     run_jit_entry(Op::name);       \
   }

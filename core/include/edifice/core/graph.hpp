@@ -40,7 +40,6 @@ class Value {
 
   bool valid() const { return node_ != nullptr; }
   const Node& node() const { return *node_; }
-  const NodePtr& node_ptr() const { return node_; }
   int index() const { return index_; }
 
   const TensorType& type() const;
@@ -99,6 +98,14 @@ std::vector<Value> make_node(Op op, std::vector<Value> inputs, Attributes attrs,
 std::vector<Value> make_node_typed(Op op, std::vector<Value> inputs, Attributes attrs,
                                    std::vector<TensorType> outputs,
                                    std::source_location loc = std::source_location::current());
+
+/// Where `node` came from, as every error message says it (after its first line):
+///   "\n  in layer \"NAME\"\n  the layer was defined at FILE:LINE" for a node made in a layer,
+///   "\n  the op was defined at FILE:LINE" otherwise.
+std::string where(const Node& node);
+
+/// The name a graph input was given (its parameter's "name"), for messages about inputs.
+const std::string& input_name(const Value& input);
 
 /// Throws edifice::Error with `message` followed by where the op was defined: the innermost
 /// layer scope ("in layer ... / the layer was defined at FILE:LINE") or `loc` ("the op was

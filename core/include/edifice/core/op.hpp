@@ -19,31 +19,47 @@
 
 namespace edifice {
 
-// X(name): one entry per op, in printing order.
+/// What kind of computation an op is. The kind decides how passes treat it (fusion inlines
+/// elementwise and layout ops; row pruning pushes slices through row-wise ops) and how the
+/// interpreter and the kernels evaluate it.
+enum class OpKind : std::uint8_t {
+  source,       ///< no inputs: parameter, constant, iota, random_uniform
+  unary,        ///< elementwise, one float operand (neg and abs: any signed type)
+  binary,       ///< elementwise, two operands of identical shape and dtype
+  compare,      ///< elementwise, two operands, u8 0/1 result
+  select,       ///< elementwise select(pred, on_true, on_false)
+  cast,         ///< elementwise dtype conversion
+  layout,       ///< moves or repeats elements: broadcast, reshape, transpose, slice, pad, concat
+  reduction,    ///< reduce_* over the "axes" attribute (dropped from the shape)
+  contraction,  ///< dot_general
+  indexing,     ///< take (gather) and scatter_add
+  structured,   ///< ops kept whole, with their own gradient rules and kernels
+};
+
+// clang-format off
+// X(name, kind): one entry per op, in printing order. The single source of truth for the op
+// list and each op's kind: op_kind() and the is_* predicates below are generated from it.
 #define EDIFICE_FOR_EACH_OP(X)                                                                     \
-  /* sources */                                                                                    \
-  X(parameter) X(constant) X(iota) X(random_uniform)                                               \
-  /* elementwise unary */                                                                          \
-  X(neg) X(abs) X(exp) X(log) X(sqrt) X(rsqrt) X(tanh) X(sigmoid) X(erf) X(sin) X(cos) X(relu)      \
-  X(gelu)                                                                                          \
-  /* elementwise binary (operands of identical shape and dtype) */                                 \
-  X(add) X(sub) X(mul) X(div) X(max) X(min) X(pow)                                                 \
-  /* comparisons, producing u8 0/1 */                                                              \
-  X(eq) X(ne) X(lt) X(le) X(gt) X(ge)                                                              \
-  /* other elementwise */                                                                          \
-  X(select) X(cast)                                                                                \
-  /* layout */                                                                                     \
-  X(broadcast_in_dim) X(reshape) X(transpose) X(slice) X(pad) X(concat)                            \
-  /* reductions and contractions */                                                                \
-  X(reduce_sum) X(reduce_max) X(reduce_mean) X(dot_general)                                        \
-  /* indexing */                                                                                   \
-  X(take) X(scatter_add)                                                                           \
-  /* structured ops with their own gradient rules */                                               \
-  X(softmax) X(layer_norm) X(layer_norm_backward) X(attention) X(attention_backward)              \
-  X(lstm_scan) X(lstm_scan_backward)
+  X(parameter, source) X(constant, source) X(iota, source) X(random_uniform, source)               \
+  X(neg, unary) X(abs, unary) X(exp, unary) X(log, unary) X(sqrt, unary) X(rsqrt, unary)           \
+  X(tanh, unary) X(sigmoid, unary) X(erf, unary) X(sin, unary) X(cos, unary) X(relu, unary)        \
+  X(gelu, unary)                                                                                   \
+  X(add, binary) X(sub, binary) X(mul, binary) X(div, binary) X(max, binary) X(min, binary)        \
+  X(pow, binary)                                                                                   \
+  X(eq, compare) X(ne, compare) X(lt, compare) X(le, compare) X(gt, compare) X(ge, compare)        \
+  X(select, select) X(cast, cast)                                                                  \
+  X(broadcast_in_dim, layout) X(reshape, layout) X(transpose, layout) X(slice, layout)             \
+  X(pad, layout) X(concat, layout)                                                                 \
+  X(reduce_sum, reduction) X(reduce_max, reduction) X(reduce_mean, reduction)                      \
+  X(dot_general, contraction)                                                                      \
+  X(take, indexing) X(scatter_add, indexing)                                                       \
+  X(softmax, structured) X(layer_norm, structured) X(layer_norm_backward, structured)              \
+  X(attention, structured) X(attention_backward, structured) X(lstm_scan, structured)              \
+  X(lstm_scan_backward, structured)
+// clang-format on
 
 enum class Op : std::uint8_t {
-#define EDIFICE_OP_ENUM(name) name,
+#define EDIFICE_OP_ENUM(name, kind) name,
   EDIFICE_FOR_EACH_OP(EDIFICE_OP_ENUM)
 #undef EDIFICE_OP_ENUM
 };
@@ -52,9 +68,17 @@ enum class Op : std::uint8_t {
 std::span<const Op> all_ops();
 /// The op's name as printed ("dot_general").
 std::string_view op_name(Op op);
-
-enum class OpKind { source, unary, binary, compare, other };
+/// The op's kind, from the op list.
 OpKind op_kind(Op op);
+
+/// Computes each output element from the same element of its operands (unary, binary,
+/// compare, select, cast): fusion inlines these, row pruning slices through them.
+bool is_elementwise(Op op);
+/// Moves or repeats elements without arithmetic (the layout kind).
+bool is_layout(Op op);
+/// Pure index remaps: each output element is one input element (broadcast, reshape,
+/// transpose, slice); pad and concat also choose between inputs.
+bool is_index_remap(Op op);
 
 /// A value an attribute can hold.
 using AttrValue =

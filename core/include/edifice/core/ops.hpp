@@ -20,6 +20,7 @@
 /// - Attribute keys written here are the ones the interpreter, autodiff and the JIT read.
 
 #include <edifice/core/graph.hpp>
+#include <edifice/core/op_attrs.hpp>
 
 #include <optional>
 #include <source_location>
@@ -134,10 +135,8 @@ Value reduce_sum(const Value& x, Axes axes, bool keepdims = false, Loc loc = Loc
 Value reduce_max(const Value& x, Axes axes, bool keepdims = false, Loc loc = Loc::current());
 Value reduce_mean(const Value& x, Axes axes, bool keepdims = false, Loc loc = Loc::current());
 
-/// Axis numbers for dot_general.
-struct DotDims {
-  Axes lhs_contract, rhs_contract, lhs_batch, rhs_batch;
-};
+/// Axis numbers for dot_general (defined with the other attribute views in op_attrs.hpp).
+using edifice::DotDims;
 /// General batched matrix product (XLA's DotGeneral): sums over the paired contracting axes,
 /// pairs the batch axes. Output axes: batch axes (lhs order), then lhs free axes, then rhs free
 /// axes, each in their original order. attrs: lhs_contract, rhs_contract, lhs_batch, rhs_batch.
@@ -187,7 +186,7 @@ std::vector<Value> layer_norm_backward(const Value& x, const Value& mean, const 
 /// end as in KV-cache decoding. A tensor mask is u8 (nonzero = allowed) of shape [Sq, Sk], or
 /// of q's rank [..., Sq, Sk] with leading extents equal to q's or 1.
 struct AttentionMask {
-  enum class Kind { none, causal, window, tensor };
+  using Kind = MaskKind;  // the IR's one mask enum (op_attrs.hpp)
   Kind kind = Kind::none;
   std::int64_t window = 0;
   Value tensor;

@@ -45,8 +45,8 @@ struct SlidingWindowOptions {
   std::int64_t ffn_dim = kDefaultFfnDim;
   double dropout = kDefaultDropout;
   /// Defaults to window_size; nn::dynamic makes the sequence length dynamic.
-  std::optional<std::int64_t> seq_len;  /// Element type of the input and of every parameter: f32,
-                                        /// or f64 (e.g. for gradient checks).
+  std::optional<std::int64_t> seq_len;
+  /// Element type of the input and of every parameter: f32, or f64 (e.g. for gradient checks).
   DType dtype = DType::f32;
 };
 
@@ -61,8 +61,8 @@ struct BuildOptions {
   std::int64_t num_layers = kDefaultNumLayers;
   std::int64_t ffn_dim = kDefaultFfnDim;
   double dropout = kDefaultDropout;
-  std::optional<std::int64_t> seq_len;  /// Element type of the input and of every parameter: f32,
-                                        /// or f64 (e.g. for gradient checks).
+  std::optional<std::int64_t> seq_len;
+  /// Element type of the input and of every parameter: f32, or f64 (e.g. for gradient checks).
   DType dtype = DType::f32;
 };
 
@@ -74,8 +74,8 @@ struct HybridOptions {
   std::int64_t head_dim = kDefaultHeadDim;
   double dropout = kDefaultDropout;
   std::int64_t window_size = kDefaultWindowSize;  ///< only the default of seq_len
-  std::optional<std::int64_t> seq_len;  /// Element type of the input and of every parameter: f32,
-                                        /// or f64 (e.g. for gradient checks).
+  std::optional<std::int64_t> seq_len;
+  /// Element type of the input and of every parameter: f32, or f64 (e.g. for gradient checks).
   DType dtype = DType::f32;
 };
 
@@ -88,9 +88,8 @@ struct HybridMlpOptions {
   double dropout = kDefaultDropout;
   std::int64_t window_size = kDefaultWindowSize;
   std::optional<std::int64_t> seq_len;
-  std::vector<std::int64_t> mlp_sizes = {
-      256, 256};  /// Element type of the input and of every parameter: f32, or f64 (e.g. for
-                  /// gradient checks).
+  std::vector<std::int64_t> mlp_sizes = {256, 256};
+  /// Element type of the input and of every parameter: f32, or f64 (e.g. for gradient checks).
   DType dtype = DType::f32;
 };
 

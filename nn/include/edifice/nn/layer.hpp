@@ -45,8 +45,6 @@ struct Initializer {
   static Initializer lstm_bias(double forget) { return {Kind::lstm_bias, forget}; }
 };
 
-std::string initializer_name(const Initializer& init);
-
 /// A learnable parameter of a layer: stored as "{layer}.{name}".
 struct ParamSpec {
   std::string name;  ///< local name: "kernel", "bias", "gamma", "beta", ...
@@ -86,7 +84,7 @@ struct LayerNode {
   std::vector<TensorType> types;  ///< output types, found by tracing at definition
   std::source_location loc;       ///< where the user defined the layer
   std::uint64_t id = 0;           ///< creation order
-  /// For input layers: the input's name (inputs are the model's graph inputs).
+  /// An input layer: one of the model's graph inputs, named by explicit_name.
   bool is_input = false;
   /// Options worth showing in Model::summary(), e.g. "units=256".
   std::string description;
@@ -101,7 +99,6 @@ class Layer {
 
   bool valid() const { return node_ != nullptr; }
   const LayerNode& node() const { return *node_; }
-  const std::shared_ptr<const LayerNode>& node_ptr() const { return node_; }
   int index() const { return index_; }
   const TensorType& type() const { return node_->types[index_]; }
   const Shape& shape() const { return type().shape; }
@@ -113,16 +110,18 @@ class Layer {
   int index_ = 0;
 };
 
+/// Options of custom and custom_multi.
+struct CustomOptions {
+  std::string name;         ///< the layer's name; empty: "{op}_{k}" when the model is built
+  std::string description;  ///< shown by Model::summary(), e.g. "units=256"
+};
+
 /// Records a layer and traces it once to find its output type. Errors raised by the forward
 /// function name the layer and `loc`. This is the escape hatch for custom layers:
 ///
 ///   auto y = nn::custom("scale", {x}, {{"s", {1}, DType::f32, Initializer::ones()}},
 ///                       [](auto& in, auto& p, auto&) { return in[0] * p.at("s"); },
 ///                       {.name = "my_scale"});
-struct CustomOptions {
-  std::string name;
-  std::string description;
-};
 Layer custom(std::string op, std::vector<Layer> inputs, std::vector<ParamSpec> params,
              ForwardFn forward, CustomOptions options = {}, Loc loc = Loc::current());
 /// A layer with several outputs; returns one handle per output.

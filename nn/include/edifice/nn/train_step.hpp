@@ -94,8 +94,6 @@ class TrainStep {
   /// The step graph for targets like `targets` (the batch axis is made dynamic when the
   /// model's is), built on first use.
   const Graph& graph(const Tensor& targets);
-  /// The evaluation graph: params, model inputs, targets -> loss, metrics.
-  const Graph& eval_graph(const Tensor& targets);
 
   /// The state names and types the optimizer keeps for this model (initial values).
   OptimizerState initial_state(const Params& params) const;

@@ -222,6 +222,15 @@ class Trainer {
                   const char* what) const;
   NamedValues evaluate_checked(const Dataset& data, std::int64_t batch_size);
 
+  // fit(), step by step (trainer.cpp).
+  struct FitRun;
+  void check_fit_options(FitRun& run) const;
+  void start_fit(FitRun& run);
+  void fit_loop(FitRun& run);
+  bool train_batch(FitRun& run, std::int64_t batch);
+  bool end_epoch(FitRun& run);
+  bool early_stop(const FitRun& run, const NamedValues& values, std::string& message);
+
   TrainStep step_;
   TrainState state_;
   bool initialised_ = false;
