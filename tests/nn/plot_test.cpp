@@ -5,8 +5,10 @@
 #include <edifice/nn/plot.hpp>
 #include <edifice/nn/trainer.hpp>
 
-#include <zlib.h>
 #include <catch2/catch.hpp>
+#include <zlib.h>
+
+#include "test_util.hpp"
 
 #include <cmath>
 #include <filesystem>
