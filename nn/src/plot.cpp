@@ -139,16 +139,22 @@ namespace {
 constexpr Rgb kPalette[] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
                             {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127}};
 
-// Centred moving average over `window` points (odd), skipping NaNs.
+// Centred moving average over `window` points (odd), skipping NaNs; prefix sums keep it linear
+// in the number of points whatever the window.
 std::vector<double> moving_average(const std::vector<double>& y, std::size_t window) {
+  std::vector<double> sum(y.size() + 1, 0.0);
+  std::vector<std::size_t> count(y.size() + 1, 0);
+  for (std::size_t i = 0; i < y.size(); ++i) {
+    bool ok = std::isfinite(y[i]);
+    sum[i + 1] = sum[i] + (ok ? y[i] : 0.0);
+    count[i + 1] = count[i] + ok;
+  }
   std::vector<double> out(y.size(), NAN);
   const std::size_t half = window / 2;
   for (std::size_t i = 0; i < y.size(); ++i) {
-    double sum = 0;
-    int n = 0;
-    for (std::size_t j = i > half ? i - half : 0; j < std::min(y.size(), i + half + 1); ++j)
-      if (std::isfinite(y[j])) sum += y[j], ++n;
-    if (n > 0 && std::isfinite(y[i])) out[i] = sum / n;
+    std::size_t lo = i > half ? i - half : 0, hi = std::min(y.size(), i + half + 1);
+    std::size_t n = count[hi] - count[lo];
+    if (n > 0 && std::isfinite(y[i])) out[i] = (sum[hi] - sum[lo]) / double(n);
   }
   return out;
 }
@@ -357,6 +363,7 @@ std::map<std::string, std::vector<double>> read_training_csv(const std::string& 
   if (!in) fail("{}: cannot open the training log", path);
   std::string line;
   if (!std::getline(in, line)) fail("{}: empty file, expected a header line", path);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
   order = split_csv_line(line);
   if (order.size() < 3 || order[0] != "epoch" || order[1] != "step")
     fail("{}:1: not a training log: the header is \"{}\", expected \"epoch,step,loss,...\"", path,
@@ -364,6 +371,7 @@ std::map<std::string, std::vector<double>> read_training_csv(const std::string& 
   std::map<std::string, std::vector<double>> columns;
   for (const std::string& name : order) columns[name];
   for (int line_no = 2; std::getline(in, line); ++line_no) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // a CRLF file
     if (line.empty()) continue;
     std::vector<std::string> cells = split_csv_line(line);
     if (cells.size() != order.size())

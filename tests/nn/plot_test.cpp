@@ -176,6 +176,17 @@ TEST_CASE("plot: training curves from a trainer's CSV log", "[nn][plot]") {
   CHECK(has({214, 39, 40}));
   CHECK(has({148, 103, 189}));
 
+  // A long per-step log (smoothed curves), with CRLF line ends and an empty cell.
+  {
+    std::ofstream long_csv(dir.file("long.csv"));
+    long_csv << "epoch,step,loss,acc,lr,elapsed_s\r\n";
+    for (int i = 1; i <= 5000; ++i)
+      long_csv << 0 << ',' << i << ',' << 1.0 / i << ',' << (i == 7 ? "" : "0.5") << ",0.1,"
+               << i << "\r\n";
+  }
+  nn::plot_training_csv(dir.file("long.csv"), dir.file("long.png"));
+  CHECK(decode_png(read_bytes(dir.file("long.png"))).width == 1000);
+
   std::ofstream(dir.file("bad.csv")) << "a,b\n1,2\n";
   CHECK(error_of([&] { nn::plot_training_csv(dir.file("bad.csv"), dir.file("x.png")); }) ==
         dir.file("bad.csv") +
