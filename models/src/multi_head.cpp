@@ -195,7 +195,7 @@ Value scaled_dot_product_attention(const Value& q, const Value& k, const Value& 
 
 // Both "chunked" paths of the original are one fused attention op here: the JIT's attention
 // kernels already work in query tiles and key blocks with O(S) scratch memory (see
-// jit/src/codegen/attention_kernels.cpp), so chunking in the graph would only add slicing.
+// jit/src/codegen/attention_tile_kernels.cpp), so chunking in the graph would only add slicing.
 // chunk_size is validated for compatibility and otherwise does not change the computation.
 Value chunked_attention(const Value& q, const Value& k, const Value& v,
                         const ChunkedAttentionOptions& options, Loc loc) {
