@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -293,13 +294,15 @@ def main():
 
 
 def write_markdown(path, text):
-    """Writes the page, keeping the streaming section that bench/run_stream_bench.sh owns."""
-    begin, end = "<!-- stream_bench: begin", "<!-- stream_bench: end -->"
+    """Writes the page, keeping the sections other tools own: every block from a line
+    "<!-- NAME: begin ... -->" to "<!-- NAME: end -->" (streaming, thread scaling, ...)."""
     if os.path.exists(path):
         old = open(path).read()
-        if begin in old and end in old:
-            block = old[old.index(begin):old.index(end) + len(end)]
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
+        blocks = re.findall(r"<!-- ([\w-]+): begin.*?<!-- \1: end -->", old, flags=re.S)
+        for name in blocks:
+            match = re.search(r"<!-- %s: begin.*?<!-- %s: end -->" % (re.escape(name), re.escape(name)),
+                              old, flags=re.S)
+            text = text.rstrip("\n") + "\n\n" + match.group(0) + "\n"
     with open(path, "w") as f:
         f.write(text)
 
