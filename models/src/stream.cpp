@@ -491,16 +491,7 @@ Stream::Stream(const HybridOptions& model, const nn::Params& params, StreamOptio
 
 Stream::Stream(const HybridMlpOptions& model, const nn::Params& params, StreamOptions options)
     : impl_(std::make_unique<Impl>()) {
-  const HybridOptions hybrid{.embed_dim = model.embed_dim,
-                             .lstm_hidden = model.lstm_hidden,
-                             .lstm_layers = model.lstm_layers,
-                             .num_heads = model.num_heads,
-                             .head_dim = model.head_dim,
-                             .dropout = model.dropout,
-                             .window_size = model.window_size,
-                             .seq_len = model.seq_len,
-                             .dtype = model.dtype};
-  init_hybrid(*impl_, build_hybrid_mlp(model), hybrid, model.mlp_sizes, params, options);
+  init_hybrid(*impl_, build_hybrid_mlp(model), model.hybrid(), model.mlp_sizes, params, options);
 }
 
 Stream::~Stream() = default;
