@@ -40,9 +40,10 @@ int main() {
               static_cast<long long>(b), static_cast<long long>(s), static_cast<long long>(d));
   std::printf("%-46s %-6s %12s %14s %16s\n", "path", "kernel", "arena bytes", "largest interm.",
               "stack per thread");
-  // Stack scratch of the attention kernels per thread (attention_kernels.cpp): the row kernel
-  // one row of scores and one output row; the tiled kernel its packed Qᵀ (D x 32), a key block
-  // of K and V (72 x D each), the block's scores (72 x 32) and Oᵀ (D x 32) on AVX-512 f32.
+  // Stack scratch of the attention kernels per thread (attention_row_kernels.cpp and
+  // attention_tile_kernels.cpp): the row kernel one row of scores and one output row; the
+  // tiled kernel its packed Qᵀ (D x 32), a key block of K and V (72 x D each), the block's
+  // scores (72 x 32) and Oᵀ (D x 32) on AVX-512 f32.
   const std::int64_t rows_stack = 4 * (s + d);
   const std::int64_t tiles_stack =
       4 * (d * 32 + 72 * d + 72 * (d + 11) / 12 * 12 + 72 * 32 + (d + 11) / 12 * 12 * 32 + 4 * 32);

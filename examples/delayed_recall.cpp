@@ -6,7 +6,8 @@
 //
 // The run trains with a progress bar, prints the held-out accuracy, saves a checkpoint, reloads
 // it in a fresh process (this program with --evaluate) and checks the accuracy is the same, and
-// writes the last position's attention weights as a PNG heatmap (peak at t-12).
+// writes the last position's attention weights as a labelled PNG heatmap (peak at t-12) and the
+// training curves (loss, accuracy, learning rate per step) next to the metrics CSV.
 //
 //   delayed_recall [--steps N] [--out DIR] [--seed S] [--min-accuracy A]
 //                  [--mpi [--micro-shards M]]
@@ -19,14 +20,7 @@
 // different accuracy.
 //   delayed_recall --evaluate CHECKPOINT      (used by the run itself)
 #include <edifice/core/philox.hpp>
-#include <edifice/models/multi_head.hpp>
-#include <edifice/nn/checkpoint.hpp>
-#include <edifice/nn/distributed.hpp>
-#include <edifice/nn/losses.hpp>
-#include <edifice/nn/optimizers.hpp>
-#include <edifice/nn/trainer.hpp>
-
-#include "common/png.hpp"
+#include <edifice/edifice.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -114,8 +108,8 @@ double evaluate(nn::Trainer& trainer, const nn::Dataset& held_out) {
   return -1;
 }
 
-// Head-averaged weights of the last layer at the last query position, one row per sample,
-// scaled per row to its maximum: the bright column should be t - 12.
+// Head-averaged weights of the last layer at the last query position, one row per sample: the
+// bright column should be t - 12.
 void write_heatmap(const Net& net, const nn::Params& params, const nn::Dataset& data,
                    const std::string& path, std::int64_t samples) {
   nn::Model model(std::vector<nn::Layer>{net.logits, net.built.attention_weights.back()});
@@ -123,30 +117,27 @@ void write_heatmap(const Net& net, const nn::Params& params, const nn::Dataset& 
   std::copy_n(data.inputs()[0].data<float>(), x.numel(), x.data<float>());
   Tensor w = model.predict_all(params, {x})[1];  // [B, heads, S, S]
   const std::int64_t heads = w.shape()[1];
-  const int cell = 8;
-  const int width = static_cast<int>(kSeqLen) * cell, height = static_cast<int>(samples) * cell;
-  std::vector<std::uint8_t> rgb(std::size_t(width) * height * 3);
+  std::vector<double> weights(std::size_t(samples * kSeqLen), 0.0);
   std::int64_t peaks_at_delay = 0;
   for (std::int64_t b = 0; b < samples; ++b) {
-    std::vector<double> row(kSeqLen, 0.0);
+    double* row = weights.data() + b * kSeqLen;
     for (std::int64_t h = 0; h < heads; ++h)
       for (std::int64_t j = 0; j < kSeqLen; ++j)
         row[j] += w.at<float>({b, h, kSeqLen - 1, j}) / double(heads);
-    double top = *std::max_element(row.begin(), row.end());
-    peaks_at_delay +=
-        std::max_element(row.begin(), row.end()) - row.begin() == kSeqLen - 1 - kDelay;
-    for (std::int64_t j = 0; j < kSeqLen; ++j) {
-      auto c = examples::heat_colour(top > 0 ? row[j] / top : 0);
-      for (int dy = 0; dy < cell; ++dy)
-        for (int dx = 0; dx < cell; ++dx) {
-          std::size_t at = (std::size_t(b * cell + dy) * width + j * cell + dx) * 3;
-          rgb[at] = c[0];
-          rgb[at + 1] = c[1];
-          rgb[at + 2] = c[2];
-        }
-    }
+    peaks_at_delay += std::max_element(row, row + kSeqLen) - row == kSeqLen - 1 - kDelay;
   }
-  examples::write_png(path, width, height, rgb);
+  nn::HeatmapOptions options{.title = "Where the last position looks (last layer, mean of " +
+                                      std::to_string(heads) + " heads)",
+                             .x_label = "key position, as offset from the query t",
+                             .y_label = "held-out sample",
+                             .colour_bar_label = "attention weight",
+                             .vmin = 0.0};
+  for (std::int64_t k = 0; k < kSeqLen; k += 6)  // column j holds offset t-(S-1-j)
+    options.x_ticks.push_back({double(kSeqLen - 1 - k), k == 0 ? "t" : "t-" + std::to_string(k)});
+  for (std::int64_t b = 0; b < samples; b += 4)
+    options.y_ticks.push_back({double(b), std::to_string(b)});
+  nn::write_png(path, nn::draw_heatmap(weights, static_cast<int>(samples),
+                                       static_cast<int>(kSeqLen), options));
   std::printf("attention heatmap: %s (%lld of %lld samples peak at t-%lld)\n", path.c_str(),
               static_cast<long long>(peaks_at_delay), static_cast<long long>(samples),
               static_cast<long long>(kDelay));
@@ -222,26 +213,31 @@ int main(int argc, char** argv) {
   nn::History history = trainer.fit(train, {.epochs = (steps + per_epoch - 1) / per_epoch,
                                             .max_steps = steps,
                                             .batch_size = batch,
-                                            .csv_path = out + "/metrics.csv"});
+                                            .csv_path = out + "/metrics.csv",
+                                            .csv_every = nn::FitOptions::CsvEvery::step});
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (leader && comm)
-    std::printf(
-        "%s, %d rank(s), %lld micro-shards: %lld steps in %.2f s (%.1f samples/s); "
-        "gradient exchange: %zu bytes sent per rank per step\n",
-        comm->name().c_str(), comm->size(), static_cast<long long>(micro_shards),
-        static_cast<long long>(history.steps), seconds,
-        static_cast<double>(history.steps * batch) / seconds,
-        bytes_sent_per_step(trainer.state().params, micro_shards, comm->size()));
-  else if (leader)
-    std::printf("%lld steps in %.2f s (%.1f samples/s)\n", static_cast<long long>(history.steps),
-                seconds, static_cast<double>(history.steps * batch) / seconds);
   double acc = evaluate(trainer, held_out);
   const std::string checkpoint = out + "/delayed_recall.safetensors";
   // Collective when distributed: rank 0 writes.
   trainer.save_checkpoint(checkpoint,
                           R"({"task":"delayed_recall","embed_dim":16,"window_size":60})");
   if (!leader) return acc >= min_accuracy ? 0 : 1;
+  if (comm)
+    std::printf(
+        "%s, %d rank(s), %lld micro-shards: %lld steps in %.2f s (%.1f samples/s); gradient "
+        "exchange: %zu bytes sent per rank per step\n",
+        comm->name().c_str(), comm->size(), static_cast<long long>(micro_shards),
+        static_cast<long long>(history.steps), seconds,
+        static_cast<double>(history.steps * batch) / seconds,
+        bytes_sent_per_step(trainer.state().params, micro_shards, comm->size()));
+  else
+    std::printf("%lld steps in %.2f s (%.1f samples/s)\n", static_cast<long long>(history.steps),
+                seconds, static_cast<double>(history.steps * batch) / seconds);
+  nn::plot_training_csv(out + "/metrics.csv", out + "/training_curves.png",
+                        "Delayed recall: training curves");
+  std::printf("training curves: %s/training_curves.png (from %s/metrics.csv)\n", out.c_str(),
+              out.c_str());
   std::printf("held-out accuracy after %lld steps: %.2f%% (chance %.2f%%)\n",
               static_cast<long long>(history.steps), 100 * acc, 100.0 / kVocab);
   std::printf("checkpoint: %s\n", checkpoint.c_str());

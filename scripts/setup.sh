@@ -8,6 +8,8 @@ packages=(
   llvm-19-dev libzstd-dev
   libxtensor-dev xtl-dev libxsimd-dev
   libfmt-dev catch2 nlohmann-json3-dev
+  libxxhash-dev zlib1g-dev  # safetensors checksums (xxHash64); PNG compression for plots
+  clang-19 libclang-rt-19-dev  # libFuzzer targets (tests/fuzz), run by scripts/test.sh
   libopenblas-dev  # bench/gemm_bench compares the JIT GEMM with OpenBLAS
   libopenmpi-dev openmpi-bin  # data-parallel training over MPI (nn::mpi()) and its tests
 )

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -292,6 +293,20 @@ def main():
     print("wrote %s and %s (%.0f s)" % (args.markdown, args.json, time.time() - started))
 
 
+def write_markdown(path, text):
+    """Writes the page, keeping the sections other tools own: every block from a line
+    "<!-- NAME: begin ... -->" to "<!-- NAME: end -->" (streaming, thread scaling, ...)."""
+    if os.path.exists(path):
+        old = open(path).read()
+        blocks = re.findall(r"<!-- ([\w-]+): begin.*?<!-- \1: end -->", old, flags=re.S)
+        for name in blocks:
+            match = re.search(r"<!-- %s: begin.*?<!-- %s: end -->" % (re.escape(name), re.escape(name)),
+                              old, flags=re.S)
+            text = text.rstrip("\n") + "\n\n" + match.group(0) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def summarise(report):
     """Adds the derived figures (best times, ratios, met, GFLOP/s) to each case."""
     m = report["machine"]
@@ -332,21 +347,6 @@ def summarise(report):
             tgt = e.get("memory_target_vs_torch")
             s["memory_target_met"] = None if (ratio is None or tgt is None) else ratio <= tgt
         e["summary"] = s
-
-
-KEEP_MARKER = "<!-- Hand-written sections: kept below this line when the page is regenerated. -->"
-
-
-def write_markdown(path, generated):
-    """Writes the generated page, keeping the hand-written sections after KEEP_MARKER."""
-    kept = ""
-    if os.path.exists(path):
-        with open(path) as f:
-            old = f.read()
-        if KEEP_MARKER in old:
-            kept = "\n" + old[old.index(KEEP_MARKER):]
-    with open(path, "w") as f:
-        f.write(generated.rstrip("\n") + "\n" + kept)
 
 
 def markdown(r):

@@ -1,7 +1,7 @@
 // Pass: picks the kernel of every attention and attention_backward node and records it in the
 // node's "kernel" attribute ("tiles" or "rows"; the interpreter ignores it), so the choice is
 // visible in the dumped graph and part of the cache key.
-//   tiles: the flash kernels of codegen/attention_kernels.cpp (query/key tiles on the GEMM
+//   tiles: the flash kernels of codegen/attention_tile_kernels.cpp (query/key tiles on the GEMM
 //          micro-kernel, O(S) memory).
 //   rows:  one query (or key) row per work item, dot products over its allowed keys.
 // Rows are used for no keys and very wide heads, and, in automatic mode, while the band a

@@ -1,20 +1,25 @@
 #include "disk_cache.hpp"
 
+#include "codegen_hash.hpp"
+
 #include <fmt/format.h>
 
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
 #include <fcntl.h>
-#include <fstream>
-#include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 namespace edifice::jit {
 namespace {
 
 constexpr char kMagic[] = "EDIFICE-OBJECT-1\n";
+
+// A hash of the JIT's own sources (generated at build time): any change to the code
+// generator invalidates every cached object.
+constexpr const char* kCodegenVersion = "edifice-codegen-" EDIFICE_CODEGEN_HASH;
 
 std::uint64_t fnv1a(const std::string& bytes) {
   std::uint64_t h = 1469598103934665603ull;
@@ -43,37 +48,76 @@ bool make_directories(const std::string& path) {
   return true;
 }
 
+// Several objects in one cache entry: "<count>\n" then "<size>\n<bytes>" per object.
+std::string pack_objects(const std::vector<std::string>& objects) {
+  std::string out = std::to_string(objects.size()) + "\n";
+  for (const auto& o : objects) out += std::to_string(o.size()) + "\n" + o;
+  return out;
+}
+
+// The inverse; nullopt for anything malformed (treated as a cache miss).
+std::optional<std::vector<std::string>> unpack_objects(const std::string& bundle) {
+  std::size_t pos = 0;
+  auto read_number = [&](std::size_t& out) {
+    std::size_t nl = bundle.find('\n', pos);
+    if (nl == std::string::npos || nl == pos || nl - pos > 12) return false;
+    out = 0;
+    for (std::size_t i = pos; i < nl; ++i) {
+      if (bundle[i] < '0' || bundle[i] > '9') return false;
+      out = out * 10 + static_cast<std::size_t>(bundle[i] - '0');
+    }
+    pos = nl + 1;
+    return true;
+  };
+  std::size_t count = 0;
+  if (!read_number(count) || count == 0 || count > 4096) return std::nullopt;
+  std::vector<std::string> objects;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::size_t size = 0;
+    if (!read_number(size) || size > bundle.size() - pos) return std::nullopt;
+    objects.push_back(bundle.substr(pos, size));
+    pos += size;
+  }
+  if (pos != bundle.size()) return std::nullopt;
+  return objects;
+}
+
 }  // namespace
 
-std::string content_hash(const std::string& bytes) { return fmt::format("{:016x}", fnv1a(bytes)); }
+std::string object_cache_key(std::uint64_t graph_hash, const Target& target) {
+  return content_hash(fmt::format("{:016x}|{}|{}|{}|{}", graph_hash, target.triple, target.cpu,
+                                  target.features, kCodegenVersion));
+}
+
+std::optional<std::vector<std::string>> DiskCache::load_objects(const std::string& key) const {
+  if (auto bundle = load(key)) return unpack_objects(*bundle);
+  return std::nullopt;
+}
+
+void DiskCache::store_objects(const std::string& key,
+                              const std::vector<std::string>& objects) const {
+  store(key, pack_objects(objects));
+}
+
+std::string content_hash(const std::string& bytes) {
+  return fmt::format("{:016x}", fnv1a(bytes));
+}
 
 DiskCache::DiskCache(std::string dir) : dir_(dir.empty() ? default_directory() : std::move(dir)) {
-  if (const char* e = std::getenv("EDIFICE_CACHE"); e && std::string(e) == "0") {
-    problem_ = "disabled by EDIFICE_CACHE=0";
-    return;
-  }
-  if (dir_.empty()) {
-    problem_ = "no cache directory (HOME is not set)";
-    return;
-  }
-  if (!make_directories(dir_)) {
-    problem_ = fmt::format("cannot create {}: {}", dir_, std::strerror(errno));
-    return;
-  }
+  // Unusable (every load misses, every store is skipped): disabled by EDIFICE_CACHE=0, no
+  // directory (HOME unset), one that cannot be created or is not a directory, or one that is
+  // not owned by this user or is writable by others.
+  if (const char* e = std::getenv("EDIFICE_CACHE"); e && std::string(e) == "0") return;
+  if (dir_.empty() || !make_directories(dir_)) return;
   struct stat st {};
-  if (::stat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    problem_ = fmt::format("{} is not a directory", dir_);
-    return;
-  }
-  if (st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) {
-    problem_ = fmt::format("{} is writable by other users or not owned by this user; not used",
-                           dir_);
-    return;
-  }
+  if (::stat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+  if (st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) return;
   usable_ = true;
 }
 
-std::string DiskCache::path_for(const std::string& key) const { return dir_ + "/" + key + ".o"; }
+std::string DiskCache::path_for(const std::string& key) const {
+  return dir_ + "/" + key + ".o";
+}
 
 std::optional<std::string> DiskCache::load(const std::string& key) const {
   if (!usable_) return std::nullopt;

@@ -1,6 +1,7 @@
 #include "gemm_layout.hpp"
 
 #include <edifice/core/error.hpp>
+#include <edifice/core/op_attrs.hpp>
 #include <edifice/jit/target.hpp>
 
 #include <algorithm>
@@ -16,15 +17,6 @@ Axes range(std::int64_t from, std::int64_t count) {
   return r;
 }
 
-Axes free_axes(std::int64_t rank, const Axes& contract, const Axes& batch) {
-  Axes f;
-  for (std::int64_t i = 0; i < rank; ++i)
-    if (std::find(contract.begin(), contract.end(), i) == contract.end() &&
-        std::find(batch.begin(), batch.end(), i) == batch.end())
-      f.push_back(i);
-  return f;
-}
-
 std::int64_t product(const Shape& s, const Axes& axes) {
   std::int64_t p = 1;
   for (auto a : axes) p *= s[a];
@@ -34,9 +26,9 @@ std::int64_t product(const Shape& s, const Axes& axes) {
 }  // namespace
 
 std::optional<GemmLayout> try_gemm_layout(const Node& dot) {
-  const Attributes& at = dot.attrs();
-  const Axes &lc = at.get_ints("lhs_contract"), &rc = at.get_ints("rhs_contract");
-  const Axes &lb = at.get_ints("lhs_batch"), &rb = at.get_ints("rhs_batch");
+  const DotDims dims = DotDims::from(dot.attrs());
+  const Axes &lc = dims.lhs_contract, &rc = dims.rhs_contract;
+  const Axes &lb = dims.lhs_batch, &rb = dims.rhs_batch;
   const Shape& ls = dot.inputs()[0].shape();
   const Shape& rs = dot.inputs()[1].shape();
   const auto nb = static_cast<std::int64_t>(lb.size());
@@ -44,8 +36,8 @@ std::optional<GemmLayout> try_gemm_layout(const Node& dot) {
   if (!std::is_sorted(lc.begin(), lc.end()) || !std::is_sorted(rc.begin(), rc.end()))
     return std::nullopt;
   const auto nc = static_cast<std::int64_t>(lc.size());
-  Axes fl = free_axes(static_cast<std::int64_t>(ls.size()), lc, lb);
-  Axes fr = free_axes(static_cast<std::int64_t>(rs.size()), rc, rb);
+  Axes fl = dims.lhs_free(static_cast<std::int64_t>(ls.size()));
+  Axes fr = dims.rhs_free(static_cast<std::int64_t>(rs.size()));
   const auto nfl = static_cast<std::int64_t>(fl.size()), nfr = static_cast<std::int64_t>(fr.size());
 
   GemmLayout g;

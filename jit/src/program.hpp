@@ -33,6 +33,9 @@ class Program {
   double seconds = 0;
   int threads = 1;
 
+  /// Fills `steps`: one per kernel of `plan`, bound to its function in `code`, its buffers
+  /// and its split into tasks (runtime.cpp).
+  void bind_steps();
   /// Runs the steps in order (runtime.cpp).
   std::vector<Tensor> run(const std::vector<Tensor>& inputs) const;
 

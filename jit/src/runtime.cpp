@@ -1,8 +1,9 @@
 // Running a program: check the inputs, allocate outputs and the arena, run each kernel's work
 // items on the thread pool, and turn status codes into errors that name the op.
-#include "codegen/codegen.hpp"
 #include "program.hpp"
+#include "status_codes.hpp"
 #include "thread_pool.hpp"
+#include "work_items.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -17,11 +18,13 @@ namespace {
   // Name the node that can raise this code.
   const Node* culprit = k.anchor;
   for (const Node* n : k.nodes) {
-    bool can_raise = code == 1 ? (n->op() == Op::div && is_integral(n->outputs()[0].dtype))
-                               : (n->op() == Op::take || n->op() == Op::scatter_add);
+    bool can_raise = code == kIntegerDivisionByZero
+                         ? (n->op() == Op::div && is_integral(n->outputs()[0].dtype))
+                         : (n->op() == Op::take || n->op() == Op::scatter_add);
     if (can_raise) culprit = n;
   }
-  const char* what = code == 1 ? "integer division by zero" : "index out of range";
+  const char* what =
+      code == kIntegerDivisionByZero ? "integer division by zero" : "index out of range";
   throw Error(
       fmt::format("{}: {} (kernel {}){}", op_name(culprit->op()), what, k.name, where(*culprit)));
 }
@@ -56,6 +59,23 @@ Program::~Program() {
                        ms > 0 ? flops / ms / 1e6 : 0.0, fmt::join(infos[i].ops, ","));
   }
   std::fputs(out.c_str(), stderr);
+}
+
+void Program::bind_steps() {
+  for (const Kernel& k : plan.kernels) {
+    Step step;
+    step.kernel = &k;
+    step.fn = reinterpret_cast<KernelFn>(code->symbol(k.name));
+    for (const Value& v : k.outputs) step.slots.push_back(plan.slot(v));
+    for (const Value& v : k.inputs) step.slots.push_back(plan.slot(v));
+    step.items = work_items(k);
+    step.tasks = choose_tasks(k, step.items, threads);
+    steps.push_back(std::move(step));
+  }
+  for (std::size_t i = 0; i < plan.kernels.size(); ++i)
+    if (plan.kernels[i].workspace_bytes > 0)
+      steps[i].slots.push_back({BufferSlot::Place::arena, -1, plan.workspace_offsets[i],
+                                plan.kernels[i].workspace_bytes});
 }
 
 std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {

@@ -134,4 +134,27 @@ double work_item_cost(const Kernel& k) {
   return total / static_cast<double>(items);
 }
 
+int choose_tasks(const Kernel& k, std::int64_t items, int threads) {
+  double total = work_item_cost(k) * static_cast<double>(items);
+  if (threads <= 1 || items <= 1 || total < 32768) return 1;
+  return static_cast<int>(std::min<std::int64_t>(threads, items));
+}
+
+std::vector<KernelInfo> describe_kernels(const Plan& plan) {
+  std::vector<KernelInfo> infos;
+  for (const Kernel& k : plan.kernels) {
+    KernelInfo info;
+    info.name = k.name;
+    info.kind = kernel_kind_name(k.kind);
+    for (const Node* n : k.nodes) info.ops.emplace_back(op_name(n->op()));
+    info.flops = work_item_cost(k) * static_cast<double>(std::max<std::int64_t>(work_items(k), 1));
+    for (const Value& v : k.outputs)
+      info.bytes += static_cast<double>(shape_numel(v.shape()) * dtype_size(v.dtype()));
+    for (const Value& v : k.inputs)
+      info.bytes += static_cast<double>(shape_numel(v.shape()) * dtype_size(v.dtype()));
+    infos.push_back(std::move(info));
+  }
+  return infos;
+}
+
 }  // namespace edifice::jit

@@ -7,6 +7,10 @@
 #include "gemm_layout.hpp"
 #include "plan.hpp"
 
+#include <edifice/jit/jit.hpp>
+
+#include <vector>
+
 namespace edifice::jit {
 
 /// Feature columns per dgamma/dbeta work item of a layer_norm_backward kernel.
@@ -42,5 +46,13 @@ std::int64_t work_items(const Kernel& kernel);
 
 /// Rough cost of one item in elementary operations, used to pick chunk sizes.
 double work_item_cost(const Kernel& kernel);
+
+/// Tasks the runtime splits `items` work items of `kernel` into, for `threads` workers: one
+/// for small kernels (below ~32k elementary operations a thread hand-off costs more than it
+/// saves), else one per worker, at most one per item.
+int choose_tasks(const Kernel& kernel, std::int64_t items, int threads);
+
+/// Kernel statistics (Executable::kernels) of every kernel of `plan`.
+std::vector<KernelInfo> describe_kernels(const Plan& plan);
 
 }  // namespace edifice::jit

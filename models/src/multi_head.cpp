@@ -195,7 +195,7 @@ Value scaled_dot_product_attention(const Value& q, const Value& k, const Value& 
 
 // Both "chunked" paths of the original are one fused attention op here: the JIT's attention
 // kernels already work in query tiles and key blocks with O(S) scratch memory (see
-// jit/src/codegen/attention_kernels.cpp), so chunking in the graph would only add slicing.
+// jit/src/codegen/attention_tile_kernels.cpp), so chunking in the graph would only add slicing.
 // chunk_size is validated for compatibility and otherwise does not change the computation.
 Value chunked_attention(const Value& q, const Value& k, const Value& v,
                         const ChunkedAttentionOptions& options, Loc loc) {
@@ -412,16 +412,7 @@ Built build_hybrid(const HybridOptions& opt, Loc loc) {
 Built build_hybrid_mlp(const HybridMlpOptions& opt, Loc loc) {
   for (auto size : opt.mlp_sizes)
     check_positive(size, "every mlp_sizes entry", "build_hybrid_mlp", loc);
-  Built built = build_hybrid({.embed_dim = opt.embed_dim,
-                              .lstm_hidden = opt.lstm_hidden,
-                              .lstm_layers = opt.lstm_layers,
-                              .num_heads = opt.num_heads,
-                              .head_dim = opt.head_dim,
-                              .dropout = opt.dropout,
-                              .window_size = opt.window_size,
-                              .seq_len = opt.seq_len,
-                              .dtype = opt.dtype},
-                             loc);
+  Built built = build_hybrid(opt.hybrid(), loc);
   nn::Layer x = built.output;
   for (std::size_t i = 0; i < opt.mlp_sizes.size(); ++i) {
     x = nn::dense(x, opt.mlp_sizes[i], {.name = fmt::format("hybrid_mlp_{}", i)}, loc);

@@ -40,7 +40,7 @@ std::string parameter_list_json(const Params& params) {
 }
 
 // The loop tensor `name` of `dtype` and `shape`, or an error naming the file and the entry.
-const Tensor& loop_entry(const std::string& path, const std::map<std::string, Tensor>& tensors,
+const Tensor& loop_entry(std::string_view path, const std::map<std::string, Tensor>& tensors,
                          const std::string& name, DType dtype, const Shape& shape) {
   auto it = tensors.find(name);
   if (it == tensors.end())
@@ -103,8 +103,11 @@ void save_checkpoint(const std::string& path, const TrainState& state,
   write_file_atomically(path, to_safetensors_bytes(tensors, meta));
 }
 
-TrainState load_checkpoint(const std::string& path, std::map<std::string, std::string>* metadata) {
-  SafetensorsFile file = load_safetensors(path);
+namespace {
+
+// The training state in a validated safetensors file; errors start with `path`.
+TrainState decode_checkpoint(SafetensorsFile file, std::string_view path,
+                             std::map<std::string, std::string>* metadata) {
   auto format = file.metadata.find("format");
   if (format == file.metadata.end() || format->second != kFormat)
     fail("{}: not an Edifice training checkpoint (__metadata__ \"format\" is {}, expected \"{}\")",
@@ -177,6 +180,17 @@ TrainState load_checkpoint(const std::string& path, std::map<std::string, std::s
   return s;
 }
 
+}  // namespace
+
+TrainState load_checkpoint(const std::string& path, std::map<std::string, std::string>* metadata) {
+  return decode_checkpoint(load_safetensors(path), path, metadata);
+}
+
+TrainState parse_checkpoint(std::string_view bytes, std::string_view source_name,
+                            std::map<std::string, std::string>* metadata) {
+  return decode_checkpoint(parse_safetensors(bytes, source_name), source_name, metadata);
+}
+
 void save_params(const std::string& path, const Params& params,
                  const std::map<std::string, std::string>& metadata) {
   write_file_atomically(path, to_safetensors_bytes(params, metadata));
@@ -193,12 +207,6 @@ Params load_params(const std::string& path, std::map<std::string, std::string>* 
     params = std::move(file.tensors);
   }
   if (metadata) *metadata = std::move(file.metadata);
-  return params;
-}
-
-Params load_params(const std::string& path, const Model& model) {
-  Params params = load_params(path);
-  check_params(model.parameters(), params, path);
   return params;
 }
 

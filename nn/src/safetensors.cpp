@@ -10,12 +10,16 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <deque>
 #include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
+// xxHash from Debian's libxxhash-dev, inlined (header-only use): no library to link or export.
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 #include <system_error>
 #include <unordered_set>
 
@@ -29,22 +33,42 @@ namespace {
 constexpr std::string_view kMetadataKey = "__metadata__";
 constexpr std::size_t kNpos = std::string_view::npos;
 
-// Position of a dtype in the reference implementation's Dtype enum (BOOL=0 ... U64=21). Its
-// writer sorts by this, descending: keeping the same key gives byte-identical files.
-int reference_dtype_rank(DType d) {
-  switch (d) {
-    case DType::u8:
-      return 4;
-    case DType::i32:
-      return 15;
-    case DType::f32:
-      return 17;
-    case DType::f64:
-      return 19;
-    case DType::i64:
-      return 20;
-  }
-  return 0;
+// A dtype as stored in a file: its name, its position in the reference implementation's Dtype
+// enum (BOOL=0 ... U64=21; its writer sorts by this, descending, so keeping the same key gives
+// byte-identical files), its element size and the Edifice dtype it loads as.
+struct FileDType {
+  std::string_view name;
+  int reference_rank;
+  std::size_t size;
+  DType loads_as;
+  enum Storage { plain, f16, bf16 } storage;
+};
+
+constexpr FileDType kFileDTypes[] = {
+    {"F32", 17, 4, DType::f32, FileDType::plain}, {"F64", 19, 8, DType::f64, FileDType::plain},
+    {"I32", 15, 4, DType::i32, FileDType::plain}, {"I64", 20, 8, DType::i64, FileDType::plain},
+    {"U8", 4, 1, DType::u8, FileDType::plain},    {"F16", 13, 2, DType::f32, FileDType::f16},
+    {"BF16", 14, 2, DType::f32, FileDType::bf16},
+};
+
+const FileDType* file_dtype_named(std::string_view name) {
+  for (const FileDType& f : kFileDTypes)
+    if (f.name == name) return &f;
+  return nullptr;
+}
+
+const FileDType& plain_file_dtype(DType d) {
+  for (const FileDType& f : kFileDTypes)
+    if (f.storage == FileDType::plain && f.loads_as == d) return f;
+  fail("safetensors: no file dtype for {}", dtype_name(d));
+}
+
+const FileDType& half_file_dtype(HalfFormat h) {
+  return *file_dtype_named(h == HalfFormat::f16 ? "F16" : "BF16");
+}
+
+std::string checksum_hex(std::string_view bytes) {
+  return fmt::format("{:016x}", XXH64(bytes.data(), bytes.size(), 0));
 }
 
 // Offset of the first byte that starts an invalid UTF-8 sequence, or kNpos. Same rules as
@@ -152,15 +176,80 @@ std::string errno_text(int err) {
 struct Item {
   std::string_view name;
   const Tensor* tensor;
+  const FileDType* stored = nullptr;  // set by layout_file
+  std::string_view bytes;             // what the file holds: the tensor's or converted bytes
 };
 
 struct Layout {
   std::string head;         // the 8-byte length followed by the padded JSON header
   std::vector<Item> items;  // in data order
+  // Tensors stored as F16/BF16, converted (the items' bytes point here; inner buffers do not
+  // move when the outer vector does).
+  std::vector<std::vector<std::uint16_t>> converted;
 };
 
-Layout layout_file(std::vector<Item> items, const std::map<std::string, std::string>& metadata,
-                   std::string_view context) {
+std::string_view tensor_bytes(const Tensor& t) {
+  return {static_cast<const char*>(t.raw_data()), t.nbytes()};
+}
+
+// Chooses each item's stored dtype from `options` and converts the tensors stored as halves.
+void apply_storage(std::vector<Item>& items, const SafetensorsWriteOptions& options,
+                   std::vector<std::vector<std::uint16_t>>& converted, std::string_view context) {
+  for (const auto& [name, format] : options.store_as) {
+    auto it =
+        std::find_if(items.begin(), items.end(), [&](const Item& i) { return i.name == name; });
+    if (it == items.end())
+      fail("{}: store_as names tensor {}, which is not among the tensors to write", context,
+           quote_name(name));
+    if (it->tensor->dtype() != DType::f32)
+      fail("{}: tensor {}: only f32 tensors can be stored as {}, this one is {}", context,
+           quote_name(name), half_file_dtype(format).name, dtype_name(it->tensor->dtype()));
+  }
+  converted.reserve(items.size());
+  for (Item& it : items) {
+    std::optional<HalfFormat> half;
+    if (auto o = options.store_as.find(std::string(it.name)); o != options.store_as.end())
+      half = o->second;
+    else if (it.tensor->dtype() == DType::f32)
+      half = options.f32_as;
+    if (!half) {
+      it.stored = &plain_file_dtype(it.tensor->dtype());
+      it.bytes = tensor_bytes(*it.tensor);
+      continue;
+    }
+    it.stored = &half_file_dtype(*half);
+    const float* src = it.tensor->data<float>();
+    auto& out = converted.emplace_back(static_cast<std::size_t>(it.tensor->numel()));
+    for (std::size_t i = 0; i < out.size(); ++i)
+      out[i] = *half == HalfFormat::f16 ? f32_to_f16_bits(src[i]) : f32_to_bf16_bits(src[i]);
+    it.bytes = {reinterpret_cast<const char*>(out.data()), out.size() * 2};
+  }
+}
+
+// The metadata to write: the caller's, plus the checksums of the items' stored bytes.
+std::map<std::string, std::string> metadata_to_write(
+    const std::vector<Item>& items, const std::map<std::string, std::string>& metadata,
+    const SafetensorsWriteOptions& options, std::string_view context) {
+  for (const auto& [key, value] : metadata) {
+    if (invalid_utf8_offset(key) != kNpos)
+      fail("{}: metadata key {} is not valid UTF-8", context, quote_name(key));
+    if (invalid_utf8_offset(value) != kNpos)
+      fail("{}: metadata value of {} is not valid UTF-8", context, quote_name(key));
+    if (key == kSafetensorsChecksumKey)
+      fail("{}: metadata key {} is reserved for the checksums the writer stores", context,
+           quote_name(key));
+  }
+  std::map<std::string, std::string> out = metadata;
+  if (options.checksums) {
+    nlohmann::json sums = nlohmann::json::object();
+    for (const Item& it : items) sums[std::string(it.name)] = checksum_hex(it.bytes);
+    out.emplace(kSafetensorsChecksumKey, sums.dump());
+  }
+  return out;
+}
+
+Layout layout_file(std::vector<Item> items, const std::map<std::string, std::string>& user_metadata,
+                   const SafetensorsWriteOptions& options, std::string_view context) {
   if (items.size() > kSafetensorsMaxTensors)
     fail("{}: {} tensors exceed the limit of {} per file", context, items.size(),
          kSafetensorsMaxTensors);
@@ -181,17 +270,14 @@ Layout layout_file(std::vector<Item> items, const std::map<std::string, std::str
         fail("{}: tensor {}: extent {} is out of range [0, {}]", context, quote_name(it.name), d,
              kSafetensorsMaxExtent);
   }
-  for (const auto& [key, value] : metadata) {
-    if (invalid_utf8_offset(key) != kNpos)
-      fail("{}: metadata key {} is not valid UTF-8", context, quote_name(key));
-    if (invalid_utf8_offset(value) != kNpos)
-      fail("{}: metadata value of {} is not valid UTF-8", context, quote_name(key));
-  }
+  Layout layout;
+  apply_storage(items, options, layout.converted, context);
+  const auto metadata = metadata_to_write(items, user_metadata, options, context);
 
   // The reference writer's order: dtype rank descending, then name (bytewise).
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-    int ra = reference_dtype_rank(a.tensor->dtype());
-    int rb = reference_dtype_rank(b.tensor->dtype());
+    int ra = a.stored->reference_rank;
+    int rb = b.stored->reference_rank;
     return ra != rb ? ra > rb : a.name < b.name;
   });
 
@@ -213,10 +299,9 @@ Layout layout_file(std::vector<Item> items, const std::map<std::string, std::str
   for (const Item& it : items) {
     if (!first) json += ',';
     first = false;
-    std::uint64_t end = offset + it.tensor->nbytes();
+    std::uint64_t end = offset + it.bytes.size();
     append_json_string(json, it.name);
-    json += fmt::format(R"(:{{"dtype":"{}","shape":[{}],"data_offsets":[{},{}]}})",
-                        safetensors_dtype_name(it.tensor->dtype()),
+    json += fmt::format(R"(:{{"dtype":"{}","shape":[{}],"data_offsets":[{},{}]}})", it.stored->name,
                         fmt::join(it.tensor->shape(), ","), offset, end);
     offset = end;
   }
@@ -227,7 +312,6 @@ Layout layout_file(std::vector<Item> items, const std::map<std::string, std::str
     fail("{}: the header would be {} bytes, over the limit of {} bytes", context, json.size(),
          kSafetensorsMaxHeaderBytes);
 
-  Layout layout;
   std::uint64_t n = json.size();
   layout.head.resize(8);
   std::memcpy(layout.head.data(), &n, 8);
@@ -255,17 +339,13 @@ std::vector<Item> items_of(std::span<const std::pair<std::string, Tensor>> tenso
   return items;
 }
 
-std::string_view tensor_bytes(const Tensor& t) {
-  return {static_cast<const char*>(t.raw_data()), t.nbytes()};
-}
-
 std::string to_bytes(const Layout& layout) {
   std::size_t total = layout.head.size();
-  for (const Item& it : layout.items) total += it.tensor->nbytes();
+  for (const Item& it : layout.items) total += it.bytes.size();
   std::string out;
   out.reserve(total);
   out += layout.head;
-  for (const Item& it : layout.items) out += tensor_bytes(*it.tensor);
+  for (const Item& it : layout.items) out += it.bytes;
   return out;
 }
 
@@ -274,7 +354,7 @@ void save(const std::string& path, const Layout& layout) {
   pieces.reserve(layout.items.size() + 1);
   pieces.push_back(layout.head);
   for (const Item& it : layout.items)
-    if (it.tensor->nbytes() > 0) pieces.push_back(tensor_bytes(*it.tensor));
+    if (!it.bytes.empty()) pieces.push_back(it.bytes);
   write_file_atomically(path, pieces);
 }
 
@@ -283,7 +363,7 @@ void save(const std::string& path, const Layout& layout) {
 
 struct Entry {
   std::string name;
-  DType dtype = DType::f32;
+  const FileDType* ft = nullptr;
   std::vector<std::uint64_t> shape;
   std::uint64_t offsets[2] = {0, 0};
   std::size_t offset_count = 0;
@@ -517,12 +597,12 @@ class HeaderSax final : public nlohmann::json_sax<nlohmann::json> {
         if (v.kind != JsonValue::string)
           return stop(tensor() +
                       fmt::format("dtype is {}, expected a string such as \"F32\"", v.describe()));
-        auto d = dtype_from_safetensors_name(*v.s);
-        if (!d)
+        const FileDType* ft = file_dtype_named(*v.s);
+        if (!ft)
           return stop(tensor() + fmt::format("unknown dtype {} (Edifice reads F32, F64, I32, "
-                                             "I64 and U8)",
+                                             "I64, U8, F16 and BF16)",
                                              quote_name(*v.s)));
-        e.dtype = *d;
+        e.ft = ft;
         ctx_ = Ctx::entry;
         return true;
       }
@@ -556,6 +636,63 @@ struct Source {
   std::uint64_t size = 0;
   std::function<void(std::uint64_t offset, void* dst, std::size_t n)> read;
 };
+
+// Removes the checksum key from `metadata` and returns its checksums by tensor name (empty
+// when the file has none), checking it names exactly the file's tensors.
+std::map<std::string, std::uint64_t, std::less<>> take_checksums(
+    std::map<std::string, std::string>& metadata, const std::deque<Entry>& entries,
+    std::string_view file) {
+  std::map<std::string, std::uint64_t, std::less<>> sums;
+  auto node = metadata.extract(std::string(kSafetensorsChecksumKey));
+  if (node.empty()) return sums;
+  const std::string where = fmt::format("{}: __metadata__ {}", file, quote_name(node.key()));
+  nlohmann::json j = nlohmann::json::parse(node.mapped(), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) fail("{} is not a JSON object of checksums", where);
+  for (const auto& [name, value] : j.items()) {
+    const std::string* hex = value.get_ptr<const std::string*>();
+    if (!hex || hex->size() != 16 ||
+        hex->find_first_not_of("0123456789abcdef") != std::string::npos)
+      fail("{}: the checksum of tensor {} is {}, expected 16 lowercase hex digits", where,
+           quote_name(name), value.dump());
+    sums.emplace(name, std::stoull(*hex, nullptr, 16));
+  }
+  std::unordered_set<std::string_view> names;
+  for (const Entry& e : entries) {
+    if (!sums.contains(e.name)) fail("{} has no checksum for tensor {}", where, quote_name(e.name));
+    names.insert(e.name);
+  }
+  for (const auto& [name, sum] : sums)
+    if (!names.contains(name))
+      fail("{} has a checksum for tensor {}, which is not in the file", where, quote_name(name));
+  return sums;
+}
+
+// Reads one validated entry (the data section starts at `data_start`), checks its checksum if
+// the file has them, and widens F16/BF16 to f32.
+Tensor read_tensor(const Source& src, std::uint64_t data_start, const Entry& e,
+                   const std::map<std::string, std::uint64_t, std::less<>>& checksums) {
+  Tensor t(e.ft->loads_as, Shape(e.shape.begin(), e.shape.end()));
+  std::vector<std::uint16_t> halves;
+  void* dst = t.raw_data();
+  if (e.ft->storage != FileDType::plain) {
+    halves.resize(static_cast<std::size_t>(t.numel()));
+    dst = halves.data();
+  }
+  if (e.nbytes > 0) src.read(data_start + e.offsets[0], dst, static_cast<std::size_t>(e.nbytes));
+  if (auto expected = checksums.find(e.name); expected != checksums.end()) {
+    std::uint64_t actual = XXH64(dst, static_cast<std::size_t>(e.nbytes), 0);
+    if (actual != expected->second)
+      fail(
+          "{}: tensor {}: checksum mismatch: its {} bytes hash to xxh64 {:016x}, the header "
+          "records {:016x} (the data is corrupt)",
+          src.name, quote_name(e.name), e.nbytes, actual, expected->second);
+  }
+  if (e.ft->storage == FileDType::f16)
+    std::transform(halves.begin(), halves.end(), t.data<float>(), f16_bits_to_f32);
+  else if (e.ft->storage == FileDType::bf16)
+    std::transform(halves.begin(), halves.end(), t.data<float>(), bf16_bits_to_f32);
+  return t;
+}
 
 SafetensorsFile parse(const Source& src) {
   if (src.size < 8)
@@ -594,18 +731,18 @@ SafetensorsFile parse(const Source& src) {
     for (std::uint64_t d : e.shape) {
       if (d != 0 && numel > kLimit / d)
         fail("{}: tensor {}: shape {} of {} is too large (its byte size overflows)", src.name,
-             quote_name(e.name), shape_string(e.shape), safetensors_dtype_name(e.dtype));
+             quote_name(e.name), shape_string(e.shape), e.ft->name);
       numel *= d;
     }
-    e.nbytes = numel * dtype_size(e.dtype);
+    e.nbytes = numel * e.ft->size;
     auto [begin, end] = e.offsets;
     if (begin > end)
       fail("{}: tensor {}: data_offsets [{},{}] have begin > end", src.name, quote_name(e.name),
            begin, end);
     if (end - begin != e.nbytes)
       fail("{}: tensor {}: data_offsets [{},{}] hold {} bytes but shape {} of {} needs {}",
-           src.name, quote_name(e.name), begin, end, end - begin, shape_string(e.shape),
-           safetensors_dtype_name(e.dtype), e.nbytes);
+           src.name, quote_name(e.name), begin, end, end - begin, shape_string(e.shape), e.ft->name,
+           e.nbytes);
     if (end > data_size)
       fail("{}: tensor {}: data_offsets [{},{}] run past the end of the data section ({} bytes)",
            src.name, quote_name(e.name), begin, end, data_size);
@@ -642,13 +779,9 @@ SafetensorsFile parse(const Source& src) {
 
   // Validated: the tensors' total size is exactly the data section's.
   SafetensorsFile file;
-  for (const Entry* e : order) {
-    Shape shape(e->shape.begin(), e->shape.end());
-    Tensor t(e->dtype, std::move(shape));
-    if (e->nbytes > 0)
-      src.read(8 + n + e->offsets[0], t.raw_data(), static_cast<std::size_t>(e->nbytes));
-    file.tensors.emplace(e->name, std::move(t));
-  }
+  const auto checksums = take_checksums(sax.metadata, sax.entries, src.name);
+  for (const Entry* e : order)
+    file.tensors.emplace(e->name, read_tensor(src, 8 + n, *e, checksums));
   file.metadata = std::move(sax.metadata);
   return file;
 }
@@ -685,25 +818,74 @@ std::optional<DType> dtype_from_safetensors_name(std::string_view name) {
 }
 
 std::string to_safetensors_bytes(const std::map<std::string, Tensor>& tensors,
-                                 const std::map<std::string, std::string>& metadata) {
-  return to_bytes(layout_file(items_of(tensors), metadata, "to_safetensors_bytes"));
+                                 const std::map<std::string, std::string>& metadata,
+                                 const SafetensorsWriteOptions& options) {
+  return to_bytes(layout_file(items_of(tensors), metadata, options, "to_safetensors_bytes"));
 }
 
 std::string to_safetensors_bytes(std::span<const std::pair<std::string, Tensor>> tensors,
-                                 const std::map<std::string, std::string>& metadata) {
+                                 const std::map<std::string, std::string>& metadata,
+                                 const SafetensorsWriteOptions& options) {
   constexpr std::string_view context = "to_safetensors_bytes";
-  return to_bytes(layout_file(items_of(tensors, context), metadata, context));
+  return to_bytes(layout_file(items_of(tensors, context), metadata, options, context));
 }
 
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
-  save(path, layout_file(items_of(tensors), metadata, path));
+                      const std::map<std::string, std::string>& metadata,
+                      const SafetensorsWriteOptions& options) {
+  save(path, layout_file(items_of(tensors), metadata, options, path));
 }
 
 void save_safetensors(const std::string& path,
                       std::span<const std::pair<std::string, Tensor>> tensors,
-                      const std::map<std::string, std::string>& metadata) {
-  save(path, layout_file(items_of(tensors, path), metadata, path));
+                      const std::map<std::string, std::string>& metadata,
+                      const SafetensorsWriteOptions& options) {
+  save(path, layout_file(items_of(tensors, path), metadata, options, path));
+}
+
+float f16_bits_to_f32(std::uint16_t h) {
+  const std::uint32_t sign = std::uint32_t(h & 0x8000) << 16;
+  const std::uint32_t exponent = (h >> 10) & 0x1f;
+  const std::uint32_t mantissa = h & 0x3ff;
+  if (exponent == 0x1f)  // infinity or NaN: the payload moves to the top of f32's mantissa
+    return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in f32
+    float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+    return sign ? -magnitude : magnitude;
+  }
+  return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+std::uint16_t f32_to_f16_bits(float value) {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(value);
+  const auto sign = static_cast<std::uint16_t>((x >> 16) & 0x8000);
+  const std::uint32_t magnitude = x & 0x7fffffffu;
+  if (magnitude > 0x7f800000u)  // NaN: keep the top payload bits, force quiet
+    return static_cast<std::uint16_t>(sign | 0x7e00 | ((magnitude >> 13) & 0x3ff));
+  if (magnitude >= 0x477ff000u)  // rounds to >= 65520: infinity
+    return static_cast<std::uint16_t>(sign | 0x7c00);
+  if (magnitude < 0x38800000u) {  // below 2^-14: a subnormal half (or zero)
+    // Exact in float: |value| * 2^24 is below 2^10, and rint rounds to nearest even.
+    const float scaled = std::bit_cast<float>(magnitude) * 0x1p24f;
+    return static_cast<std::uint16_t>(sign | static_cast<std::uint16_t>(std::nearbyint(scaled)));
+  }
+  // Normal: rebias the exponent, round the 13 dropped mantissa bits to nearest even (a carry
+  // into the exponent is the correct next binade).
+  const std::uint32_t rebiased = magnitude - (112u << 23);
+  const std::uint32_t rounded = rebiased + 0xfffu + ((rebiased >> 13) & 1u);
+  return static_cast<std::uint16_t>(sign | (rounded >> 13));
+}
+
+float bf16_bits_to_f32(std::uint16_t bits) {
+  return std::bit_cast<float>(std::uint32_t(bits) << 16);
+}
+
+std::uint16_t f32_to_bf16_bits(float value) {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(value);
+  if ((x & 0x7fffffffu) > 0x7f800000u)  // NaN: keep sign and top payload bits, force quiet
+    return static_cast<std::uint16_t>((x >> 16) | 0x0040);
+  // Round to nearest even; overflow carries into the exponent and gives infinity, as it should.
+  return static_cast<std::uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {

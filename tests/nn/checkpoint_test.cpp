@@ -14,7 +14,9 @@
 
 #include "test_util.hpp"
 
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 using namespace edifice;
 
@@ -281,4 +283,65 @@ TEST_CASE("save_params and load_params round-trip and check against a model", "[
   CHECK(msg.rfind(path + ": parameters do not match the model (4 problems):", 0) == 0);
   CHECK(contains(msg, "\n  mismatched: dense_0.kernel is f32[3,8], the model expects f32[3,1]"));
   CHECK(contains(msg, "\n  unexpected: dense_1.kernel f32[8,1]"));
+}
+
+TEST_CASE("a checkpoint with one flipped byte in any tensor is refused, naming the tensor",
+          "[nn][checkpoint][checksum]") {
+  TempDir dir;
+  nn::Trainer t(dropout_model(), adam_options());
+  t.init(1);
+  t.fit(data22(), {.epochs = 1, .max_steps = 2, .batch_size = 4, .progress = false});
+  const std::string path = dir / "c.safetensors";
+  t.save_checkpoint(path);
+  std::ifstream in(path, std::ios::binary);
+  const std::string valid{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  // The whole file, checked: it parses from memory as it loads from disk.
+  nn::TrainState state = nn::parse_checkpoint(valid, "c");
+  CHECK(state.step() == 2);
+
+  std::uint64_t n = 0;
+  std::memcpy(&n, valid.data(), 8);
+  auto header = nlohmann::json::parse(valid.substr(8, n));
+  int flipped = 0;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    std::size_t begin = 8 + n + entry["data_offsets"][0].get<std::size_t>();
+    std::size_t end = 8 + n + entry["data_offsets"][1].get<std::size_t>();
+    if (begin == end) continue;
+    INFO(name);
+    std::string bytes = valid;
+    bytes[(begin + end) / 2] ^= 0x01;
+    const std::string bad = dir / "bad.safetensors";
+    {
+      std::ofstream out(bad, std::ios::binary | std::ios::trunc);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    }
+    const std::string expected = bad + ": tensor \"" + name + "\": checksum mismatch: its " +
+                                 std::to_string(end - begin) + " bytes hash to xxh64 ";
+    CHECK(error_of([&] { nn::load_checkpoint(bad); }).starts_with(expected));
+    nn::Trainer fresh(dropout_model(), adam_options());
+    CHECK(error_of([&] { fresh.load_checkpoint(bad); }).starts_with(expected));
+    CHECK(error_of([&] {
+            nn::parse_checkpoint(bytes, "mem");
+          }).starts_with("mem: tensor \"" + name + "\": checksum mismatch"));
+    ++flipped;
+  }
+  CHECK(flipped == 4 + 8 + 1 + 10);  // every tensor of the checkpoint
+}
+
+TEST_CASE("parameter files can be stored as F16 or BF16 and load as f32",
+          "[nn][checkpoint][half]") {
+  TempDir dir;
+  nn::Model model = dropout_model();
+  nn::Params params = model.init(3);
+  const std::string path = dir / "half.safetensors";
+  nn::save_safetensors(path, params, {}, {.f32_as = nn::HalfFormat::bf16});
+  nn::Params back = nn::load_params(path, model);  // checked against the model: f32, same shapes
+  for (const auto& [name, t] : params) {
+    INFO(name);
+    const Tensor& b = back.at(name);
+    REQUIRE(b.dtype() == DType::f32);
+    for (std::int64_t i = 0; i < t.numel(); ++i)
+      CHECK(b.data<float>()[i] == nn::bf16_bits_to_f32(nn::f32_to_bf16_bits(t.data<float>()[i])));
+  }
 }

@@ -112,6 +112,18 @@ TEST_CASE("predict lists every missing, unexpected and mismatched parameter", "[
                "  unexpected: extra f32[1]");
 }
 
+TEST_CASE("predict names a mismatched input by its name, not its position", "[nn]") {
+  // The model's graph inputs are its parameters first, then the data: the data input is not
+  // input 0 of the compiled graph, and users know it only by name.
+  auto x = nn::input("state_sequence", {nn::dynamic, 3});
+  auto model = nn::Model(nn::dense(x, 2, {.name = "d"}));
+  const nn::Params p = model.init(0);
+  CHECK(error_of([&] { model.predict_all(p, {Tensor(DType::f32, {2, 4})}); }) ==
+        "specialize: input \"state_sequence\" has shape [2,4], the graph expects f32[?,3]");
+  CHECK(error_of([&] { model.predict_all(p, {Tensor(DType::f64, {2, 3})}); }) ==
+        "jit: input \"state_sequence\" is f64[2,3], the executable was compiled for f32[2,3]");
+}
+
 TEST_CASE("dropout is identity in inference and inverted dropout in training", "[nn]") {
   auto x = nn::input("x", {100, 100});
   auto model = nn::Model(nn::dropout(x, {.rate = 0.25}));

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -169,7 +170,9 @@ TEST_CASE("safetensors: exact bytes match the reference writer", "[nn][safetenso
   // Expected bytes produced by the Python safetensors 0.8.0 library (safetensors.serialize,
   // the Rust writer): tensors sorted by dtype rank descending (I64, F64, F32, I32, U8) then by
   // name, compact JSON with keys dtype/shape/data_offsets, serde_json escaping, and the header
-  // padded with spaces to a multiple of 8.
+  // padded with spaces to a multiple of 8. Without Edifice's checksums, which add a metadata
+  // key the reference does not write.
+  const nn::SafetensorsWriteOptions plain{.checksums = false};
   std::string weird_name = "c\n\"\\\x01\xc3\xa9/\x7f";
   std::vector<std::pair<std::string, Tensor>> tensors = {
       {"a_f64", Tensor::from_vector<double>({1}, {1.5})},
@@ -196,13 +199,13 @@ TEST_CASE("safetensors: exact bytes match the reference writer", "[nn][safetenso
       "\x09\x08",
       26);
   REQUIRE(header.size() == 0x170);
-  CHECK(nn::to_safetensors_bytes(tensors) ==
+  CHECK(nn::to_safetensors_bytes(tensors, {}, plain) ==
         std::string("\x70\x01\0\0\0\0\0\0", 8) + header + data);
 
   // One metadata key: also identical to the reference ("__metadata__" first).
   std::map<std::string, Tensor> w = {{"w", Tensor::from_vector<float>({2}, {1.0f, -2.0f})}};
   CHECK(
-      nn::to_safetensors_bytes(w, {{"format", "pt"}}) ==
+      nn::to_safetensors_bytes(w, {{"format", "pt"}}, plain) ==
       std::string("X\0\0\0\0\0\0\0", 8) +
           R"({"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}   )" +
           std::string("\0\0\x80\x3f\0\0\0\xc0", 8));
@@ -210,14 +213,13 @@ TEST_CASE("safetensors: exact bytes match the reference writer", "[nn][safetenso
   // Several metadata keys: Edifice sorts them (the reference's order varies from run to run,
   // as it keeps them in a hash map).
   std::string sorted_meta = R"({"__metadata__":{"a":"2","format":"pt","z":"1"},"w":{)";
-  CHECK(nn::to_safetensors_bytes(w, {{"z", "1"}, {"format", "pt"}, {"a", "2"}})
+  CHECK(nn::to_safetensors_bytes(w, {{"z", "1"}, {"format", "pt"}, {"a", "2"}}, plain)
             .substr(8, sorted_meta.size()) == sorted_meta);
 
   // No tensors: what the reference writes. (With an empty metadata map, safetensors 0.8.0
   // writes invalid JSON, `{},"__metadata__":{}}`; Edifice leaves __metadata__ out.)
   std::string empty = std::string("\x08\0\0\0\0\0\0\0", 8) + "{}      ";
-  CHECK(nn::to_safetensors_bytes(std::map<std::string, Tensor>{}) == empty);
-  CHECK(nn::to_safetensors_bytes(std::map<std::string, Tensor>{}, {}) == empty);
+  CHECK(nn::to_safetensors_bytes(std::map<std::string, Tensor>{}, {}, plain) == empty);
 }
 
 TEST_CASE("safetensors: every tensor's data is aligned to its element size", "[nn][safetensors]") {
@@ -277,7 +279,7 @@ TEST_CASE("safetensors: the writer refuses what the format or the reader forbids
   std::string path = dir.file("big.safetensors");
   CHECK(error_of([&] {
           nn::save_safetensors(path, {{"w", s}}, {{"m", std::string(100'000'000, 'x')}});
-        }) == path + ": the header would be 100000080 bytes, over the limit of 100000000 bytes");
+        }) == path + ": the header would be 100000128 bytes, over the limit of 100000000 bytes");
   CHECK(!fs::exists(path));
 }
 
@@ -336,12 +338,17 @@ TEST_CASE("safetensors: malformed files are rejected with exact messages", "[nn]
        file_of(R"({"w":{"dtype":"F32","shape":[],"data_offsets":[0,4],"strides":[]}})", "abcd"),
        "tensor \"w\": unexpected field \"strides\" (an entry has exactly \"dtype\", \"shape\" "
        "and \"data_offsets\")"},
-      {"unknown dtype F16",
-       file_of(R"({"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})", "abcd"),
-       "tensor \"w\": unknown dtype \"F16\" (Edifice reads F32, F64, I32, I64 and U8)"},
+      {"unknown dtype I8",
+       file_of(R"({"w":{"dtype":"I8","shape":[2],"data_offsets":[0,2]}})", "ab"),
+       "tensor \"w\": unknown dtype \"I8\" (Edifice reads F32, F64, I32, I64, U8, F16 and "
+       "BF16)"},
       {"BOOL is not an Edifice dtype",
        file_of(R"({"w":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1]}})", "x"),
-       "tensor \"w\": unknown dtype \"BOOL\" (Edifice reads F32, F64, I32, I64 and U8)"},
+       "tensor \"w\": unknown dtype \"BOOL\" (Edifice reads F32, F64, I32, I64, U8, F16 and "
+       "BF16)"},
+      {"F16 of the wrong size",
+       file_of(R"({"w":{"dtype":"F16","shape":[2],"data_offsets":[0,8]}})", "abcdefgh"),
+       "tensor \"w\": data_offsets [0,8] hold 8 bytes but shape [2] of F16 needs 4"},
       {"dtype not a string", file_of(R"({"w":{"dtype":32}})"),
        "tensor \"w\": dtype is 32, expected a string such as \"F32\""},
       {"shape not a list", file_of(R"({"w":{"dtype":"F32","shape":4}})"),
@@ -469,7 +476,10 @@ TEST_CASE("safetensors: the file reader refuses what is not a readable regular f
 TEST_CASE("safetensors: random mutations of a valid file give an error or a file, never a crash",
           "[nn][safetensors]") {
   auto weights = every_dtype();
-  const std::string valid = nn::to_safetensors_bytes(weights, {{"format", "pt"}, {"k", "v"}});
+  // Without checksums: with them nearly every mutation of the data is (rightly) rejected, and
+  // this test is about the parser accepting and rejecting headers safely.
+  const std::string valid =
+      nn::to_safetensors_bytes(weights, {{"format", "pt"}, {"k", "v"}}, {.checksums = false});
   std::uint64_t n0 = 0;
   std::memcpy(&n0, valid.data(), 8);
   const std::string header0 = valid.substr(8, n0);
@@ -742,4 +752,283 @@ TEST_CASE("a checkpoint writer killed mid-write leaves the previous file loadabl
   // The next save succeeds and replaces the file.
   nn::save_safetensors(path, next, {{"step", "200"}});
   CHECK(nn::load_safetensors(path).metadata.at("step") == "200");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checksums
+
+namespace {
+
+// Each tensor's [begin, end) in the file (absolute offsets), from the header.
+std::map<std::string, std::pair<std::size_t, std::size_t>> data_ranges(const std::string& bytes) {
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  auto header = nlohmann::json::parse(bytes.substr(8, n));
+  std::map<std::string, std::pair<std::size_t, std::size_t>> out;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    out[name] = {8 + n + entry["data_offsets"][0].get<std::size_t>(),
+                 8 + n + entry["data_offsets"][1].get<std::size_t>()};
+  }
+  return out;
+}
+
+std::string header_of(const std::string& bytes) {
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  return bytes.substr(8, n);
+}
+
+}  // namespace
+
+TEST_CASE("safetensors: one flipped byte in any tensor's data is an error naming that tensor",
+          "[nn][safetensors][checksum]") {
+  auto weights = every_dtype();
+  const std::string valid = nn::to_safetensors_bytes(
+      weights, {{"format", "pt"}},
+      {.store_as = {{"f32.matrix", nn::HalfFormat::f16}, {"f32.odd", nn::HalfFormat::bf16}}});
+  auto loaded = nn::parse_safetensors(valid, "ok");
+  // The checksum key is the writer's business: the caller's metadata comes back as it was.
+  CHECK(loaded.metadata == std::map<std::string, std::string>{{"format", "pt"}});
+  int checked = 0;
+  for (const auto& [name, range] : data_ranges(valid)) {
+    if (range.first == range.second) continue;  // no bytes to flip
+    INFO(name);
+    for (std::size_t at : {range.first, (range.first + range.second) / 2, range.second - 1}) {
+      std::string bytes = valid;
+      bytes[at] = static_cast<char>(bytes[at] ^ 0x10);
+      std::string message = error_of([&] { nn::parse_safetensors(bytes, "model.safetensors"); });
+      CHECK(message.starts_with(
+          "model.safetensors: tensor \"" + name + "\": checksum mismatch: its " +
+          std::to_string(range.second - range.first) + " bytes hash to xxh64 "));
+      CHECK(message.ends_with("(the data is corrupt)"));
+    }
+    ++checked;
+  }
+  CHECK(checked == 18);  // every non-empty tensor of every_dtype()
+
+  // The same through a file on disk.
+  TempDir dir;
+  std::string bytes = valid;
+  auto [begin, end] = data_ranges(valid).at("i64.matrix");
+  bytes[begin + 3] ^= 1;
+  write_bytes(dir.file("m.safetensors"), bytes);
+  CHECK(error_of([&] {
+          nn::load_safetensors(dir.file("m.safetensors"));
+        }).starts_with(dir.file("m.safetensors") + ": tensor \"i64.matrix\": checksum mismatch"));
+}
+
+TEST_CASE("safetensors: the checksums are xxHash64 of the stored bytes, in the metadata",
+          "[nn][safetensors][checksum]") {
+  // XXH64("", 0) and XXH64 of the 4 bytes of 1.0f, seed 0: published values of the algorithm
+  // (xxhsum -H64 gives the same).
+  std::map<std::string, Tensor> w = {{"empty", Tensor(DType::f32, {0})},
+                                     {"one", Tensor::from_vector<float>({1}, {1.0f})}};
+  auto header = nlohmann::json::parse(header_of(nn::to_safetensors_bytes(w)));
+  auto sums = nlohmann::json::parse(header["__metadata__"]["edifice.xxh64"].get<std::string>());
+  CHECK(sums["empty"] == "ef46db3751d8e999");
+  CHECK(sums.size() == 2);
+  CHECK(sums["one"].get<std::string>().size() == 16);
+  // Stable: the same bytes give the same file.
+  CHECK(nn::to_safetensors_bytes(w) == nn::to_safetensors_bytes(w));
+}
+
+TEST_CASE("safetensors: files without checksums load; bad checksum metadata is rejected",
+          "[nn][safetensors][checksum]") {
+  std::map<std::string, Tensor> w = {{"a", Tensor::from_vector<float>({2}, {1.0f, 2.0f})},
+                                     {"b", Tensor::from_vector<std::int32_t>({1}, {5})}};
+  // No checksum (another tool's file): loads, and a flipped byte goes unnoticed, as it must.
+  std::string plain = nn::to_safetensors_bytes(w, {}, {.checksums = false});
+  CHECK(header_of(plain).find("__metadata__") == std::string::npos);
+  plain[plain.size() - 1] ^= 1;
+  CHECK(nn::parse_safetensors(plain).tensors.at("b").data<std::int32_t>()[0] == (5 ^ (1 << 24)));
+
+  auto with_sums = [](std::string sums) {
+    std::string header = R"({"__metadata__":{"edifice.xxh64":)" + nlohmann::json(sums).dump() +
+                         R"(},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+    return file_of(header, "x");
+  };
+  const std::string where = "f: __metadata__ \"edifice.xxh64\"";
+  CHECK(error_of([&] { nn::parse_safetensors(with_sums("[1]"), "f"); }) ==
+        where + " is not a JSON object of checksums");
+  CHECK(error_of([&] { nn::parse_safetensors(with_sums("{"), "f"); }) ==
+        where + " is not a JSON object of checksums");
+  CHECK(error_of([&] { nn::parse_safetensors(with_sums(R"({"a":"12"})"), "f"); }) ==
+        where + ": the checksum of tensor \"a\" is \"12\", expected 16 lowercase hex digits");
+  CHECK(error_of([&] { nn::parse_safetensors(with_sums(R"({"a":7})"), "f"); }) ==
+        where + ": the checksum of tensor \"a\" is 7, expected 16 lowercase hex digits");
+  CHECK(error_of([&] { nn::parse_safetensors(with_sums(R"({})"), "f"); }) ==
+        where + " has no checksum for tensor \"a\"");
+  CHECK(error_of([&] {
+          nn::parse_safetensors(with_sums(R"({"a":"0000000000000000","z":"0000000000000000"})"),
+                                "f");
+        }) == where + " has a checksum for tensor \"z\", which is not in the file");
+  // The key is reserved on save.
+  CHECK(error_of([&] {
+          nn::to_safetensors_bytes(w, {{"edifice.xxh64", "{}"}});
+        }) ==
+        "to_safetensors_bytes: metadata key \"edifice.xxh64\" is reserved for the checksums the "
+        "writer stores");
+}
+
+// ---------------------------------------------------------------------------------------------
+// F16 and BF16
+
+namespace {
+
+float f32_of_bits(std::uint32_t b) {
+  return std::bit_cast<float>(b);
+}
+std::uint32_t bits_of(float f) {
+  return std::bit_cast<std::uint32_t>(f);
+}
+
+}  // namespace
+
+TEST_CASE("safetensors: F16 and BF16 bit patterns convert to the exact f32 values",
+          "[nn][safetensors][half]") {
+  // binary16: zero, signed zero, smallest and largest subnormal, smallest normal, 1, 1/3's
+  // nearest, -2, largest finite, infinities, NaNs (quiet, and signalling with its payload).
+  CHECK(bits_of(nn::f16_bits_to_f32(0x0000)) == 0x00000000u);
+  CHECK(bits_of(nn::f16_bits_to_f32(0x8000)) == 0x80000000u);
+  CHECK(nn::f16_bits_to_f32(0x0001) == 0x1p-24f);
+  CHECK(nn::f16_bits_to_f32(0x8001) == -0x1p-24f);
+  CHECK(nn::f16_bits_to_f32(0x03ff) == 1023 * 0x1p-24f);
+  CHECK(nn::f16_bits_to_f32(0x0400) == 0x1p-14f);
+  CHECK(nn::f16_bits_to_f32(0x3c00) == 1.0f);
+  CHECK(nn::f16_bits_to_f32(0x3555) == 0.333251953125f);
+  CHECK(nn::f16_bits_to_f32(0xc000) == -2.0f);
+  CHECK(nn::f16_bits_to_f32(0x7bff) == 65504.0f);
+  CHECK(bits_of(nn::f16_bits_to_f32(0x7c00)) == 0x7f800000u);
+  CHECK(bits_of(nn::f16_bits_to_f32(0xfc00)) == 0xff800000u);
+  CHECK(bits_of(nn::f16_bits_to_f32(0x7e00)) == 0x7fc00000u);
+  CHECK(bits_of(nn::f16_bits_to_f32(0x7c01)) == 0x7f802000u);
+  // bfloat16: the top half of an f32, subnormals included.
+  CHECK(nn::bf16_bits_to_f32(0x3f80) == 1.0f);
+  CHECK(nn::bf16_bits_to_f32(0x4049) == 3.140625f);
+  CHECK(bits_of(nn::bf16_bits_to_f32(0x0001)) == 0x00010000u);
+  CHECK(bits_of(nn::bf16_bits_to_f32(0xff80)) == 0xff800000u);
+  CHECK(bits_of(nn::bf16_bits_to_f32(0x7fc1)) == 0x7fc10000u);
+}
+
+TEST_CASE("safetensors: f32 rounds to F16 and BF16 to nearest, ties to even",
+          "[nn][safetensors][half]") {
+  CHECK(nn::f32_to_f16_bits(1.0f / 3) == 0x3555);
+  CHECK(nn::f32_to_f16_bits(-0.0f) == 0x8000);
+  CHECK(nn::f32_to_f16_bits(65504.0f) == 0x7bff);
+  CHECK(nn::f32_to_f16_bits(65519.996f) == 0x7bff);
+  CHECK(nn::f32_to_f16_bits(65520.0f) == 0x7c00);  // the tie rounds to even: infinity
+  CHECK(nn::f32_to_f16_bits(1e10f) == 0x7c00);
+  CHECK(nn::f32_to_f16_bits(-INFINITY) == 0xfc00);
+  CHECK(nn::f32_to_f16_bits(1.0f + 0x1p-11f) == 0x3c00);      // tie, even below
+  CHECK(nn::f32_to_f16_bits(1.0f + 3 * 0x1p-11f) == 0x3c02);  // tie, even above
+  CHECK(nn::f32_to_f16_bits(0x1p-25f) == 0x0000);             // tie between 0 and 2^-24
+  CHECK(nn::f32_to_f16_bits(f32_of_bits(bits_of(0x1p-25f) + 1)) == 0x0001);
+  CHECK(nn::f32_to_f16_bits(3 * 0x1p-25f) == 0x0002);         // tie, even above
+  CHECK(nn::f32_to_f16_bits(0x1p-14f - 0x1p-25f) == 0x0400);  // subnormal rounds to normal
+  CHECK(nn::f32_to_f16_bits(1e-10f) == 0x0000);
+  CHECK(nn::f32_to_f16_bits(f32_of_bits(0x7fc00000u)) == 0x7e00);
+  CHECK(nn::f32_to_f16_bits(f32_of_bits(0xff802000u)) == 0xfe01);  // payload kept, made quiet
+  CHECK(nn::f32_to_bf16_bits(1.0f) == 0x3f80);
+  CHECK(nn::f32_to_bf16_bits(f32_of_bits(0x40490fdbu)) == 0x4049);  // pi
+  CHECK(nn::f32_to_bf16_bits(f32_of_bits(0x3f808000u)) == 0x3f80);  // tie, even below
+  CHECK(nn::f32_to_bf16_bits(f32_of_bits(0x3f818000u)) == 0x3f82);  // tie, even above
+  CHECK(nn::f32_to_bf16_bits(f32_of_bits(0x3f808001u)) == 0x3f81);
+  CHECK(nn::f32_to_bf16_bits(f32_of_bits(0x7f7fffffu)) == 0x7f80);  // FLT_MAX rounds to infinity
+  CHECK(nn::f32_to_bf16_bits(f32_of_bits(0xff800001u)) == 0xffc0);  // NaN stays NaN
+  CHECK(nn::f32_to_bf16_bits(f32_of_bits(0x00008000u)) == 0x0000);  // subnormal tie, even
+
+  // Every half value round-trips through f32 (NaNs stay NaN).
+  for (std::uint32_t h = 0; h < 0x10000; ++h) {
+    auto bits = static_cast<std::uint16_t>(h);
+    bool f16_nan = (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+    bool bf16_nan = (h & 0x7f80) == 0x7f80 && (h & 0x7f);
+    if (f16_nan)
+      REQUIRE(std::isnan(nn::f16_bits_to_f32(nn::f32_to_f16_bits(nn::f16_bits_to_f32(bits)))));
+    else
+      REQUIRE(nn::f32_to_f16_bits(nn::f16_bits_to_f32(bits)) == bits);
+    if (bf16_nan)
+      REQUIRE(std::isnan(nn::bf16_bits_to_f32(nn::f32_to_bf16_bits(nn::bf16_bits_to_f32(bits)))));
+    else
+      REQUIRE(nn::f32_to_bf16_bits(nn::bf16_bits_to_f32(bits)) == bits);
+  }
+
+  // Random f32 values: the result is a nearest half, and an even one on a tie.
+  std::mt19937 rng(5);
+  for (int i = 0; i < 200000; ++i) {
+    float x = f32_of_bits(rng());
+    if (!std::isfinite(x) || std::abs(x) >= 65520.0f) continue;
+    std::uint16_t h = nn::f32_to_f16_bits(x);
+    double d = std::abs(double(nn::f16_bits_to_f32(h)) - x);
+    for (int step : {-1, 1}) {
+      int mag = (h & 0x7fff) + step;
+      if (mag < 0 || mag > 0x7bff) continue;
+      double other =
+          std::abs(double(nn::f16_bits_to_f32(static_cast<std::uint16_t>((h & 0x8000) | mag))) - x);
+      INFO(x << " -> " << h);
+      REQUIRE(d <= other);
+      if (d == other) REQUIRE((h & 1) == 0);
+    }
+  }
+}
+
+TEST_CASE("safetensors: F16 and BF16 files load as f32 and are written on request",
+          "[nn][safetensors][half]") {
+  // A file as other tools write it: F16 [1, -2, 2^-24, inf] and BF16 [1, pi's nearest].
+  std::string f16_data("\x00\x3c\x00\xc0\x01\x00\x00\x7c", 8);
+  std::string bf16_data("\x80\x3f\x49\x40", 4);
+  auto file =
+      nn::parse_safetensors(file_of(R"({"h":{"dtype":"F16","shape":[2,2],"data_offsets":[0,8]},)"
+                                    R"("b":{"dtype":"BF16","shape":[2],"data_offsets":[8,12]}})",
+                                    f16_data + bf16_data));
+  const Tensor& h = file.tensors.at("h");
+  REQUIRE(h.dtype() == DType::f32);
+  REQUIRE(h.shape() == Shape{2, 2});
+  CHECK(h.data<float>()[0] == 1.0f);
+  CHECK(h.data<float>()[1] == -2.0f);
+  CHECK(h.data<float>()[2] == 0x1p-24f);
+  CHECK(h.data<float>()[3] == INFINITY);
+  const Tensor& b = file.tensors.at("b");
+  REQUIRE(b.dtype() == DType::f32);
+  CHECK(b.data<float>()[0] == 1.0f);
+  CHECK(b.data<float>()[1] == 3.140625f);
+
+  // Written on request: every f32 as BF16, one tensor as F16; other dtypes stay as they are.
+  std::map<std::string, Tensor> w = {
+      {"a", Tensor::from_vector<float>({3}, {1.0f, -2.0f, 0x1p-24f})},
+      {"c", Tensor::from_vector<float>({2}, {1.0f, f32_of_bits(0x40490fdbu)})},
+      {"i", Tensor::from_vector<std::int32_t>({1}, {7})}};
+  std::string bytes = nn::to_safetensors_bytes(
+      w, {}, {.f32_as = nn::HalfFormat::bf16, .store_as = {{"a", nn::HalfFormat::f16}}});
+  auto header = nlohmann::json::parse(header_of(bytes));
+  CHECK(header["a"]["dtype"] == "F16");
+  CHECK(header["c"]["dtype"] == "BF16");
+  CHECK(header["i"]["dtype"] == "I32");
+  auto ranges = data_ranges(bytes);
+  CHECK(bytes.substr(ranges["a"].first, 6) == std::string("\x00\x3c\x00\xc0\x01\x00", 6));
+  CHECK(bytes.substr(ranges["c"].first, 4) == bf16_data);
+  auto back = nn::parse_safetensors(bytes).tensors;
+  CHECK(back.at("a").bitwise_equal(w.at("a")));  // exactly representable in F16
+  CHECK(back.at("c").data<float>()[1] == 3.140625f);
+  CHECK(back.at("i").bitwise_equal(w.at("i")));
+  // The reference writer's order: F32 (17) > BF16 (14) > F16 (13).
+  CHECK(header_of(bytes).find("\"i\"") < header_of(bytes).find("\"c\""));
+  CHECK(header_of(bytes).find("\"c\"") < header_of(bytes).find("\"a\""));
+
+  CHECK(
+      error_of([&] {
+        nn::to_safetensors_bytes(w, {}, {.store_as = {{"i", nn::HalfFormat::f16}}});
+      }) ==
+      "to_safetensors_bytes: tensor \"i\": only f32 tensors can be stored as F16, this one is i32");
+  CHECK(
+      error_of([&] {
+        nn::to_safetensors_bytes(w, {}, {.store_as = {{"x", nn::HalfFormat::bf16}}});
+      }) ==
+      "to_safetensors_bytes: store_as names tensor \"x\", which is not among the tensors to write");
+
+  TempDir dir;
+  nn::save_safetensors(dir.file("h.safetensors"), w, {}, {.f32_as = nn::HalfFormat::f16});
+  CHECK(read_bytes(dir.file("h.safetensors")) ==
+        nn::to_safetensors_bytes(w, {}, {.f32_as = nn::HalfFormat::f16}));
+  CHECK(nn::load_safetensors(dir.file("h.safetensors")).tensors.at("a").bitwise_equal(w.at("a")));
 }

@@ -293,6 +293,13 @@ llvm::Value* Emitter::binary(Op op, DType d, llvm::Value* a, llvm::Value* b, llv
   const bool fp = is_floating(d);
   const bool is_unsigned = d == DType::u8;
   auto to_u8 = [&](llvm::Value* i1) { return b_.CreateZExt(i1, b_.getInt8Ty()); };
+  // An ordered comparison as u8: the float, unsigned or signed predicate by dtype.
+  using P = llvm::CmpInst::Predicate;
+  auto compare = [&](P float_pred, P unsigned_pred, P signed_pred) {
+    return to_u8(fp            ? b_.CreateFCmp(float_pred, a, b)
+                 : is_unsigned ? b_.CreateICmp(unsigned_pred, a, b)
+                               : b_.CreateICmp(signed_pred, a, b));
+  };
   switch (op) {
     case Op::add:
       return fp ? b_.CreateFAdd(a, b) : b_.CreateAdd(a, b);
@@ -324,21 +331,13 @@ llvm::Value* Emitter::binary(Op op, DType d, llvm::Value* a, llvm::Value* b, llv
     case Op::ne:
       return to_u8(fp ? b_.CreateFCmpUNE(a, b) : b_.CreateICmpNE(a, b));
     case Op::lt:
-      return to_u8(fp            ? b_.CreateFCmpOLT(a, b)
-                   : is_unsigned ? b_.CreateICmpULT(a, b)
-                                 : b_.CreateICmpSLT(a, b));
+      return compare(P::FCMP_OLT, P::ICMP_ULT, P::ICMP_SLT);
     case Op::le:
-      return to_u8(fp            ? b_.CreateFCmpOLE(a, b)
-                   : is_unsigned ? b_.CreateICmpULE(a, b)
-                                 : b_.CreateICmpSLE(a, b));
+      return compare(P::FCMP_OLE, P::ICMP_ULE, P::ICMP_SLE);
     case Op::gt:
-      return to_u8(fp            ? b_.CreateFCmpOGT(a, b)
-                   : is_unsigned ? b_.CreateICmpUGT(a, b)
-                                 : b_.CreateICmpSGT(a, b));
+      return compare(P::FCMP_OGT, P::ICMP_UGT, P::ICMP_SGT);
     case Op::ge:
-      return to_u8(fp            ? b_.CreateFCmpOGE(a, b)
-                   : is_unsigned ? b_.CreateICmpUGE(a, b)
-                                 : b_.CreateICmpSGE(a, b));
+      return compare(P::FCMP_OGE, P::ICMP_UGE, P::ICMP_SGE);
     default:
       fail("jit: internal error: {} is not a binary op", op_name(op));
   }
@@ -375,7 +374,7 @@ llvm::Value* Emitter::accumulate(DType d, llvm::Value* acc, llvm::Value* v) {
   return sum;
 }
 
-void Emitter::set_status(llvm::Value* status, llvm::Value* cond, int code) {
+void Emitter::set_status(llvm::Value* status, llvm::Value* cond, StatusCode code) {
   if_then(cond, [&] { b_.CreateStore(i32(code), status); });
 }
 

@@ -4,6 +4,8 @@
 // arithmetic of every elementwise op with the same semantics as the reference interpreter.
 // Only codegen/*.cpp include this (it pulls in LLVM's IR headers).
 
+#include "../status_codes.hpp"
+
 #include <edifice/core/dtype.hpp>
 #include <edifice/core/op.hpp>
 
@@ -15,9 +17,6 @@
 #include <vector>
 
 namespace edifice::jit::codegen {
-
-/// Codes a kernel writes to its status word; the runtime turns them into edifice::Errors.
-enum StatusCode : int { kOk = 0, kIntegerDivisionByZero = 1, kIndexOutOfRange = 2 };
 
 /// The parameters of every kernel function:
 ///   void name(ptr buffers, i64 begin, i64 end, ptr status)
@@ -101,8 +100,8 @@ class Emitter {
   llvm::Value* erf(DType d, llvm::Value* x);
   llvm::Value* fma(DType d, llvm::Value* a, llvm::Value* b, llvm::Value* c);
 
-  /// Writes `code` to the status word if nothing was written before.
-  void set_status(llvm::Value* status, llvm::Value* cond, int code);
+  /// Writes `code` (a StatusCode) to the status word where `cond` holds.
+  void set_status(llvm::Value* status, llvm::Value* cond, StatusCode code);
 
  private:
   llvm::Value* call_intrinsic(llvm::Intrinsic::ID id, DType d, std::vector<llvm::Value*> args);

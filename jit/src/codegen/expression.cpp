@@ -134,33 +134,7 @@ llvm::Value* ExpressionEmitter::compute(const Value& v, const Index& index) {
   if (ov != overrides_.end()) return ov->second(index);
   bool is_output = false;
   for (const Value& o : kernel_.outputs) is_output |= o == v;
-  if (!is_output && buffers_.count({&n, v.index()})) {
-    if (index.empty()) return e_.load(v.dtype(), buffer(v), e_.i64(0));
-    // The last index is added to the row's address, not to its offset: the row offset is a
-    // multiple of the last extent, so the optimiser would fold the sum into an `or`, which
-    // the loop vectoriser cannot see through (it gathers instead of loading a vector).
-    // Non-negative constant terms of the last index (a slice's start) move to the row's
-    // address too, while the rest is visibly non-negative (so the row address stays inside
-    // the buffer, as the inbounds addressing requires).
-    Index row = index;
-    llvm::Value* last = index.back();
-    std::int64_t constant = 0;
-    while (auto* add = llvm::dyn_cast<llvm::BinaryOperator>(last)) {
-      if (add->getOpcode() != llvm::Instruction::Add) break;
-      auto* c = llvm::dyn_cast<llvm::ConstantInt>(add->getOperand(0));
-      llvm::Value* rest = add->getOperand(1);
-      if (!c) {
-        c = llvm::dyn_cast<llvm::ConstantInt>(add->getOperand(1));
-        rest = add->getOperand(0);
-      }
-      if (!c || c->isNegative() || !non_negative(rest, 8)) break;
-      constant += c->getSExtValue();
-      last = rest;
-    }
-    row.back() = e_.i64(constant);
-    return e_.load(v.dtype(), e_.element_ptr(v.dtype(), buffer(v), linearize(row, v.shape())),
-                   last);
-  }
+  if (!is_output && buffers_.count({&n, v.index()})) return load_buffered(v, index);
 
   auto& b = e_.builder();
   const Attributes& at_ = n.attrs();
@@ -219,55 +193,91 @@ llvm::Value* ExpressionEmitter::compute(const Value& v, const Index& index) {
         inner.push_back(b.CreateAdd(e_.i64(start[i]), b.CreateMul(index[i], e_.i64(stride[i]))));
       return at(n.inputs()[0], inner);
     }
-    case Op::pad: {
-      const Value& in = n.inputs()[0];
-      const auto& low = at_.get_ints("low");
-      const auto& interior = at_.get_ints("interior");
-      llvm::Value* valid = b.getTrue();
-      Index inner;
-      for (std::size_t i = 0; i < index.size(); ++i) {
-        llvm::Value* t = b.CreateSub(index[i], e_.i64(low[i]));
-        llvm::Value* ok = b.CreateICmpSGE(t, e_.i64(0));
-        llvm::Value* pos = t;
-        if (interior[i] > 0) {
-          llvm::Value* step = e_.i64(interior[i] + 1);
-          ok = b.CreateAnd(ok, b.CreateICmpEQ(b.CreateSRem(t, step), e_.i64(0)));
-          pos = b.CreateSDiv(t, step);
-        }
-        ok = b.CreateAnd(ok, b.CreateICmpSLT(pos, e_.i64(in.shape()[i])));
-        valid = b.CreateAnd(valid, ok);
-        inner.push_back(pos);
-      }
-      // Read at a safe index everywhere, then choose: keeps the loop branch-free.
-      for (auto& p : inner) p = b.CreateSelect(valid, p, e_.i64(0));
-      llvm::Value* x = shape_numel(in.shape()) == 0 ? e_.constant(0, d) : at(in, inner);
-      return b.CreateSelect(valid, x, e_.constant(at_.get_float("value"), d));
-    }
-    case Op::concat: {
-      // Every input is read at an index clamped into its own range; the last input whose
-      // range starts at or before the position wins (branch-free).
-      const std::int64_t axis = at_.get_int("axis");
-      llvm::Value* result = nullptr;
-      std::int64_t offset = 0;
-      for (const Value& in : n.inputs()) {
-        const std::int64_t extent = in.shape()[axis];
-        if (extent == 0) continue;
-        Index inner = index;
-        llvm::Value* local = b.CreateSub(index[axis], e_.i64(offset));
-        local = b.CreateSelect(b.CreateICmpSLT(local, e_.i64(0)), e_.i64(0), local);
-        local = b.CreateSelect(b.CreateICmpSGE(local, e_.i64(extent)), e_.i64(extent - 1), local);
-        inner[axis] = local;
-        llvm::Value* x = at(in, inner);
-        result =
-            result ? b.CreateSelect(b.CreateICmpSGE(index[axis], e_.i64(offset)), x, result) : x;
-        offset += extent;
-      }
-      return result ? result : e_.constant(0, d);
-    }
+    case Op::pad:
+      return pad(n, index);
+    case Op::concat:
+      return concat(n, index);
     default:
       fail("jit: internal error: {} cannot be inlined into kernel {}", op_name(n.op()),
            kernel_.name);
   }
+}
+
+llvm::Value* ExpressionEmitter::load_buffered(const Value& v, const Index& index) {
+  if (index.empty()) return e_.load(v.dtype(), buffer(v), e_.i64(0));
+  // The last index is added to the row's address, not to its offset: the row offset is a
+  // multiple of the last extent, so the optimiser would fold the sum into an `or`, which
+  // the loop vectoriser cannot see through (it gathers instead of loading a vector).
+  // Non-negative constant terms of the last index (a slice's start) move to the row's
+  // address too, while the rest is visibly non-negative (so the row address stays inside
+  // the buffer, as the inbounds addressing requires).
+  Index row = index;
+  llvm::Value* last = index.back();
+  std::int64_t constant = 0;
+  while (auto* add = llvm::dyn_cast<llvm::BinaryOperator>(last)) {
+    if (add->getOpcode() != llvm::Instruction::Add) break;
+    auto* c = llvm::dyn_cast<llvm::ConstantInt>(add->getOperand(0));
+    llvm::Value* rest = add->getOperand(1);
+    if (!c) {
+      c = llvm::dyn_cast<llvm::ConstantInt>(add->getOperand(1));
+      rest = add->getOperand(0);
+    }
+    if (!c || c->isNegative() || !non_negative(rest, 8)) break;
+    constant += c->getSExtValue();
+    last = rest;
+  }
+  row.back() = e_.i64(constant);
+  return e_.load(v.dtype(), e_.element_ptr(v.dtype(), buffer(v), linearize(row, v.shape())), last);
+}
+
+llvm::Value* ExpressionEmitter::pad(const Node& n, const Index& index) {
+  auto& b = e_.builder();
+  const DType d = n.outputs()[0].dtype;
+  const Value& in = n.inputs()[0];
+  const auto& low = n.attrs().get_ints("low");
+  const auto& interior = n.attrs().get_ints("interior");
+  llvm::Value* valid = b.getTrue();
+  Index inner;
+  for (std::size_t i = 0; i < index.size(); ++i) {
+    llvm::Value* t = b.CreateSub(index[i], e_.i64(low[i]));
+    llvm::Value* ok = b.CreateICmpSGE(t, e_.i64(0));
+    llvm::Value* pos = t;
+    if (interior[i] > 0) {
+      llvm::Value* step = e_.i64(interior[i] + 1);
+      ok = b.CreateAnd(ok, b.CreateICmpEQ(b.CreateSRem(t, step), e_.i64(0)));
+      pos = b.CreateSDiv(t, step);
+    }
+    ok = b.CreateAnd(ok, b.CreateICmpSLT(pos, e_.i64(in.shape()[i])));
+    valid = b.CreateAnd(valid, ok);
+    inner.push_back(pos);
+  }
+  // Read at a safe index everywhere, then choose: keeps the loop branch-free.
+  for (auto& p : inner) p = b.CreateSelect(valid, p, e_.i64(0));
+  llvm::Value* x = shape_numel(in.shape()) == 0 ? e_.constant(0, d) : at(in, inner);
+  return b.CreateSelect(valid, x, e_.constant(n.attrs().get_float("value"), d));
+}
+
+llvm::Value* ExpressionEmitter::concat(const Node& n, const Index& index) {
+  auto& b = e_.builder();
+  const DType d = n.outputs()[0].dtype;
+  // Every input is read at an index clamped into its own range; the last input whose
+  // range starts at or before the position wins (branch-free).
+  const std::int64_t axis = n.attrs().get_int("axis");
+  llvm::Value* result = nullptr;
+  std::int64_t offset = 0;
+  for (const Value& in : n.inputs()) {
+    const std::int64_t extent = in.shape()[axis];
+    if (extent == 0) continue;
+    Index inner = index;
+    llvm::Value* local = b.CreateSub(index[axis], e_.i64(offset));
+    local = b.CreateSelect(b.CreateICmpSLT(local, e_.i64(0)), e_.i64(0), local);
+    local = b.CreateSelect(b.CreateICmpSGE(local, e_.i64(extent)), e_.i64(extent - 1), local);
+    inner[axis] = local;
+    llvm::Value* x = at(in, inner);
+    result = result ? b.CreateSelect(b.CreateICmpSGE(index[axis], e_.i64(offset)), x, result) : x;
+    offset += extent;
+  }
+  return result ? result : e_.constant(0, d);
 }
 
 llvm::Value* ExpressionEmitter::random_uniform(const Node& n, const Index& index) {

@@ -34,6 +34,10 @@ class ExpressionEmitter {
 
  private:
   llvm::Value* compute(const Value& v, const Index& index);
+  // v at index, read from its buffer (v is computed by an earlier kernel or is an input).
+  llvm::Value* load_buffered(const Value& v, const Index& index);
+  llvm::Value* pad(const Node& n, const Index& index);
+  llvm::Value* concat(const Node& n, const Index& index);
   llvm::Value* random_uniform(const Node& n, const Index& index);
   llvm::Value* take(const Node& n, const Index& index);
 

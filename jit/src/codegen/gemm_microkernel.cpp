@@ -160,113 +160,112 @@ llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t, bool 
   return fn;
 }
 
-llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64_t panel,
-                            bool transpose) {
-  const std::string name = fmt::format("edifice.gemm.pack.{}.{}.{}.{}", dtype_name(d),
-                                       transpose ? "transpose" : "copy", panel, t.lanes);
-  if (auto* existing = e.module().getFunction(name)) return existing;
+namespace {
 
-  auto& ctx = e.context();
-  auto& b = e.builder();
-  llvm::IRBuilderBase::InsertPointGuard guard(b);
-  auto* ptr = llvm::PointerType::getUnqual(ctx);
-  auto* i64t = llvm::Type::getInt64Ty(ctx);
-  llvm::Function* fn = new_helper(e, name, {ptr, ptr, i64t, i64t, i64t, i64t});
-  llvm::Value* dst = fn->getArg(0);
-  llvm::Value* src = fn->getArg(1);
-  llvm::Value* row_stride = fn->getArg(2);
-  llvm::Value* k_stride = fn->getArg(3);
-  llvm::Value* rows = fn->getArg(4);
-  llvm::Value* kc = fn->getArg(5);
-  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+// One packer being emitted: its arguments and the element addressing of both sides.
+struct Packer {
+  Emitter& e;
+  llvm::IRBuilder<>& b;
+  DType d;
+  llvm::Type* et;
+  llvm::PointerType* ptr;
+  int L, R;  // lanes, rows per panel
+  llvm::Align elem_align;
+  llvm::Value *dst, *src, *row_stride, *k_stride, *rows, *kc;
+  llvm::Value* full;  // full panels: rows / R
 
-  const int L = t.lanes;
-  const auto R = static_cast<int>(panel);
-  llvm::Type* et = e.type(d);
-  auto* vt = llvm::FixedVectorType::get(et, static_cast<unsigned>(L));
-  const llvm::Align elem_align(dtype_size(d));
-  auto src_at = [&](llvm::Value* base, llvm::Value* r, llvm::Value* k) {
+  llvm::Value* src_at(llvm::Value* base, llvm::Value* r, llvm::Value* k) {
     return b.CreateInBoundsGEP(et, base,
                                b.CreateAdd(b.CreateMul(r, row_stride), b.CreateMul(k, k_stride)));
-  };
-  auto dst_at = [&](llvm::Value* base, llvm::Value* k, llvm::Value* r) {
+  }
+  llvm::Value* dst_at(llvm::Value* base, llvm::Value* k, llvm::Value* r) {
     return b.CreateInBoundsGEP(et, base, b.CreateAdd(b.CreateMul(k, e.i64(R)), r));
-  };
-
+  }
   // Software prefetch: a wide source matrix puts every k step (copy) or every row
   // (transpose) on a new 4 KiB page, where hardware prefetchers stop.
-  auto prefetch = [&](llvm::Value* base, llvm::Value* offset) {
+  void prefetch(llvm::Value* base, llvm::Value* offset) {
     // Not inbounds: the address may run past the operand (prefetches never fault).
     b.CreateIntrinsic(llvm::Intrinsic::prefetch, {ptr},
                       {b.CreateGEP(et, base, offset), e.i32(0), e.i32(3), e.i32(1)});
-  };
-  const std::int64_t line =
-      std::max<std::int64_t>(1, 64 / static_cast<std::int64_t>(dtype_size(d)));
-  llvm::Value* full = b.CreateUDiv(rows, e.i64(R));
-  if (!transpose) {
-    // Step k of the block is `rows` contiguous elements, split over the panels: walk k
-    // outermost so the source is read as whole contiguous runs.
-    constexpr std::int64_t kAhead = 4;  // k steps
-    llvm::Value* lines = b.CreateUDiv(b.CreateAdd(rows, e.i64(line - 1)), e.i64(line));
-    auto* pt = llvm::FixedVectorType::get(et, static_cast<unsigned>(R));
-    plain_loop(e, e.i64(0), kc, [&](llvm::Value* k) {
-      llvm::Value* ahead = b.CreateMul(b.CreateAdd(k, e.i64(kAhead)), k_stride);
-      plain_loop(e, e.i64(0), lines, [&](llvm::Value* l) {
-        prefetch(src, b.CreateAdd(ahead, b.CreateMul(l, e.i64(line))));
-      });
-      llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(k, k_stride));
-      plain_loop(e, e.i64(0), full, [&](llvm::Value* p) {
-        llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
-        b.CreateAlignedStore(
-            b.CreateAlignedLoad(pt, b.CreateInBoundsGEP(et, s, b.CreateMul(p, e.i64(R))),
-                                elem_align),
-            dst_at(o, k, e.i64(0)), elem_align);
-      });
-    });
-  } else {
-    plain_loop(e, e.i64(0), full, [&](llvm::Value* p) {
-      llvm::Value* s =
-          b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(p, e.i64(R)), row_stride));
-      llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
-      // Rows are contiguous along k: L x L blocks transposed in registers.
-      llvm::Value* chunks = b.CreateUDiv(kc, e.i64(L));
-      plain_loop(e, e.i64(0), chunks, [&](llvm::Value* chunk) {
-        llvm::Value* k0 = b.CreateMul(chunk, e.i64(L));
-        constexpr std::int64_t kAhead = 128;  // bytes ahead along each row
-        llvm::Value* ahead =
-            b.CreateAdd(k0, e.i64(kAhead / static_cast<std::int64_t>(dtype_size(d))));
-        plain_loop(e, e.i64(0), e.i64(R), [&](llvm::Value* r) {
-          prefetch(s, b.CreateAdd(b.CreateMul(r, row_stride), ahead));
-        });
-        for (int g = 0; g * L < R; ++g) {
-          const int width = std::min(L, R - g * L);
-          std::vector<llvm::Value*> v(static_cast<std::size_t>(L));
-          for (int i = 0; i < L; ++i)
-            v[i] = i < width ? static_cast<llvm::Value*>(b.CreateAlignedLoad(
-                                   vt, src_at(s, e.i64(g * L + i), k0), elem_align))
-                             : llvm::Constant::getNullValue(vt);
-          transpose_in_registers(b, v);
-          std::vector<int> head(static_cast<std::size_t>(width));
-          for (int j = 0; j < width; ++j) head[j] = j;
-          for (int j = 0; j < L; ++j) {
-            llvm::Value* col = width == L ? v[j] : b.CreateShuffleVector(v[j], head);
-            b.CreateAlignedStore(col, dst_at(o, b.CreateAdd(k0, e.i64(j)), e.i64(g * L)),
-                                 elem_align);
-          }
-        }
-      });
-      // The k tail (kc % L steps), element by element; loops keep the IR small.
-      plain_loop(e, b.CreateMul(chunks, e.i64(L)), kc, [&](llvm::Value* k) {
-        plain_loop(e, e.i64(0), e.i64(R), [&](llvm::Value* r) {
-          b.CreateAlignedStore(b.CreateAlignedLoad(et, src_at(s, r, k), elem_align),
-                               dst_at(o, k, r), elem_align);
-        });
-      });
-    });
+  }
+  // Elements per 64-byte cache line.
+  std::int64_t line() const {
+    return std::max<std::int64_t>(1, 64 / static_cast<std::int64_t>(dtype_size(d)));
   }
 
-  // The last, partial panel: rows past the end read as zero (the micro-kernel always runs
-  // full panels; the extra rows/columns of C are never stored).
+  void copy_full_panels();
+  void transpose_full_panels();
+  void partial_panel();
+};
+
+// Step k of the block is `rows` contiguous elements, split over the panels: walk k outermost
+// so the source is read as whole contiguous runs.
+void Packer::copy_full_panels() {
+  constexpr std::int64_t kAhead = 4;  // k steps
+  const std::int64_t line = this->line();
+  llvm::Value* lines = b.CreateUDiv(b.CreateAdd(rows, e.i64(line - 1)), e.i64(line));
+  auto* pt = llvm::FixedVectorType::get(et, static_cast<unsigned>(R));
+  plain_loop(e, e.i64(0), kc, [&](llvm::Value* k) {
+    llvm::Value* ahead = b.CreateMul(b.CreateAdd(k, e.i64(kAhead)), k_stride);
+    plain_loop(e, e.i64(0), lines, [&](llvm::Value* l) {
+      prefetch(src, b.CreateAdd(ahead, b.CreateMul(l, e.i64(line))));
+    });
+    llvm::Value* s = b.CreateInBoundsGEP(et, src, b.CreateMul(k, k_stride));
+    plain_loop(e, e.i64(0), full, [&](llvm::Value* p) {
+      llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
+      b.CreateAlignedStore(
+          b.CreateAlignedLoad(pt, b.CreateInBoundsGEP(et, s, b.CreateMul(p, e.i64(R))), elem_align),
+          dst_at(o, k, e.i64(0)), elem_align);
+    });
+  });
+}
+
+// Rows contiguous along k: L x L blocks transposed in registers, the k tail element by
+// element.
+void Packer::transpose_full_panels() {
+  auto* vt = llvm::FixedVectorType::get(et, static_cast<unsigned>(L));
+  plain_loop(e, e.i64(0), full, [&](llvm::Value* p) {
+    llvm::Value* s =
+        b.CreateInBoundsGEP(et, src, b.CreateMul(b.CreateMul(p, e.i64(R)), row_stride));
+    llvm::Value* o = b.CreateInBoundsGEP(et, dst, b.CreateMul(b.CreateMul(p, kc), e.i64(R)));
+    llvm::Value* chunks = b.CreateUDiv(kc, e.i64(L));
+    plain_loop(e, e.i64(0), chunks, [&](llvm::Value* chunk) {
+      llvm::Value* k0 = b.CreateMul(chunk, e.i64(L));
+      constexpr std::int64_t kAhead = 128;  // bytes ahead along each row
+      llvm::Value* ahead =
+          b.CreateAdd(k0, e.i64(kAhead / static_cast<std::int64_t>(dtype_size(d))));
+      plain_loop(e, e.i64(0), e.i64(R), [&](llvm::Value* r) {
+        prefetch(s, b.CreateAdd(b.CreateMul(r, row_stride), ahead));
+      });
+      for (int g = 0; g * L < R; ++g) {
+        const int width = std::min(L, R - g * L);
+        std::vector<llvm::Value*> v(static_cast<std::size_t>(L));
+        for (int i = 0; i < L; ++i)
+          v[i] = i < width ? static_cast<llvm::Value*>(b.CreateAlignedLoad(
+                                 vt, src_at(s, e.i64(g * L + i), k0), elem_align))
+                           : llvm::Constant::getNullValue(vt);
+        transpose_in_registers(b, v);
+        std::vector<int> head(static_cast<std::size_t>(width));
+        for (int j = 0; j < width; ++j) head[j] = j;
+        for (int j = 0; j < L; ++j) {
+          llvm::Value* col = width == L ? v[j] : b.CreateShuffleVector(v[j], head);
+          b.CreateAlignedStore(col, dst_at(o, b.CreateAdd(k0, e.i64(j)), e.i64(g * L)), elem_align);
+        }
+      }
+    });
+    // The k tail (kc % L steps), element by element; loops keep the IR small.
+    plain_loop(e, b.CreateMul(chunks, e.i64(L)), kc, [&](llvm::Value* k) {
+      plain_loop(e, e.i64(0), e.i64(R), [&](llvm::Value* r) {
+        b.CreateAlignedStore(b.CreateAlignedLoad(et, src_at(s, r, k), elem_align), dst_at(o, k, r),
+                             elem_align);
+      });
+    });
+  });
+}
+
+// The last, partial panel: rows past the end read as zero (the micro-kernel always runs
+// full panels; the extra rows/columns of C are never stored).
+void Packer::partial_panel() {
   llvm::Value* rest = b.CreateSub(rows, b.CreateMul(full, e.i64(R)));
   e.if_then(b.CreateICmpSGT(rest, e.i64(0)), [&] {
     llvm::Value* s =
@@ -283,6 +282,44 @@ llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64
       });
     });
   });
+}
+
+}  // namespace
+
+llvm::Function* gemm_packer(Emitter& e, DType d, const GemmTiling& t, std::int64_t panel,
+                            bool transpose) {
+  const std::string name = fmt::format("edifice.gemm.pack.{}.{}.{}.{}", dtype_name(d),
+                                       transpose ? "transpose" : "copy", panel, t.lanes);
+  if (auto* existing = e.module().getFunction(name)) return existing;
+
+  auto& ctx = e.context();
+  auto& b = e.builder();
+  llvm::IRBuilderBase::InsertPointGuard guard(b);
+  auto* ptr = llvm::PointerType::getUnqual(ctx);
+  auto* i64t = llvm::Type::getInt64Ty(ctx);
+  llvm::Function* fn = new_helper(e, name, {ptr, ptr, i64t, i64t, i64t, i64t});
+  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+  Packer p{e,
+           b,
+           d,
+           e.type(d),
+           ptr,
+           t.lanes,
+           static_cast<int>(panel),
+           llvm::Align(dtype_size(d)),
+           fn->getArg(0),
+           fn->getArg(1),
+           fn->getArg(2),
+           fn->getArg(3),
+           fn->getArg(4),
+           fn->getArg(5),
+           nullptr};
+  p.full = b.CreateUDiv(p.rows, e.i64(p.R));
+  if (transpose)
+    p.transpose_full_panels();
+  else
+    p.copy_full_panels();
+  p.partial_panel();
   b.CreateRetVoid();
   return fn;
 }

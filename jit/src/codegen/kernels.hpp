@@ -18,11 +18,13 @@ void emit_scatter_add(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
 void emit_gemm(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel, const KernelArgs& args);
 
 // structured_kernels.cpp
-void emit_softmax(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel, const KernelArgs& args);
+void emit_softmax(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
+                  const KernelArgs& args);
 void emit_layer_norm(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
                      const KernelArgs& args);
 void emit_layer_norm_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
                               const KernelArgs& args);
+// attention_row_kernels.cpp (tiled nodes continue in attention_tile_kernels.cpp)
 void emit_attention(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,
                     const KernelArgs& args);
 void emit_attention_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& kernel,

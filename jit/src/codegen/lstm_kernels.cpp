@@ -23,22 +23,38 @@ namespace edifice::jit::codegen {
 // weight load serving every row) or the last, partial one (one row at a time).
 namespace {
 
-struct VectorShape {
-  unsigned lanes;
-  llvm::FixedVectorType* type;
-};
-
-VectorShape vector_shape(Emitter& e, DType d) {
-  const unsigned lanes =
-      static_cast<unsigned>(std::max<std::int64_t>(1, host_target().vector_bytes / dtype_size(d)));
-  return {lanes, llvm::FixedVectorType::get(e.type(d), lanes)};
-}
-
 // Vector accumulators a row-block product keeps in registers: half the register file, leaving
 // room for the weight vectors and broadcasts. Split between the rows as rows x (this / rows).
 std::int64_t accumulator_budget() {
   return host_target().isa == Isa::avx512 ? 16 : 8;
 }
+
+// The vectors of a row-block product over `rows` rows: the host's lanes for the element type,
+// the accumulators per row (accumulator_budget() / rows, 1 to 4) and element-aligned loads.
+struct RowBlockVectors {
+  Emitter& e;
+  const DType d;
+  const unsigned lanes;
+  llvm::FixedVectorType* const type;
+  llvm::Type* const element;
+  const llvm::Align align;
+  const std::int64_t per_row;
+
+  RowBlockVectors(Emitter& emitter, DType dtype, std::size_t rows)
+      : e(emitter),
+        d(dtype),
+        lanes(static_cast<unsigned>(
+            std::max<std::int64_t>(1, host_target().vector_bytes / dtype_size(dtype)))),
+        type(llvm::FixedVectorType::get(emitter.type(dtype), lanes)),
+        element(emitter.type(dtype)),
+        align(dtype_size(dtype)),
+        per_row(std::clamp<std::int64_t>(accumulator_budget() / static_cast<std::int64_t>(rows), 1,
+                                         4)) {}
+
+  V load(V base, V index) {
+    return e.builder().CreateAlignedLoad(type, e.element_ptr(d, base, index), align);
+  }
+};
 
 // A vector alloca in the function's entry block (promoted to a register by SROA).
 llvm::AllocaInst* vector_slot(Ir& ir, llvm::Type* vt) {
@@ -60,17 +76,14 @@ void row_block_products(Ir& ir, const std::vector<V>& z, const std::vector<V>& i
   auto& b = ir.b;
   const DType d = ir.d;
   const std::size_t rows = z.size();
-  const VectorShape vs = vector_shape(e, d);
-  const unsigned lanes = vs.lanes;
-  llvm::FixedVectorType* vt = vs.type;
-  const std::int64_t nv =
-      std::clamp<std::int64_t>(accumulator_budget() / static_cast<std::int64_t>(rows), 1, 4);
+  RowBlockVectors vec(e, d, rows);
+  const unsigned lanes = vec.lanes;
+  llvm::FixedVectorType* vt = vec.type;
+  const std::int64_t nv = vec.per_row;
   const std::int64_t tile = nv * lanes, tiles = ncols / tile;
-  llvm::Type* et = e.type(d);
-  const llvm::Align align(dtype_size(d));
-  auto vload = [&](V base, V index) {
-    return b.CreateAlignedLoad(vt, e.element_ptr(d, base, index), align);
-  };
+  llvm::Type* et = vec.element;
+  const llvm::Align align = vec.align;
+  auto vload = [&](V base, V index) { return vec.load(base, index); };
   std::vector<llvm::AllocaInst*> acc(rows * static_cast<std::size_t>(nv));
   for (auto& s : acc) s = vector_slot(ir, vt);
 
@@ -123,17 +136,13 @@ void row_block_dots(Ir& ir, const std::vector<V>& out, const std::vector<V>& a, 
   auto& b = ir.b;
   const DType d = ir.d;
   const std::size_t rows = out.size();
-  const VectorShape vs = vector_shape(e, d);
-  const unsigned lanes = vs.lanes;
-  llvm::FixedVectorType* vt = vs.type;
-  const std::int64_t vb =
-      std::clamp<std::int64_t>(accumulator_budget() / static_cast<std::int64_t>(rows), 1, 4);
+  RowBlockVectors vec(e, d, rows);
+  const unsigned lanes = vec.lanes;
+  llvm::FixedVectorType* vt = vec.type;
+  const std::int64_t vb = vec.per_row;
   const std::int64_t chunks = ncols / lanes;
-  llvm::Type* et = e.type(d);
-  const llvm::Align align(dtype_size(d));
-  auto vload = [&](V base, V index) {
-    return b.CreateAlignedLoad(vt, e.element_ptr(d, base, index), align);
-  };
+  llvm::Type* et = vec.element;
+  auto vload = [&](V base, V index) { return vec.load(base, index); };
   auto hsum = [&](V v) {
     for (unsigned n = lanes; n > 1; n /= 2) {
       std::vector<int> lo, hi;
@@ -235,6 +244,49 @@ StepRows step_rows(Ir& ir, V b0, std::size_t rows, V step, std::int64_t steps, s
 
 }  // namespace
 
+namespace {
+
+// What both LSTM kernels read: the sizes, the element type and the inputs zx [B, S, 4U],
+// w_hh [U, 4U], h0 and c0 [B, U].
+struct LstmKernel {
+  Emitter& e;
+  ExpressionEmitter& expr;
+  const Node& node;
+  const Value zx;
+  const DType d;
+  Ir ir;
+  const std::int64_t batch, steps, un, g4;
+  V zxp, whh, h0, c0;
+
+  LstmKernel(Emitter& emitter, ExpressionEmitter& expr_, const Node& n)
+      : e(emitter),
+        expr(expr_),
+        node(n),
+        zx(n.inputs()[0]),
+        d(zx.dtype()),
+        ir(emitter, d),
+        batch(zx.shape()[0]),
+        steps(zx.shape()[1]),
+        un(n.inputs()[1].shape()[0]),
+        g4(4 * un),
+        zxp(expr_.buffer(zx)),
+        whh(expr_.buffer(n.inputs()[1])),
+        h0(expr_.buffer(n.inputs()[2])),
+        c0(expr_.buffer(n.inputs()[3])) {}
+};
+
+struct LstmForward : LstmKernel {
+  using LstmKernel::LstmKernel;
+  void emit(const KernelArgs& args);
+};
+
+struct LstmBackward : LstmKernel {
+  using LstmKernel::LstmKernel;
+  void emit(const KernelArgs& args);
+};
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // lstm_scan
 //
@@ -242,17 +294,7 @@ StepRows step_rows(Ir& ir, V b0, std::size_t rows, V step, std::int64_t steps, s
 // row's gate pre-activations z [4U] (stack) are zx_t + h.w_hh (row_block_products); then the
 // sigmoid gates (a vectorised loop), and per unit c' = f*c + i*g and h' = o*tanh(c') are
 // stored; the stored (rounded) h', c' are the next step's state, as in the interpreter.
-void emit_lstm_scan(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
-  const Node& node = *k.anchor;
-  const Value zx = node.inputs()[0];
-  const DType d = zx.dtype();
-  Ir ir(e, d);
-  const std::int64_t batch = zx.shape()[0], steps = zx.shape()[1];
-  const std::int64_t un = node.inputs()[1].shape()[0], g4 = 4 * un;
-  V zxp = expr.buffer(zx);
-  V whh = expr.buffer(node.inputs()[1]);
-  V h0 = expr.buffer(node.inputs()[2]);
-  V c0 = expr.buffer(node.inputs()[3]);
+void LstmForward::emit(const KernelArgs& args) {
   V hs = expr.buffer(node.output(0));
   V cs = expr.buffer(node.output(1));
   std::vector<V> z;
@@ -290,18 +332,7 @@ void emit_lstm_scan(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const 
 // weight gradient is a graph-level GEMM over dzx). Per row, from the last step back: recompute
 // the gates (row_block_products, as in the forward), form dz into dzx_t and the carried dc
 // (stack), then dh_{t-1} = dz.w_hh^T (row_block_dots) from the stored dz.
-void emit_lstm_scan_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& k,
-                             const KernelArgs& args) {
-  const Node& node = *k.anchor;
-  const Value zx = node.inputs()[0];
-  const DType d = zx.dtype();
-  Ir ir(e, d);
-  const std::int64_t batch = zx.shape()[0], steps = zx.shape()[1];
-  const std::int64_t un = node.inputs()[1].shape()[0], g4 = 4 * un;
-  V zxp = expr.buffer(zx);
-  V whh = expr.buffer(node.inputs()[1]);
-  V h0 = expr.buffer(node.inputs()[2]);
-  V c0 = expr.buffer(node.inputs()[3]);
+void LstmBackward::emit(const KernelArgs& args) {
   V hs = expr.buffer(node.inputs()[4]);
   V cs = expr.buffer(node.inputs()[5]);
   V dhs = expr.buffer(node.inputs()[6]);
@@ -366,6 +397,15 @@ void emit_lstm_scan_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& 
       });
     }
   });
+}
+
+void emit_lstm_scan(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const KernelArgs& args) {
+  LstmForward(e, expr, *k.anchor).emit(args);
+}
+
+void emit_lstm_scan_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& k,
+                             const KernelArgs& args) {
+  LstmBackward(e, expr, *k.anchor).emit(args);
 }
 
 }  // namespace edifice::jit::codegen

@@ -1,10 +1,10 @@
 // Structured-op kernels: softmax and layer_norm (+ backward); attention and lstm live in
-// attention_kernels.cpp and lstm_kernels.cpp. Each is a plain loop nest over buffers (inputs of
-// these kernels are always materialised, row-major and contiguous) that matches the reference
-// interpreter (core/src/interpreter.cpp) op for op, except that sums are accumulated in the element
-// type (the interpreter uses double) and may be reassociated where `accumulate` is used, so that
-// LLVM vectorises them. Every work item is computed by the same instruction sequence whichever
-// thread runs it, so results do not depend on the thread count.
+// attention_row_kernels.cpp, attention_tile_kernels.cpp and lstm_kernels.cpp. Each is a plain loop
+// nest over buffers (inputs of these kernels are always materialised, row-major and contiguous)
+// that matches the reference interpreter (core/src/interpreter.cpp) op for op, except that sums are
+// accumulated in the element type (the interpreter uses double) and may be reassociated where
+// `accumulate` is used, so that LLVM vectorises them. Every work item is computed by the same
+// instruction sequence whichever thread runs it, so results do not depend on the thread count.
 #include "../work_items.hpp"
 #include "structured_ir.hpp"
 

@@ -5,12 +5,27 @@
 ///   auto exe = jit::compile(graph, {{32, 60, 1024}});   // specialised to these input shapes
 ///   std::vector<Tensor> out = exe->run(inputs);
 ///
-/// or, caching one executable per input shape, `jit::Function f(graph); f(inputs)`.
+/// or `jit::Function f(graph); f(inputs)`, which compiles for the shapes of each call's inputs
+/// (through compile, so executables are shared with every other caller).
 ///
-/// Environment: EDIFICE_THREADS (worker count), EDIFICE_ISA (cap: avx512|avx2|sse4.2|generic),
-/// EDIFICE_CACHE=0 (no disk cache), EDIFICE_CACHE_DIR, EDIFICE_DUMP=graph,plan,ir,opt-ir,asm|all
-/// and EDIFICE_DUMP_DIR (see docs/architecture.md), EDIFICE_PRUNE=0 (no row pruning, see
-/// Options::prune_rows).
+/// Compiled executables are cached twice. In the process: up to 128 executables, least recently
+/// used dropped first, keyed by the graph's hash, the input shapes, the host CPU and its
+/// features, and every option (threads, disk cache and its directory, prune_rows,
+/// absorb_projections, attention_kernel; the environment variables resolved). On disk: one
+/// object file per specialised graph, keyed by the hash of the graph after shape binding and
+/// the rewrite passes, the target (triple, CPU, features) and a hash of the JIT's own sources.
+///
+/// Environment (every variable the JIT reads):
+///   EDIFICE_THREADS     worker count (Options::threads = 0)
+///   EDIFICE_ISA         cap on the instruction set: avx512|avx2|sse4.2|generic
+///   EDIFICE_CACHE=0     no disk cache; EDIFICE_CACHE_DIR, else $XDG_CACHE_HOME/edifice, else
+///                       $HOME/.cache/edifice: its directory (Options::cache_dir empty)
+///   EDIFICE_PRUNE=0     no row pruning (Options::prune_rows)
+///   EDIFICE_ABSORB=0    no projection absorption (Options::absorb_projections)
+///   EDIFICE_DUMP        comma list of graph, plan, ir, opt-ir, asm, timing, or all: print each
+///                       lowering stage, to files in EDIFICE_DUMP_DIR if set, else to stderr
+///   EDIFICE_PROFILE=1   time every kernel; each executable prints its profile to stderr when
+///                       destroyed
 
 #include <edifice/core/graph.hpp>
 #include <edifice/core/tensor.hpp>
@@ -100,17 +115,20 @@ class Executable {
 };
 
 /// Compiles `graph` for inputs of `input_shapes` (binding its dynamic batch extent). Uses the
-/// in-process cache (graph hash, shapes, ISA) and the disk cache.
+/// in-process cache and the disk cache (keys in the file comment above).
 std::shared_ptr<const Executable> compile(const Graph& graph,
                                           const std::vector<Shape>& input_shapes,
                                           const Options& options = {});
 
-/// A graph plus a per-shape cache of executables: call it like a function.
+/// A graph and its options, called like a function: each call compiles (or finds in the
+/// in-process cache that compile shares) the executable for its inputs' shapes and runs it.
+/// Holds no executables of its own.
 class Function {
  public:
   explicit Function(Graph graph, Options options = {});
+  /// Runs on `inputs`; throws edifice::Error when their count differs from the graph's.
   std::vector<Tensor> operator()(const std::vector<Tensor>& inputs) const;
-  /// The executable for these input shapes (compiled on first use).
+  /// compile(graph(), input_shapes, options).
   std::shared_ptr<const Executable> executable(const std::vector<Shape>& input_shapes) const;
   const Graph& graph() const { return graph_; }
 

@@ -91,6 +91,19 @@ struct HybridMlpOptions {
   std::vector<std::int64_t> mlp_sizes = {256, 256};
   /// Element type of the input and of every parameter: f32, or f64 (e.g. for gradient checks).
   DType dtype = DType::f32;
+
+  /// The options of the hybrid model under the MLP head (everything but mlp_sizes).
+  HybridOptions hybrid() const {
+    return {.embed_dim = embed_dim,
+            .lstm_hidden = lstm_hidden,
+            .lstm_layers = lstm_layers,
+            .num_heads = num_heads,
+            .head_dim = head_dim,
+            .dropout = dropout,
+            .window_size = window_size,
+            .seq_len = seq_len,
+            .dtype = dtype};
+  }
 };
 
 /// What a model builder returns: the output layer and, for inspection, each attention layer's

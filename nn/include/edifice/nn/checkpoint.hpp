@@ -34,6 +34,9 @@
 ///   "step", "epoch", "cursor"  copies of the tensors above, for people reading the header
 ///   "micro_shards"    micro-shards per batch, written by data-parallel training only
 ///
+/// The safetensors writer adds the per-tensor checksums (safetensors.hpp) to `__metadata__`, and
+/// loading verifies them: a flipped byte anywhere in the data gives an error naming the tensor.
+///
 /// Loading validates the file (safetensors checks, then every entry above present with its
 /// dtype and shape, no unknown tensor) before anything is returned; Trainer::load_checkpoint
 /// additionally checks the parameters and optimizer state against its model and optimizer and
@@ -46,6 +49,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace edifice::nn {
@@ -105,6 +109,10 @@ void save_checkpoint(const std::string& path, const TrainState& state,
 TrainState load_checkpoint(const std::string& path,
                            std::map<std::string, std::string>* metadata = nullptr);
 
+/// Same, from the bytes of a checkpoint file held in memory; errors start with `source_name`.
+TrainState parse_checkpoint(std::string_view bytes, std::string_view source_name = "<memory>",
+                            std::map<std::string, std::string>* metadata = nullptr);
+
 /// Plain parameter files: one tensor per parameter, named as the parameter (no prefix), with
 /// `metadata` as __metadata__. Atomic like checkpoints.
 void save_params(const std::string& path, const Params& params,
@@ -116,7 +124,12 @@ Params load_params(const std::string& path, std::map<std::string, std::string>* 
 
 /// Same, checked against `model`: throws edifice::Error listing every missing, unexpected and
 /// mismatched (name, dtype, shape) parameter (nn::check_params) instead of returning a partial
-/// set.
-Params load_params(const std::string& path, const Model& model);
+/// set. (Inline: the checkpoint code itself needs nothing of models, so the fuzz targets link
+/// without the JIT.)
+inline Params load_params(const std::string& path, const Model& model) {
+  Params params = load_params(path);
+  check_params(model.parameters(), params, path);
+  return params;
+}
 
 }  // namespace edifice::nn
