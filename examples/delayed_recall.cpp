@@ -191,7 +191,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::shared_ptr<nn::Communicator> comm = use_mpi ? nn::mpi() : nullptr;
+  std::shared_ptr<nn::Communicator> comm;
+  try {
+    if (use_mpi) comm = nn::mpi();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "delayed_recall --mpi: %s\n", e.what());
+    return 2;
+  }
   const bool leader = !comm || comm->rank() == 0;
   if (leader) std::filesystem::create_directories(out);
   const std::int64_t batch = 32;
