@@ -11,6 +11,7 @@ packages=(
   libxxhash-dev zlib1g-dev  # safetensors checksums (xxHash64); PNG compression for plots
   clang-19 libclang-rt-19-dev  # libFuzzer targets (tests/fuzz), run by scripts/test.sh
   libopenblas-dev  # bench/gemm_bench compares the JIT GEMM with OpenBLAS
+  libopenmpi-dev openmpi-bin  # data-parallel training over MPI (nn::mpi()) and its tests
 )
 
 missing=()

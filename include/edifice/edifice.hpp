@@ -20,6 +20,7 @@
 #include <edifice/jit/target.hpp>
 // nn: layers, models, training, checkpoints, plots
 #include <edifice/nn/checkpoint.hpp>
+#include <edifice/nn/distributed.hpp>
 #include <edifice/nn/init.hpp>
 #include <edifice/nn/layer.hpp>
 #include <edifice/nn/layers.hpp>

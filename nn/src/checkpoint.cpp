@@ -98,6 +98,7 @@ void save_checkpoint(const std::string& path, const TrainState& state,
       {"cursor", std::to_string(l.cursor)},
   };
   if (!metadata.optimizer.empty()) meta["optimizer"] = metadata.optimizer;
+  if (metadata.micro_shards > 0) meta["micro_shards"] = std::to_string(metadata.micro_shards);
   // One buffer, one atomic replace: the file is either the old checkpoint or the new one.
   write_file_atomically(path, to_safetensors_bytes(tensors, meta));
 }

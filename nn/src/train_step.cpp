@@ -203,82 +203,91 @@ TensorType TrainStep::target_type(const Tensor& targets) const {
   return t;
 }
 
-TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
-  const TensorType ttype = target_type(targets);
-  const std::string key = (train ? "train:" : "eval:") + ttype.to_string();
-  if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
+namespace {
 
-  auto b = std::make_shared<Built>();
-  TracedModel tr = model_.trace(train ? Mode::train : Mode::inference);
+// The traced forward pass of a step: its parameter, input, key and target placeholders and the
+// loss and metric values (pruned when the JIT prunes rows).
+struct StepForward {
+  std::vector<Value> params, inputs;
+  Value rng_key;  // train mode with randomness only: the trace's key
+  Value target;
+  std::vector<Value> outputs;  // loss, metrics
+  std::vector<std::string> param_names;
+};
+
+StepForward trace_forward(const Model& model, const TrainStepOptions& options,
+                          const TensorType& ttype, bool train) {
+  StepForward f;
+  TracedModel tr = model.trace(train ? Mode::train : Mode::inference);
   const auto& gin = tr.graph.inputs();
   const std::size_t np = tr.param_names.size(), ni = tr.input_names.size();
-  std::vector<Value> params(gin.begin(), gin.begin() + static_cast<std::ptrdiff_t>(np));
-  std::vector<Value> inputs(gin.begin() + static_cast<std::ptrdiff_t>(np),
-                            gin.begin() + static_cast<std::ptrdiff_t>(np + ni));
+  f.params.assign(gin.begin(), gin.begin() + static_cast<std::ptrdiff_t>(np));
+  f.inputs.assign(gin.begin() + static_cast<std::ptrdiff_t>(np),
+                  gin.begin() + static_cast<std::ptrdiff_t>(np + ni));
+  f.param_names = tr.param_names;
   const Value& y_pred = tr.graph.outputs()[0];
-  Value target = ops::parameter("targets", ttype.dtype, ttype.shape);
+  f.target = ops::parameter("targets", ttype.dtype, ttype.shape);
 
-  Value loss = options_.loss.fn(target, y_pred);
+  Value loss = options.loss.fn(f.target, y_pred);
   if (!loss.valid() || loss.rank() != 0 || !is_floating(loss.dtype()))
-    fail("TrainStep: the loss \"{}\" must return a rank-0 float value, got {}", options_.loss.name,
+    fail("TrainStep: the loss \"{}\" must return a rank-0 float value, got {}", options.loss.name,
          loss.valid() ? loss.type().to_string() : "an empty value");
-  std::vector<Value> outputs = {loss};
-  for (const Metric& m : options_.metrics) {
-    Value v = m.fn(target, y_pred);
+  f.outputs = {loss};
+  for (const Metric& m : options.metrics) {
+    Value v = m.fn(f.target, y_pred);
     if (!v.valid() || v.rank() != 0 || !is_floating(v.dtype()))
       fail("TrainStep: the metric \"{}\" must return a rank-0 float value, got {}", m.name,
            v.valid() ? v.type().to_string() : "an empty value");
-    outputs.push_back(v);
+    f.outputs.push_back(v);
   }
-  if (jit::prune_rows_enabled(options_.jit)) {
+  if (jit::prune_rows_enabled(options.jit)) {
     // Prune the forward pass before differentiating it: rows the loss never reads (a model's
     // non-last positions in its last layer) then get no forward and no backward work. The
     // pruned graph keeps the same parameter values, so `params` still index it.
-    std::vector<Value> fi = params;
-    fi.insert(fi.end(), inputs.begin(), inputs.end());
+    std::vector<Value> fi = f.params;
+    fi.insert(fi.end(), f.inputs.begin(), f.inputs.end());
     if (tr.has_rng_key) fi.push_back(gin[np + ni]);
-    fi.push_back(target);
-    outputs = jit::prune_rows(Graph(fi, outputs)).outputs();
-    loss = outputs[0];
+    fi.push_back(f.target);
+    f.outputs = jit::prune_rows(Graph(fi, f.outputs)).outputs();
   }
-  b->num_metrics = options_.metrics.size();
-  b->forward_outputs = outputs;
-  b->param_names = tr.param_names;
+  // Without dropout the key is unused; the graphs add a placeholder where they need one.
+  if (train && tr.has_rng_key) f.rng_key = gin[np + ni];
+  return f;
+}
 
-  if (!train) {
-    std::vector<Value> gi = params;
-    gi.insert(gi.end(), inputs.begin(), inputs.end());
-    gi.push_back(target);
-    b->graph = Graph(gi, outputs);
-    return *cache_.emplace(key, b).first->second;
-  }
+}  // namespace
 
-  std::vector<Value> grads = grad(loss, params);
+// Appends clipping (or the norm alone in anomaly mode) and the optimizer update of `params`
+// by `grads` to `outputs` ([norm], updated parameters, updated state) and records the state
+// layout in `b`. Returns the learning-rate placeholder followed by the state placeholders.
+std::vector<Value> TrainStep::append_update(Built& b, const std::vector<Value>& params,
+                                            std::vector<Value> grads,
+                                            std::vector<Value>& outputs) const {
   const Optimizer& opt = *options_.optimizer;
   if (options_.clip_global_norm > 0) {
     ClippedGradients c = clip_by_global_norm(grads, options_.clip_global_norm);
     grads = c.grads;
     outputs.push_back(c.norm);
-    b->has_norm = true;
+    b.has_norm = true;
   } else if (options_.anomaly_mode) {
     outputs.push_back(global_norm(grads));
-    b->has_norm = true;
+    b.has_norm = true;
   }
-
+  const std::size_t np = b.param_names.size();
   // Optimizer state placeholders, named as the state entries.
   Params param_types;
   for (std::size_t i = 0; i < np; ++i)
-    param_types[tr.param_names[i]] = Tensor(params[i].dtype(), Shape(params[i].shape()));
+    param_types[b.param_names[i]] = Tensor(params[i].dtype(), Shape(params[i].shape()));
   // Shapes only matter here; zero-sized buffers would do but real ones are small enough.
   OptimizerState init = opt.init(param_types);
   UpdateInputs in;
   in.learning_rate = ops::parameter("learning_rate", DType::f64, {});
-  std::vector<Value> state_values;
+  std::vector<Value> placeholders = {in.learning_rate};
   for (const auto& [name, t] : init) {
     Value v = ops::parameter(name, t.dtype(), t.shape());
-    state_values.push_back(v);
-    b->state_names.push_back(name);
-    b->state_types.push_back({t.dtype(), t.shape()});
+    placeholders.push_back(v);
+    b.state_names.push_back(name);
+    b.state_types.push_back({t.dtype(), t.shape()});
     if (name == "step")
       in.step = v;
     else
@@ -286,8 +295,8 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
   }
   if (!in.step.valid()) fail("TrainStep: optimizer {} has no \"step\" state", opt.name());
   for (std::size_t i = 0; i < np; ++i) {
-    in.params[tr.param_names[i]] = params[i];
-    in.grads[tr.param_names[i]] = grads[i];
+    in.params[b.param_names[i]] = params[i];
+    in.grads[b.param_names[i]] = grads[i];
   }
   UpdateOutputs up;
   {
@@ -295,13 +304,13 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
     LayerScope scope("optimizer " + opt.name(), "optimizer update");
     up = opt.update(in);
   }
-  for (const std::string& name : tr.param_names) {
+  for (const std::string& name : b.param_names) {
     auto it = up.params.find(name);
     if (it == up.params.end())
       fail("TrainStep: optimizer {} gave no update for {}", opt.name(), name);
     outputs.push_back(it->second);
   }
-  for (const std::string& name : b->state_names) {
+  for (const std::string& name : b.state_names) {
     if (name == "step") {
       outputs.push_back(ops::add(in.step, ops::scalar(1, DType::i64)));
       continue;
@@ -311,16 +320,81 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
       fail("TrainStep: optimizer {} gave no update for state {}", opt.name(), name);
     outputs.push_back(it->second);
   }
+  b.num_params = np;
+  b.num_state = b.state_names.size();
+  return placeholders;
+}
 
-  std::vector<Value> gi = params;
-  gi.insert(gi.end(), state_values.begin(), state_values.end());
-  gi.push_back(in.learning_rate);
-  gi.push_back(tr.has_rng_key ? gin[np + ni] : ops::parameter("rng_key", DType::i64, {}));
-  gi.insert(gi.end(), inputs.begin(), inputs.end());
-  gi.push_back(target);
+TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
+  const TensorType ttype = target_type(targets);
+  const std::string key = (train ? "train:" : "eval:") + ttype.to_string();
+  if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
+
+  auto b = std::make_shared<Built>();
+  StepForward f = trace_forward(model_, options_, ttype, train);
+  std::vector<Value> outputs = f.outputs;
+  b->num_metrics = options_.metrics.size();
+  b->forward_outputs = outputs;
+  b->param_names = f.param_names;
+  std::vector<Value> gi = f.params;
+  if (!train) {
+    gi.insert(gi.end(), f.inputs.begin(), f.inputs.end());
+    gi.push_back(f.target);
+    b->graph = Graph(gi, outputs);
+    return *cache_.emplace(key, b).first->second;
+  }
+  std::vector<Value> placeholders =
+      append_update(*b, f.params, grad(outputs[0], f.params), outputs);
+  // Inputs: parameters, state, learning rate, key, model inputs, targets.
+  gi.insert(gi.end(), placeholders.begin() + 1, placeholders.end());
+  gi.push_back(placeholders[0]);
+  gi.push_back(f.rng_key.valid() ? f.rng_key : ops::parameter("rng_key", DType::i64, {}));
+  gi.insert(gi.end(), f.inputs.begin(), f.inputs.end());
+  gi.push_back(f.target);
   b->graph = Graph(gi, outputs);
-  b->num_params = np;
-  b->num_state = b->state_names.size();
+  return *cache_.emplace(key, b).first->second;
+}
+
+TrainStep::Built& TrainStep::built_gradients(const Tensor& targets) {
+  const TensorType ttype = target_type(targets);
+  const std::string key = "gradients:" + ttype.to_string();
+  if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
+  auto b = std::make_shared<Built>();
+  StepForward f = trace_forward(model_, options_, ttype, true);
+  std::vector<Value> outputs = f.outputs;
+  b->num_metrics = options_.metrics.size();
+  b->forward_outputs = outputs;
+  b->param_names = f.param_names;
+  b->num_params = f.params.size();
+  for (const Value& g : grad(outputs[0], f.params)) outputs.push_back(g);
+  std::vector<Value> gi = f.params;
+  gi.push_back(f.rng_key.valid() ? f.rng_key : ops::parameter("rng_key", DType::i64, {}));
+  gi.insert(gi.end(), f.inputs.begin(), f.inputs.end());
+  gi.push_back(f.target);
+  b->graph = Graph(gi, outputs);
+  return *cache_.emplace(key, b).first->second;
+}
+
+TrainStep::Built& TrainStep::built_update() {
+  const std::string key = "update";
+  if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
+  auto b = std::make_shared<Built>();
+  std::vector<Value> params, grads;
+  std::map<std::string, TensorType> sorted;  // the step graphs' order: by name
+  for (const ParamInfo& p : model_.parameters()) sorted.emplace(p.name, p.type);
+  for (const auto& [name, type] : sorted) {
+    b->param_names.push_back(name);
+    params.push_back(ops::parameter(name, type.dtype, type.shape));
+    grads.push_back(ops::parameter("grad/" + name, type.dtype, type.shape));
+  }
+  std::vector<Value> outputs;
+  std::vector<Value> placeholders = append_update(*b, params, grads, outputs);
+  // Inputs: parameters, state, learning rate, summed gradients.
+  std::vector<Value> gi = params;
+  gi.insert(gi.end(), placeholders.begin() + 1, placeholders.end());
+  gi.push_back(placeholders[0]);
+  gi.insert(gi.end(), grads.begin(), grads.end());
+  b->graph = Graph(gi, outputs);
   return *cache_.emplace(key, b).first->second;
 }
 
@@ -408,6 +482,60 @@ StepResult TrainStep::evaluate(const Params& params, const std::vector<Tensor>& 
   r.loss = out[0].get_as_double(0);
   for (std::size_t i = 0; i < b.num_metrics; ++i) r.metrics.push_back(out[1 + i].get_as_double(0));
   return r;
+}
+
+GradientResult TrainStep::gradients(const Params& params, std::int64_t rng_key,
+                                    const std::vector<Tensor>& inputs, const Tensor& targets) {
+  check_params(model_.parameters(), params, "TrainStep::gradients");
+  check_inputs(model_, inputs, "TrainStep::gradients");
+  Built& b = built_gradients(targets);
+  std::vector<Tensor> args;
+  for (const std::string& name : b.param_names) args.push_back(params.at(name));
+  args.push_back(Tensor::scalar<std::int64_t>(rng_key));
+  for (const Tensor& t : inputs) args.push_back(t);
+  args.push_back(targets);
+  std::vector<Tensor> out = executable(b.executables, b.graph, args, options_.jit)->run(args);
+  GradientResult r;
+  std::size_t k = 0;
+  r.values.loss = out[k++].get_as_double(0);
+  for (std::size_t i = 0; i < b.num_metrics; ++i)
+    r.values.metrics.push_back(out[k++].get_as_double(0));
+  r.grads.assign(out.begin() + static_cast<std::ptrdiff_t>(k), out.end());
+  return r;
+}
+
+double TrainStep::apply_gradients(Params& params, OptimizerState& state, double learning_rate,
+                                  const std::vector<Tensor>& grads) {
+  check_params(model_.parameters(), params, "TrainStep::apply_gradients");
+  Built& b = built_update();
+  if (grads.size() != b.param_names.size())
+    fail("TrainStep::apply_gradients: {} gradients given, the model has {} parameters",
+         grads.size(), b.param_names.size());
+  check_optimizer_state(options_.optimizer->init(params), state, "TrainStep::apply_gradients");
+  std::vector<Tensor> args;
+  for (const std::string& name : b.param_names) args.push_back(params.at(name));
+  for (const std::string& name : b.state_names) args.push_back(state.at(name));
+  args.push_back(Tensor::scalar<double>(learning_rate));
+  for (const Tensor& g : grads) args.push_back(g);
+  std::vector<Tensor> out = executable(b.executables, b.graph, args, options_.jit)->run(args);
+  std::size_t k = 0;
+  const double norm =
+      b.has_norm ? out[k++].get_as_double(0) : std::numeric_limits<double>::quiet_NaN();
+  for (const std::string& name : b.param_names) params[name] = out[k++];
+  for (const std::string& name : b.state_names) state[name] = out[k++];
+  return norm;
+}
+
+const Graph& TrainStep::gradient_graph(const Tensor& targets) {
+  return built_gradients(targets).graph;
+}
+
+const Graph& TrainStep::update_graph() {
+  return built_update().graph;
+}
+
+const std::vector<std::string>& TrainStep::param_names() {
+  return built_update().param_names;
 }
 
 }  // namespace edifice::nn

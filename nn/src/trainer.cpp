@@ -22,6 +22,16 @@ std::string type_string(const Tensor& t) {
   return fmt::format("{}{}", dtype_name(t.dtype()), shape_to_string(t.shape()));
 }
 
+std::string current_exception_text() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -101,7 +111,9 @@ Trainer::Trainer(Model model, TrainerOptions options)
     : step_(std::move(model),
             TrainStepOptions{std::move(options.loss), std::move(options.metrics),
                              std::move(options.optimizer), options.clip_global_norm,
-                             options.anomaly_mode, std::move(options.jit)}) {}
+                             options.anomaly_mode, std::move(options.jit)}),
+      comm_(std::move(options.distributed)),
+      distribution_(options.distribution) {}
 
 std::vector<std::string> Trainer::value_names() const {
   std::vector<std::string> names = {"loss"};
@@ -302,13 +314,14 @@ void Trainer::start_fit(FitRun& run) {
         "checkpoint made with another dataset size, batch_size or drop_last?)",
         loop.cursor, run.nb);
   const FitOptions& options = run.options;
-  if (options.progress) {
+  if (comm_) start_distributed(run.data, options);
+  if (options.progress && leader()) {
     std::ostream& out = options.progress_out ? *options.progress_out : std::cout;
     run.bar.emplace(out, options.progress_tty.value_or(is_terminal(out)), options.progress_options);
   }
   const bool fresh = state_.step() == 0 && loop.epoch == 0 && loop.cursor == 0;
   run.csv_steps = options.csv_every == FitOptions::CsvEvery::step;
-  if (!options.csv_path.empty()) {
+  if (!options.csv_path.empty() && leader()) {
     std::vector<std::string> cols = run.csv_steps ? names : run.epoch_names;
     cols.push_back("lr");
     cols.push_back("elapsed_s");
@@ -323,14 +336,18 @@ void Trainer::start_fit(FitRun& run) {
 bool Trainer::train_batch(FitRun& run, std::int64_t b) {
   LoopState& loop = state_.loop;
   const std::int64_t begin = b * run.bs, end = std::min(begin + run.bs, run.n);
-  auto batch = run.data.gather(std::span(run.order).subspan(static_cast<std::size_t>(begin),
-                                                            static_cast<std::size_t>(end - begin)));
+  const auto indices = std::span(run.order).subspan(static_cast<std::size_t>(begin),
+                                                    static_cast<std::size_t>(end - begin));
+  // Distributed steps gather only their own micro-shards.
+  const Dataset::Batch batch = comm_ ? Dataset::Batch{} : run.data.gather(indices);
   const std::int64_t step = state_.step();
   const double lr = (*run.schedule)(step);
   const std::int64_t key = dropout_key(loop.dropout_seed, loop.dropout_counter);
   StepResult r =
-      step_.run(state_.params, state_.optimizer, lr, key, batch.inputs, batch.targets,
-                fmt::format("training step {} (epoch {}, batch {})", step + 1, loop.epoch, b));
+      comm_ ? distributed_step(run.data, indices, lr)
+            : step_.run(
+                  state_.params, state_.optimizer, lr, key, batch.inputs, batch.targets,
+                  fmt::format("training step {} (epoch {}, batch {})", step + 1, loop.epoch, b));
   ++loop.dropout_counter;
   ++loop.cursor;
   const auto w = static_cast<double>(end - begin);
@@ -477,6 +494,8 @@ History Trainer::fit(const Dataset& data, const FitOptions& options) {
   try {
     fit_loop(run);
   } catch (...) {
+    // Other ranks would wait for this one in their next collective: end the job.
+    if (comm_ && comm_->size() > 1) comm_->abort("fit failed: " + current_exception_text(), 1);
     // Leave the terminal and the log usable, then report.
     state_.loop.elapsed_s = run.elapsed();
     if (run.bar && run.bar_open) run.bar->finish(run.running(state_.loop));
@@ -497,11 +516,38 @@ History Trainer::fit(const Dataset& data, const FitOptions& options) {
 
 void Trainer::save_checkpoint(const std::string& path, const std::string& config_json) const {
   if (!initialised_) fail("Trainer::save_checkpoint: nothing to save; call init() first");
-  nn::save_checkpoint(path, state_, {config_json, step_.options().optimizer->config_json()});
+  const CheckpointMetadata metadata{config_json, step_.options().optimizer->config_json(),
+                                    comm_ ? distribution_.micro_shards : 0};
+  if (!comm_ || comm_->size() == 1) {
+    nn::save_checkpoint(path, state_, metadata);
+    return;
+  }
+  // Rank 0 writes; every rank learns whether it worked (and waits for the file to exist).
+  std::string error;
+  if (comm_->rank() == 0) {
+    try {
+      nn::save_checkpoint(path, state_, metadata);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  std::uint64_t length = error.size();
+  comm_->broadcast(std::as_writable_bytes(std::span(&length, 1)), 0);
+  error.resize(length);
+  comm_->broadcast(std::as_writable_bytes(std::span(error.data(), error.size())), 0);
+  if (!error.empty()) fail("save_checkpoint (written by rank 0): {}", error);
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
-  TrainState s = nn::load_checkpoint(path);
+  std::map<std::string, std::string> metadata;
+  TrainState s = nn::load_checkpoint(path, &metadata);
+  if (auto it = metadata.find("micro_shards");
+      comm_ && it != metadata.end() && it->second != std::to_string(distribution_.micro_shards))
+    fail(
+        "{}: the checkpoint was trained with {} micro-shards per batch, this trainer uses {}; "
+        "resume with the same micro_shards (any world size dividing it) to continue the same "
+        "run",
+        path, it->second, distribution_.micro_shards);
   check_params(model().parameters(), s.params, path);
   check_optimizer_state(step_.initial_state(s.params), s.optimizer, path);
   const std::size_t values = value_names().size();

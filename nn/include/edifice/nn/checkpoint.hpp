@@ -12,6 +12,9 @@
 ///                                            (i64 scalar: updates applied = the global step)
 ///   "loop/epoch"               i64 []        current epoch, 0-based (= epochs completed)
 ///   "loop/cursor"              i64 []        batches of the current epoch already trained on
+///                                            (global batches: with data-parallel training the
+///                                            same on every rank, so a checkpoint written with
+///                                            N ranks resumes with M; distributed.hpp)
 ///   "loop/data_seed"           i64 []        shuffling key (a u64 stored bit for bit)
 ///   "loop/dropout_seed"        i64 []        dropout key seed (u64 bit for bit)
 ///   "loop/dropout_counter"     i64 []        dropout keys drawn so far (u64 bit for bit)
@@ -29,6 +32,7 @@
 ///   "parameters"      JSON list of {"name", "dtype", "shape"} of every parameter
 ///   "optimizer"       the optimizer's hyper-parameters as JSON (Optimizer::config_json)
 ///   "step", "epoch", "cursor"  copies of the tensors above, for people reading the header
+///   "micro_shards"    micro-shards per batch, written by data-parallel training only
 ///
 /// The safetensors writer adds the per-tensor checksums (safetensors.hpp) to `__metadata__`, and
 /// loading verifies them: a flipped byte anywhere in the data gives an error naming the tensor.
@@ -91,6 +95,9 @@ struct CheckpointMetadata {
   std::string config = "{}";
   /// Optimizer::config_json(); empty to omit.
   std::string optimizer;
+  /// Data-parallel training's micro-shards per batch (distributed.hpp); 0 to omit. The
+  /// trainer refuses to resume a checkpoint with another count (the run would differ).
+  std::int64_t micro_shards = 0;
 };
 
 /// Writes `state` to `path` as one safetensors file, atomically.

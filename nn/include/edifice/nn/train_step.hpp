@@ -73,6 +73,13 @@ struct StepResult {
   double grad_norm = std::numeric_limits<double>::quiet_NaN();
 };
 
+/// One micro-batch's loss, metrics and gradients (TrainStep::gradients).
+struct GradientResult {
+  StepResult values;  ///< loss and metrics (grad_norm unused)
+  /// d loss / d parameter, in TrainStep::param_names() order.
+  std::vector<Tensor> grads;
+};
+
 class TrainStep {
  public:
   /// Uses the model's first output as the prediction. Throws if the loss or optimizer is
@@ -86,6 +93,22 @@ class TrainStep {
   StepResult run(Params& params, OptimizerState& state, double learning_rate, std::int64_t rng_key,
                  const std::vector<Tensor>& inputs, const Tensor& targets,
                  const std::string& context = "training step");
+
+  /// The two halves of a step, for data-parallel training (distributed.hpp), each ONE compiled
+  /// graph: `gradients` runs the forward pass (train mode), loss, metrics and backward pass
+  /// of one micro-batch (graph inputs: parameters, "rng_key", model inputs, "targets";
+  /// outputs: loss, metrics, gradients); `apply_gradients` clips (if asked) and applies the
+  /// optimizer to summed gradients (inputs: parameters, state, "learning_rate", "grad/{name}";
+  /// outputs: [norm], parameters, state) and returns the gradient norm before clipping (NaN
+  /// unless clipping or anomaly mode is on). run() keeps its single fused graph.
+  GradientResult gradients(const Params& params, std::int64_t rng_key,
+                           const std::vector<Tensor>& inputs, const Tensor& targets);
+  double apply_gradients(Params& params, OptimizerState& state, double learning_rate,
+                         const std::vector<Tensor>& grads);
+  const Graph& gradient_graph(const Tensor& targets);
+  const Graph& update_graph();
+  /// Parameter names sorted: the order of gradients in both graphs.
+  const std::vector<std::string>& param_names();
 
   /// Loss and metrics of the inference-mode model on one batch (no update).
   StepResult evaluate(const Params& params, const std::vector<Tensor>& inputs,
@@ -105,6 +128,10 @@ class TrainStep {
  private:
   struct Built;
   Built& built(const Tensor& targets, bool train);
+  Built& built_gradients(const Tensor& targets);
+  Built& built_update();
+  std::vector<Value> append_update(Built& b, const std::vector<Value>& params,
+                                   std::vector<Value> grads, std::vector<Value>& outputs) const;
   TensorType target_type(const Tensor& targets) const;
 
   Model model_;

@@ -8,7 +8,9 @@
 ///   trainer.init(42);                                  // params, optimizer state, seeds
 ///   nn::History h = trainer.fit(nn::Dataset(x, y), {.epochs = 100, .batch_size = 4});
 ///
-/// Each step runs ONE compiled graph (train_step.hpp). The loop keeps running means of the loss
+/// Each step runs ONE compiled graph (train_step.hpp); with TrainerOptions::distributed, a
+/// gradient graph per micro-shard and an update graph, over several processes
+/// (distributed.hpp). The loop keeps running means of the loss
 /// and metrics over the epoch (weighted by batch size), evaluates validation data at the end of
 /// each epoch in inference mode, calls event handlers, applies early stopping, draws a progress
 /// bar and writes a CSV log (progress.hpp). Checkpoints (checkpoint.hpp) hold the whole
@@ -21,6 +23,7 @@
 /// updates applied (the optimizer's "step"), so the first step event has step 1.
 
 #include <edifice/nn/checkpoint.hpp>
+#include <edifice/nn/distributed.hpp>
 #include <edifice/nn/progress.hpp>
 #include <edifice/nn/train_step.hpp>
 
@@ -142,6 +145,17 @@ struct TrainerOptions {
   /// fires.
   bool anomaly_mode = false;
   jit::Options jit = {};
+  /// Data-parallel training (distributed.hpp): nn::mpi() in a program started with
+  /// `mpirun -np N`, or nn::single_process(); null (the default) trains with the single fused
+  /// step graph. With a communicator, every rank runs the same program: fit() broadcasts rank
+  /// 0's parameters and optimizer state, checks that all ranks agree on the model, options,
+  /// data and loop state, and gives bit-identical results for every world size dividing
+  /// distribution.micro_shards (but not the same bits as the fused step). The progress bar and
+  /// the CSV log are written by rank 0 only; handlers run on every rank with the same events;
+  /// save_checkpoint writes from rank 0 only. Validation and evaluate() run whole on every
+  /// rank (same parameters, same values). Anomaly mode is not supported with it.
+  std::shared_ptr<Communicator> distributed;
+  DistributedOptions distribution = {};
 };
 
 struct FitOptions {
@@ -204,6 +218,7 @@ class Trainer {
   void on_completion(CompletionHandler handler);
 
   /// Saves the whole state (checkpoint.hpp) with `config_json` as the caller's configuration.
+  /// Distributed: a collective call; rank 0 writes and every rank throws if the write failed.
   void save_checkpoint(const std::string& path, const std::string& config_json = "{}") const;
   /// Loads a checkpoint after checking its parameters against the model and its optimizer
   /// state against the optimizer; on any mismatch throws, listing every missing, unexpected
@@ -230,8 +245,20 @@ class Trainer {
   bool train_batch(FitRun& run, std::int64_t batch);
   bool end_epoch(FitRun& run);
   bool early_stop(const FitRun& run, const NamedValues& values, std::string& message);
+  bool leader() const { return !comm_ || comm_->rank() == 0; }
+
+  // Data-parallel training (distributed_step.cpp).
+  void start_distributed(const Dataset& data, const FitOptions& options);
+  void check_ranks_agree(const Dataset& data, const FitOptions& options);
+  void broadcast_state();
+  StepResult distributed_step(const Dataset& data, std::span<const std::int64_t> batch,
+                              double learning_rate);
+  std::vector<std::byte> exchange_gradients(std::span<const std::byte> local, std::size_t leaves);
 
   TrainStep step_;
+  std::shared_ptr<Communicator> comm_;
+  DistributedOptions distribution_;
+  std::optional<GradientLayout> layout_;  // packed gradients, set by start_distributed
   TrainState state_;
   bool initialised_ = false;
   std::vector<std::pair<StepHandler, std::int64_t>> step_handlers_;
