@@ -10,8 +10,11 @@ set -uo pipefail
 mpiexec=$1 driver=$2 work=$3 scenario=$4
 rm -rf "$work" && mkdir -p "$work"
 export EDIFICE_THREADS=1 EDIFICE_CACHE=0
-# Sanitizer builds: Open MPI's allocations held until exit are not Edifice's leaks.
-export LSAN_OPTIONS="suppressions=$(dirname "$0")/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+# Sanitizer builds: Open MPI keeps allocations until exit in plugins it unloads, so
+# LeakSanitizer sees one-frame stacks in unknown modules that no suppression can match. Leak
+# checking is off for these runs only (ASan's memory-error checks stay on); Edifice's own
+# distributed code is leak-checked by nn_tests' [distributed] cases (single-process path).
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 # --bind-to none: several ranks share the 2 cores; loopback transports only.
 mpi_flags=(--oversubscribe --allow-run-as-root --bind-to none --mca btl self,vader)
 run_np() {
