@@ -213,6 +213,14 @@ struct StepForward {
   Value target;
   std::vector<Value> outputs;  // loss, metrics
   std::vector<std::string> param_names;
+
+  // The data inputs every training graph ends with: the dropout key (a fresh placeholder when
+  // the model draws no random numbers), the model inputs, the targets.
+  void append_data_inputs(std::vector<Value>& graph_inputs) const {
+    graph_inputs.push_back(rng_key.valid() ? rng_key : ops::parameter("rng_key", DType::i64, {}));
+    graph_inputs.insert(graph_inputs.end(), inputs.begin(), inputs.end());
+    graph_inputs.push_back(target);
+  }
 };
 
 StepForward trace_forward(const Model& model, const TrainStepOptions& options,
@@ -348,9 +356,7 @@ TrainStep::Built& TrainStep::built(const Tensor& targets, bool train) {
   // Inputs: parameters, state, learning rate, key, model inputs, targets.
   gi.insert(gi.end(), placeholders.begin() + 1, placeholders.end());
   gi.push_back(placeholders[0]);
-  gi.push_back(f.rng_key.valid() ? f.rng_key : ops::parameter("rng_key", DType::i64, {}));
-  gi.insert(gi.end(), f.inputs.begin(), f.inputs.end());
-  gi.push_back(f.target);
+  f.append_data_inputs(gi);
   b->graph = Graph(gi, outputs);
   return *cache_.emplace(key, b).first->second;
 }
@@ -368,9 +374,7 @@ TrainStep::Built& TrainStep::built_gradients(const Tensor& targets) {
   b->num_params = f.params.size();
   for (const Value& g : grad(outputs[0], f.params)) outputs.push_back(g);
   std::vector<Value> gi = f.params;
-  gi.push_back(f.rng_key.valid() ? f.rng_key : ops::parameter("rng_key", DType::i64, {}));
-  gi.insert(gi.end(), f.inputs.begin(), f.inputs.end());
-  gi.push_back(f.target);
+  f.append_data_inputs(gi);
   b->graph = Graph(gi, outputs);
   return *cache_.emplace(key, b).first->second;
 }
