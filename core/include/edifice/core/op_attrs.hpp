@@ -42,8 +42,6 @@ struct AttentionAttrs {
 
   /// Causal or window: an index rule (query_offset applies), no mask input.
   bool is_predicate() const { return mask == MaskKind::causal || mask == MaskKind::window; }
-  /// The index of the mask input among the op's inputs (q, k, v, mask), or -1 when none.
-  int mask_input() const { return mask == MaskKind::tensor ? 3 : -1; }
   /// Whether query row `i` may attend key `j` under the none/causal/window rule (a tensor
   /// mask's answer is in its input, not here).
   bool allows(std::int64_t i, std::int64_t j) const {
