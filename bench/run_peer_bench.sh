@@ -14,10 +14,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-lock="${PEER_BENCH_LOCK-/tmp/edifice-build.lock}"
-locked() {
-  if [[ -n "$lock" ]] && command -v flock >/dev/null; then flock "$lock" "$@"; else "$@"; fi
-}
+source bench/common/locked.sh
 
 if [[ "${PEER_BENCH_SKIP_SETUP:-0}" != 1 ]]; then
   bash bench/setup_peers.sh

@@ -12,10 +12,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-lock="${PEER_BENCH_LOCK-/tmp/edifice-build.lock}"
-locked() {
-  if [[ -n "$lock" ]] && command -v flock >/dev/null; then flock "$lock" "$@"; else "$@"; fi
-}
+source bench/common/locked.sh
 if [[ ! -f build/CMakeCache.txt ]]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 fi
