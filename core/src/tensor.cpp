@@ -91,6 +91,23 @@ Tensor Tensor::reshape(Shape shape) const {
   return t;
 }
 
+Tensor Tensor::slice_rows(std::int64_t first, std::int64_t count) const {
+  if (rank() == 0) fail("Tensor::slice_rows: a rank-0 tensor has no rows");
+  if (first < 0 || count < 0 || first + count > shape_[0])
+    fail("Tensor::slice_rows: rows [{}, {}) are outside {} (axis 0 has {})", first, first + count,
+         shape_to_string(shape_), shape_[0]);
+  const std::size_t row_bytes = shape_[0] == 0 ? 0 : nbytes() / static_cast<std::size_t>(shape_[0]);
+  const std::size_t offset = static_cast<std::size_t>(first) * row_bytes;
+  if (offset % kAlignment != 0)
+    fail("Tensor::slice_rows: rows from {} of {} start {} bytes in, not on a {}-byte boundary",
+         first, shape_to_string(shape_), offset, kAlignment);
+  Tensor t = *this;
+  t.shape_[0] = count;
+  t.numel_ = checked_numel(t.shape_);
+  t.buffer_ = std::shared_ptr<std::byte>(buffer_, buffer_.get() + offset);
+  return t;
+}
+
 Tensor Tensor::clone() const {
   Tensor t(dtype_, shape_);
   if (nbytes()) std::memcpy(t.raw_data(), raw_data(), nbytes());

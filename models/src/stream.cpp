@@ -151,10 +151,18 @@ struct Stream::Impl {
     std::size_t input, output;
   };
   std::vector<RingLink> rings;
+  // Exact window: each new row [B, W] is stored twice, at rows n mod S and n mod S + S of a
+  // [2S, P] buffer (P = B * W rounded up to whole 64-byte lines), so the last S rows in time
+  // order are always the contiguous rows [(n + 1) mod S, +S): main reads them through a view,
+  // with no gather. `link.input` is main's input index, `link.output` frame_rows' output.
+  struct TimeRing {
+    RingLink link;
+    std::int64_t width;
+    Tensor storage;
+  };
+  std::vector<TimeRing> time_rings;
   // State replaced each step (LSTM h, c): main's input index and output index.
   std::vector<RingLink> carried;
-  // exact window: i64 [S], the ring slot of each window position.
-  std::optional<std::size_t> order_input;
   // band / hybrid: u8 [B, 1, 1, R], which ring slots each stream sees, and the window span.
   std::optional<std::size_t> mask_input;
   std::int64_t span = 0;
@@ -179,12 +187,10 @@ void Stream::Impl::check_stream(std::int64_t b, const char* fn) const {
 // Fills the per-step inputs (window order, slot mask, positions) for step `steps`.
 void Stream::Impl::prepare_step() {
   const std::int64_t n = steps, r = ring_len;
-  if (order_input) {
-    // With this frame in slot n mod S, window position i holds frame n - S + 1 + i, in slot
-    // (n + 1 + i) mod S.
-    auto* order = main.inputs[*order_input].data<std::int64_t>();
-    for (std::int64_t i = 0; i < r; ++i) order[i] = (n + 1 + i) % r;
-  }
+  // With this frame at rows n mod S and n mod S + S, rows (n + 1) mod S + i hold frame
+  // n - S + 1 + i for i in [0, S).
+  for (TimeRing& ring : time_rings)
+    main.inputs[ring.link.input] = ring.storage.slice_rows((n + 1) % r, r);
   if (mask_input) {
     auto* mask = main.inputs[*mask_input].data<std::uint8_t>();
     for (std::int64_t b = 0; b < batch; ++b)
@@ -207,6 +213,12 @@ void Stream::Impl::prepare_step() {
 void Stream::Impl::write_rows(const std::vector<Tensor>& outputs) {
   const std::int64_t slot = steps % ring_len;
   const std::size_t esize = dtype_size(dtype);
+  for (TimeRing& ring : time_rings) {
+    const Tensor& row = outputs[ring.link.output];
+    const std::size_t bytes = static_cast<std::size_t>(batch * ring.width) * esize;
+    for (std::int64_t copy : {slot, slot + ring_len})
+      std::memcpy(ring.storage.slice_rows(copy, 1).raw_data(), row.raw_data(), bytes);
+  }
   for (const RingLink& link : rings) {
     Tensor& ring = main.inputs[link.input];
     const Tensor& row = outputs[link.output];
@@ -252,6 +264,13 @@ void Stream::Impl::clear_stream(std::int64_t b) {
   };
   for (const RingLink& link : rings) zero_rows(main.inputs[link.input]);
   for (const RingLink& link : carried) zero_rows(main.inputs[link.input]);
+  for (TimeRing& ring : time_rings) {
+    const std::size_t bytes = static_cast<std::size_t>(ring.width) * dtype_size(dtype);
+    for (std::int64_t row = 0; row < 2 * ring_len; ++row)
+      std::memset(static_cast<std::byte*>(ring.storage.slice_rows(row, 1).raw_data()) +
+                      static_cast<std::size_t>(b) * bytes,
+                  0, bytes);
+  }
   start[static_cast<std::size_t>(b)] = steps;
 }
 
@@ -311,28 +330,36 @@ void exact_window_graphs(const nn::Model& model, const nn::Params& params, Strea
   st.frame_rows->compile(f, {xw, u}, options);
 
   StepBuilder g(model, params, dt);
-  const std::size_t ring_xw = g.add("ring_input_proj", Tensor(dt, {b, m.s, m.h}));
-  const std::size_t ring_u = g.add("ring_layer_1_qkv", Tensor(dt, {b, m.s, 3 * m.h}));
-  st.order_input = g.add("window_order", Tensor(DType::i64, {m.s}));
+  // A time-ordered ring of rows [B, width]: the graph reads its window [S, P] as [B, S, width].
+  auto window = [&](const char* name, std::int64_t width, std::size_t frame_output) {
+    const std::int64_t lane = static_cast<std::int64_t>(Tensor::kAlignment / dtype_size(dt));
+    const std::int64_t pitch = (b * width + lane - 1) / lane * lane;
+    Tensor storage(dt, {2 * m.s, pitch});
+    const std::size_t input = g.add(name, storage.slice_rows(0, m.s));
+    st.time_rings.push_back({{input, frame_output}, width, std::move(storage)});
+    const Value rows = o::slice_axis(g.input(input), 1, 0, b * width);
+    return o::transpose(o::reshape(rows, {m.s, b, width}), {1, 0, 2});
+  };
+  const Value window_xw = window("ring_input_proj", m.h, 0);
+  const Value window_u = window("ring_layer_1_qkv", 3 * m.h, 1);
   const std::size_t position_term =
       g.add("layer_1_qkv_position_term", qkv_position_term(g, m.s, m.h));
-  auto window = [&](std::size_t ring) {
-    return o::take(g.input(ring), g.input(*st.order_input), 1);
-  };
-  Value x = o::add(o::add(window(ring_xw), g.param("input_proj.bias")),
+  Value x = o::add(o::add(window_xw, g.param("input_proj.bias")),
                    o::constant(positional_table(dt, m.s, m.h)));
-  Value qkv = o::add(window(ring_u), g.input(position_term));
+  // Added per q/k/v slice rather than before the split, so that each sum is computed where its
+  // head-split copy reads it instead of materialising [B, S, 3H] first.
+  const auto parts = split_qkv(window_u, m.h), terms = split_qkv(g.input(position_term), m.h);
+  std::array<Value, 3> first_qkv;
+  for (std::size_t i = 0; i < 3; ++i) first_qkv[i] = o::add(parts[i], terms[i]);
   for (std::int64_t l = 1; l <= m.layers; ++l) {
     const std::string p = fmt::format("layer_{}", l);
-    if (l > 1) qkv = g.dense(x, p + "_attn_qkv");
-    auto [q, k, v] = split_qkv(qkv, m.h);
+    auto [q, k, v] = l == 1 ? first_qkv : split_qkv(g.dense(x, p + "_attn_qkv"), m.h);
     Value a = merge_heads(o::attention(
         split_heads(q, m.nh, m.hd), split_heads(k, m.nh, m.hd), split_heads(v, m.nh, m.hd),
         {.mask = o::AttentionMask::sliding_window(m.w), .fill = kMaskFill}));
     x = g.layer_norm(o::add(x, a), p + "_norm1", 1e-5);
     x = feed_forward(g, x, p);
   }
-  st.rings = {{ring_xw, 0}, {ring_u, 1}};
   st.main.compile(g, {o::reshape(o::slice_axis(x, 1, m.s - 1, m.s), {b, m.h})}, options);
 }
 

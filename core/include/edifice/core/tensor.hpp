@@ -93,6 +93,10 @@ class Tensor {
 
   /// Same data, new shape (shares the buffer). The element counts must match.
   Tensor reshape(Shape shape) const;
+  /// Rows [first, first + count) of axis 0, sharing the buffer (no copy): writes through either
+  /// are seen by both. Throws unless the range is inside the tensor and the view starts on a
+  /// kAlignment boundary (first x the row's bytes), since kernels rely on aligned buffers.
+  Tensor slice_rows(std::int64_t first, std::int64_t count) const;
   /// A deep copy.
   Tensor clone() const;
   /// A converted copy (C++ static_cast semantics per element).
