@@ -404,7 +404,8 @@ def correctness_section(r, w):
       "relative 1e-4, and every updated parameter after one Adam step within 1e-4 |p| + 1e-4 lr "
       "plus a slack for Adam's g / (|g| + eps) where the gradient is at f32 noise level (see "
       "`check_training` in bench/peers/peer_bench.py; the count of elements that needed it is "
-      "shown). Ours: max |result - exported result| (the export ran at the native ISA).\n")
+      "shown). Ours: max |result - exported result| (training: the first step's loss; the export "
+      "ran at the native ISA, so the AVX2 workers differ by rounding).\n")
     fws = ("torch", "jax", "onnxruntime", "openvino")
     w("| case | ours (max abs diff per worker) | %s |" % " | ".join(LABEL[f] for f in fws))
     w("|---|---|---|---|---|---|")
