@@ -100,9 +100,19 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def round_ratios(num, den):
+    """num[r] / den[r] for each round where both were measured."""
+    return [a / b for a, b in zip(num, den) if a and b]
+
+
 def per_round_ratio(num, den):
-    """The median over rounds of num[r] / den[r] (rounds where both were measured)."""
-    return median([a / b for a, b in zip(num, den) if a and b])
+    """The median over rounds of num[r] / den[r]."""
+    return median(round_ratios(num, den))
+
+
+def fmt_range(values):
+    """ "(lowest-highest)" of per-round ratios, or "" for fewer than two."""
+    return " (%.2f-%.2f)" % (min(values), max(values)) if len(values or []) > 1 else ""
 
 
 def yes_no(v):
@@ -196,7 +206,8 @@ def summarise_isa(report, cid, e, isa, peers):
     best = [min([peers[fw][r] for fw in c["peers"] if fw in peers and peers[fw][r]] or [None],
                 key=lambda v: v if v is not None else float("inf"))
             for r in range(len(t_n))]
-    si["vs_best"] = per_round_ratio(best, t_n)
+    si["vs_best_rounds"] = round_ratios(best, t_n)
+    si["vs_best"] = median(si["vs_best_rounds"])
     si["speedup_met"] = None if si["vs_best"] is None else si["vs_best"] >= c["speedup"]
     if si["ours_s"] and si["peak_n_gflops"]:
         si["gflops"] = e["flops"] / si["ours_s"] / 1e9
@@ -311,16 +322,17 @@ def targets_section(r, w):
     n = r["settings"]["threads"]
     w("## Targets (issue 12)\n")
     w("Computed from this run's numbers; \"best peer\" is, per round, the fastest of the listed "
-      "frameworks (any of their thread settings), and the ratio is the median over rounds.\n")
+      "frameworks (any of their thread settings), and the ratio is the median over rounds "
+      "(in brackets: the lowest and highest round).\n")
     w("| target | ISA | measured | met |\n|---|---|---|---|")
     for cid, e in r["cases"].items():
         c, s = CASE[cid], e["summary"]
         peers = " / ".join(LABEL[p] for p in c["peers"])
         for isa, si in s["isa"].items():
             lab = isa_label(r, isa)
-            w("| %s: >= %gx faster than the best of %s | %s | %s | %s |" % (
+            w("| %s: >= %gx faster than the best of %s | %s | %s%s | %s |" % (
                 e["name"], c["speedup"], peers, lab, fmt_x(si["vs_best"]),
-                yes_no(si["speedup_met"])))
+                fmt_range(si.get("vs_best_rounds")), yes_no(si["speedup_met"])))
             if c["peak"]:
                 pct = si.get("percent_of_peak")
                 w("| %s: >= %.0f%% of the FMA peak (%d threads) | %s | %s | %s |" % (
@@ -365,7 +377,8 @@ def speed_section(r, w, isa):
           % (cid, fmt_ms(si["ours_s"]), peer("openvino"), peer("onnxruntime"), peer("torch"),
              peer("jax"), *[fmt_x(si["vs"].get(fw)) if fw in si["vs"] else "-"
                             for fw in ("openvino", "onnxruntime", "torch", "jax")],
-             fmt_x(si["vs_best"]), CASE[cid]["speedup"], yes_no(si["speedup_met"]),
+             fmt_x(si["vs_best"]) + fmt_range(si.get("vs_best_rounds")), CASE[cid]["speedup"],
+             yes_no(si["speedup_met"]),
              "%.1f" % si["gflops"] if si.get("gflops") else "n/a",
              "%.0f%%" % si["percent_of_peak"] if si.get("percent_of_peak") else "n/a", base))
     w("")
@@ -509,7 +522,9 @@ def method_section(r, w):
       "optimisation, %d intra-op threads and sequential execution; OpenVINO reads the same "
       "file and compiles it for CPU with `INFERENCE_PRECISION_HINT=f32`, "
       "`PERFORMANCE_HINT=LATENCY`, `INFERENCE_NUM_THREADS=%d` (one synchronous request). Both "
-      "outputs are checked against ours before timing." % (n, n))
+      "outputs are checked against ours before timing. (On CPUs with AMX or AVX512-BF16 "
+      "OpenVINO's default CPU precision is bf16; the hint keeps it at f32 like every other "
+      "framework here.)" % (n, n))
     w("- Threads: ours with `EDIFICE_THREADS=%d` (the ratios) and `=1` (efficiency). PyTorch "
       "with `torch.set_num_threads(n)` and `OPENBLAS_NUM_THREADS=n` for n = %d and 1 (its time "
       "per round is the faster of the two; the thread count shown is the faster median). JAX "

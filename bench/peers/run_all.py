@@ -331,12 +331,16 @@ def main():
                     default=os.path.join(ROOT, "bench", "results", "peer_bench.baseline.json"))
     ap.add_argument("--cases", default="", help="comma-separated case ids (default: all)")
     ap.add_argument("--from-json", default="",
-                    help="only re-render the markdown from a JSON report (no measurements)")
+                    help="only re-derive the summary of a JSON report and re-render the "
+                    "markdown from it (no measurements)")
     args = ap.parse_args()
     if args.from_json:
         with open(args.from_json) as f:
             report = json.load(f)
         peer_report.summarise(report)
+        with open(args.from_json, "w") as f:  # the derived figures, as the page shows them
+            json.dump(report, f, indent=1)
+            f.write("\n")
         peer_report.write_markdown(args.markdown, peer_report.markdown(report))
         return
 
@@ -380,6 +384,7 @@ def main():
         "cores": os.cpu_count(),
         "avx512": "avx512f" in flags,
         "avx512_flags": sorted(f for f in flags if f.startswith("avx512")),
+        "amx_flags": sorted(f for f in flags if f.startswith("amx")),
         "edifice_target": machine.get("target"),
         "edifice_isa": machine.get("isa"),
         "isas_measured": ctx["isas"],
