@@ -4,6 +4,7 @@ parallel efficiency, % of peak, the comparison with the baseline JSON), and
 docs/performance.md. Nothing here measures; `run_all.py --from-json FILE` re-renders a page.
 """
 
+import json
 import os
 import re
 import statistics
@@ -137,8 +138,6 @@ def load_baseline(path, report):
     one process per thread count), and whether it was measured on this CPU model."""
     if not os.path.exists(path):
         return None
-    import json
-
     with open(path) as f:
         b = json.load(f)
     bm, m = b.get("machine", {}), report["machine"]
