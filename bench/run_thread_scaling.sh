@@ -99,9 +99,14 @@ for ((r = 1; r <= rounds; r++)); do
     awk -v r="$r" '{printf "%d\tfma_peak\t%s\t%s\t0\n", r, $1, $2}' >> "$tsv"
   for c in "${cases[@]}"; do
     for n in "${threads[@]}"; do
-      line="$(EDIFICE_THREADS=$n "$bin" time "$c" "$work/data" | sed -n 's/^RESULT //p')"
-      med="$(sed 's/.*"median_s":\([^,]*\).*/\1/' <<< "$line")"
-      diff="$(sed 's/.*"max_abs_diff_vs_export":\([^,]*\).*/\1/' <<< "$line")"
+      line="$(EDIFICE_THREADS=$n "$bin" time "$c" "$work/data" | sed -n 's/^RESULT //p')" || true
+      med=NA diff=NA
+      if [[ -n "$line" ]]; then
+        med="$(sed 's/.*"median_s":\([^,]*\).*/\1/' <<< "$line")"
+        diff="$(sed 's/.*"max_abs_diff_vs_export":\([^,]*\).*/\1/' <<< "$line")"
+      else
+        echo "peer_bench time $c failed at $n threads (recorded as NA)" >&2
+      fi
       printf '%d\t%s\t%d\t%s\t%s\n' "$r" "$c" "$n" "$med" "$diff" >> "$tsv"
     done
   done
@@ -133,6 +138,7 @@ titles="$(for c in "${cases[@]}"; do printf '%s\t%s\n' "$c" "${title[$c]}"; done
     }
     function ms(s) { return sprintf("%.3g ms", s * 1e3) }
     NR == 1 { next }
+    $4 == "NA" { failed++; next }
     { v[$2, $3, $1] = $4; rounds[$1] = 1; if ($2 != "fma_peak") { seen[$2] = 1; if ($5 + 0 != 0) nonzero++ } }
     END {
       nt = split(list, th, " "); nc = split(titles, tl, "\n")
@@ -148,15 +154,18 @@ titles="$(for c in "${cases[@]}"; do printf '%s\t%s\n' "$c" "${title[$c]}"; done
         for (i = 1; i <= nt; i++) {
           s = ""; sp = ""; ef = ""
           for (r in rounds) {
+            if (!((c, th[i], r) in v)) continue
             s = s " " v[c, th[i], r]
+            if (!((c, th[1], r) in v)) continue
             x = v[c, th[1], r] / v[c, th[i], r]; sp = sp " " x
             ef = ef " " x / (v["fma_peak", th[i], r] / v["fma_peak", th[1], r])
           }
-          row = row " " ms(med(s)) (i > 1 ? sprintf(" (%.2fx)", med(sp)) : "") " |"
+          row = row " " (s == "" ? "failed" : ms(med(s))) (i > 1 && sp != "" ? sprintf(" (%.2fx)", med(sp)) : "") " |"
         }
-        print row sprintf(" %.2f |", med(ef))
+        print row (ef == "" ? " n/a |" : sprintf(" %.2f |", med(ef)))
       }
       print ""
+      if (failed) print "- " failed " measurements failed (NA in the TSV; the process printed no result)."
       print (nonzero ? "- " nonzero " runs differed from the exported reference (max_abs_diff_vs_export != 0; see the TSV)." : "- Every run matched the exported reference exactly (max_abs_diff_vs_export 0).")
     }' "$tsv"
   echo
