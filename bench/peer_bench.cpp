@@ -11,8 +11,13 @@
 //   peer_bench compile CASE CACHE compile CASE's graph with the disk cache at CACHE (run twice:
 //                                 cold on an empty directory, then cached in a second process)
 //   peer_bench machine            target, hardware threads and the measured FMA peak
+//   peer_bench serve CASE DIR     prepare and check CASE once ("READY {json}"), then answer
+//                                 each stdin line "slice SECONDS" with one time slice
+//                                 ("SLICE {json}") until "quit" or end of input: the
+//                                 interleaved rounds of bench/peers/run_all.py
+//   peer_bench peak [ITERS] T...  the FMA peak (EDIFICE_ISA caps the ISA) on T threads, each T
 //
-// Every mode prints one line "RESULT {json}" on stdout. Cases: sw_inf_b1, sw_inf_b32,
+// Every other mode prints one line "RESULT {json}" on stdout. Cases: sw_inf_b1, sw_inf_b32,
 // sw_train_b32, hybrid_train_b32, window_attn.
 #include <edifice/core/autodiff.hpp>
 #include <edifice/jit/target.hpp>
@@ -33,6 +38,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <random>
 #include <sstream>
@@ -263,6 +269,29 @@ Timing time_runs(const std::function<void()>& run) {
   return t;
 }
 
+// One time slice of the interleaved rounds: a warm-up run (the caches were just used by
+// another framework) unless one run takes over a quarter of the slice, then runs until
+// `seconds` have passed (at least one). Same rule as bench/peers/peer_bench.py.
+Timing time_slice(const std::function<void()>& run, double seconds, double last_run_s) {
+  if (last_run_s < 0.25 * seconds) run();
+  std::vector<double> times;
+  const double c0 = cpu_s(), w0 = now_s();
+  do {
+    const double t0 = now_s();
+    run();
+    times.push_back(now_s() - t0);
+  } while (now_s() - w0 < seconds);
+  const double wall = now_s() - w0, cpu = cpu_s() - c0;
+  std::sort(times.begin(), times.end());
+  const std::size_t n = times.size();
+  Timing t;
+  t.reps = static_cast<int>(n);
+  t.min = times.front();
+  t.median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+  t.cpu_util = cpu / wall;
+  return t;
+}
+
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   double worst = 0;
   for (std::int64_t i = 0; i < a.numel(); ++i)
@@ -393,6 +422,39 @@ int mode_time(const Case& c, const std::string& dir) {
   return 0;
 }
 
+// The worker of the interleaved rounds: one process per (case, thread count, ISA) stays
+// alive for the whole case, so each slice measures a warm executable.
+int mode_serve(const Case& c, const std::string& dir) {
+  State st;
+  st.data = load(dir, c);
+  Runner r = make_runner(c, st);
+  r.prepare();
+  double t0 = now_s();
+  r.run();
+  double last = now_s() - t0;
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "READY {\"framework\":\"edifice\",\"case\":\"%s\",\"threads\":%d,\"isa\":\"%s\","
+                "\"first_run_s\":%.6g,\"max_abs_diff_vs_export\":%.3g,\"from_cache\":%s}\n",
+                c.name.c_str(), threads_in_use(), jit::isa_name(jit::host_target().isa).c_str(),
+                last, r.check(), st.exe && st.exe->loaded_from_cache() ? "true" : "false");
+  std::fputs(buf, stdout);
+  std::fflush(stdout);
+  std::string line;
+  while (std::getline(std::cin, line) && line != "quit") {
+    if (line.rfind("slice ", 0) != 0) {
+      std::fprintf(stderr, "peer_bench serve: unknown command \"%s\"\n", line.c_str());
+      return 2;
+    }
+    Timing t = time_slice(r.run, std::atof(line.c_str() + 6), last);
+    last = t.median;
+    std::printf("SLICE {\"median_s\":%.9g,\"min_s\":%.9g,\"reps\":%d,\"cpu_util\":%.3f}\n",
+                t.median, t.min, t.reps, t.cpu_util);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 int mode_mem(const Case& c, const std::string& dir) {
   State st;
   st.data = load(dir, c);
@@ -477,6 +539,21 @@ int mode_machine() {
   return 0;
 }
 
+// The FMA peak on each of `threads` (the same loop as `machine` and gemm_bench), for the
+// parallel efficiency: measured in the same rounds as the timings it divides.
+int mode_peak(long iters, const std::vector<int>& threads) {
+  const jit::Isa isa = jit::host_target().isa;
+  std::string list;
+  for (int n : threads) {
+    char item[96];
+    std::snprintf(item, sizeof item, "%s{\"threads\":%d,\"gflops\":%.2f}", list.empty() ? "" : ",",
+                  n, bench::measure_peak(isa, n, iters));
+    list += item;
+  }
+  print_result("{\"isa\":\"" + jit::isa_name(isa) + "\",\"peaks\":[" + list + "]}");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -494,9 +571,15 @@ int main(int argc, char** argv) {
     if (mode == "mem" && argc == 4) return mode_mem(find_case(argv[2]), argv[3]);
     if (mode == "compile" && argc == 4) return mode_compile(find_case(argv[2]), argv[3]);
     if (mode == "machine" && argc == 2) return mode_machine();
+    if (mode == "serve" && argc == 4) return mode_serve(find_case(argv[2]), argv[3]);
+    if (mode == "peak" && argc >= 4) {
+      std::vector<int> threads;
+      for (int i = 3; i < argc; ++i) threads.push_back(std::max(1, std::atoi(argv[i])));
+      return mode_peak(std::atol(argv[2]), threads);
+    }
     std::fprintf(stderr,
-                 "usage: peer_bench export DIR | time CASE DIR | mem CASE DIR | compile CASE "
-                 "CACHE_DIR | machine\n");
+                 "usage: peer_bench export DIR | time CASE DIR | serve CASE DIR | mem CASE DIR | "
+                 "compile CASE CACHE_DIR | machine | peak ITERS THREADS...\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "peer_bench: %s\n", e.what());

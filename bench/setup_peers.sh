@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up the peers of bench/run_peer_bench.sh (benchmark-only; nothing in Edifice's product or
-# tests depends on Python): Debian's PyTorch for /usr/bin/python3 (apt) and JAX on CPU (pip) in
-# a venv at build/peer-venv that also sees the system packages. Idempotent: re-running only
-# installs what is missing. A failed JAX install is not fatal (the benchmark then skips JAX).
+# tests depends on Python): Debian's PyTorch for /usr/bin/python3 (apt), and JAX on CPU, ONNX
+# Runtime and OpenVINO (pip, the pinned versions below) in a venv at build/peer-venv that also
+# sees the system packages. Idempotent: re-running only installs what is missing or at another
+# version. A failed pip install is not fatal (the benchmark then skips that peer).
 #
 #   bash bench/setup_peers.sh
 set -euo pipefail
@@ -29,10 +30,16 @@ if [[ ! -x "$venv/bin/python" ]]; then
   echo "setup_peers: creating $venv"
   "$py" -m venv --system-site-packages "$venv"
 fi
-if "$venv/bin/python" -c 'import jax' >/dev/null 2>&1; then
-  echo "setup_peers: jax $("$venv/bin/python" -c 'import jax; print(jax.__version__)') already installed"
-elif "$venv/bin/pip" install --quiet jax; then
-  echo "setup_peers: installed jax $("$venv/bin/python" -c 'import jax; print(jax.__version__)')"
-else
-  echo "setup_peers: WARNING: pip install jax failed; the benchmark will skip JAX" >&2
-fi
+# The versions the page's figures were measured with (docs/performance.md lists them).
+pins=(jax==0.10.2 onnxruntime==1.32.0 openvino==2026.4.1)
+for pin in "${pins[@]}"; do
+  name="${pin%%==*}"
+  have="$("$venv/bin/pip" show "$name" 2>/dev/null | sed -n 's/^Version: //p')"
+  if [[ "$have" == "${pin#*==}" ]]; then
+    echo "setup_peers: $name $have already installed"
+  elif "$venv/bin/pip" install --quiet "$pin"; then
+    echo "setup_peers: installed $pin"
+  else
+    echo "setup_peers: WARNING: pip install $pin failed; the benchmark will skip $name" >&2
+  fi
+done

@@ -1,12 +1,18 @@
 """The peers' side of bench/run_peer_bench.sh: the benchmark's models written in PyTorch and in
 JAX the way a user would, run on the weights, inputs and targets Edifice exported
-(build/bench/peer_bench export DIR), checked against Edifice's results, then timed.
+(build/bench/peer_bench export DIR), checked against Edifice's results, then timed; and the
+inference engines users deploy with (ONNX Runtime, OpenVINO) running the PyTorch model
+exported to ONNX.
 
-    python peer_bench.py torch|jax time|mem CASE DATA_DIR [--threads N]
+    python peer_bench.py torch|jax time|mem|serve CASE DATA_DIR [--threads N]
+    python peer_bench.py torch export-onnx CASE DATA_DIR OUT.onnx     (inference cases)
+    python peer_bench.py onnxruntime|openvino time|serve CASE DATA_DIR --onnx FILE [--threads N]
 
-PyTorch runs under /usr/bin/python3 (Debian's python3-torch), JAX in build/peer-venv. One
-process per measurement; the last stdout line is "RESULT {json}". Benchmark-only: nothing in
-Edifice depends on this file.
+PyTorch runs under /usr/bin/python3 (Debian's python3-torch); JAX, ONNX Runtime and OpenVINO
+in build/peer-venv. One process per measurement ("time", "mem": the last stdout line is
+"RESULT {json}") or per framework and case ("serve": checks once and prints "READY {json}",
+then answers each stdin line "slice SECONDS" with "SLICE {json}" until "quit"; the interleaved
+rounds of run_all.py). Benchmark-only: nothing in Edifice depends on this file.
 
 What the models compute (read from models/src/multi_head.cpp and nn/src/layers.cpp):
   sliding window: input_proj dense (kernel [in, out]) -> + PE[p, d] = sin(p / (1 + 0.01 d))
@@ -186,6 +192,25 @@ def time_runs(run):
     return {"median_s": med, "min_s": times[0], "reps": reps, "cpu_util": cpu / wall}
 
 
+def time_slice(run, seconds, last_run_s):
+    """One time slice of the interleaved rounds: a warm-up run (another framework just used
+    the caches) unless one run takes over a quarter of the slice, then runs until `seconds`
+    have passed (at least one). Same rule as peer_bench.cpp's time_slice."""
+    if last_run_s < 0.25 * seconds:
+        run()
+    times = []
+    c0, w0 = cpu_s(), time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - w0 >= seconds:
+            break
+    wall, cpu = time.perf_counter() - w0, cpu_s() - c0
+    return {"median_s": float(np.median(times)), "min_s": min(times), "reps": len(times),
+            "cpu_util": cpu / wall}
+
+
 # ---- PyTorch ----
 
 
@@ -355,6 +380,7 @@ def torch_runner(case, cfg, params, tensors, threads):
         def check():
             return check_outputs({"y": (res["y"].numpy(), tensors["y"])})
 
+        run.model = model  # for export-onnx
         return run, check
 
     target = t(tensors["t"])
@@ -549,20 +575,138 @@ def jax_runner(case, cfg, params, tensors, threads):
     return run, check, compile_
 
 
+# ---- ONNX: the PyTorch model exported, run by ONNX Runtime and OpenVINO ----
+
+ONNX_OPSET = 17
+
+
+def export_onnx(case, cfg, params, tensors, out_path):
+    """Exports the PyTorch sliding-window model built on our weights (torch_runner's model) to
+    ONNX with the case's static input shape; the weights are initializers of the file."""
+    import torch
+
+    if kind_of(case) != "sw_inference":
+        raise SystemExit("export-onnx: only the inference cases are exported (got %s)" % case)
+    run, _ = torch_runner(case, cfg, params, tensors, 1)
+    model = run.model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(tensors["x"]))
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), out_path, input_names=["x"], output_names=["y"],
+                          opset_version=ONNX_OPSET, do_constant_folding=True)
+    return {"onnx": out_path, "opset": ONNX_OPSET, "bytes": os.path.getsize(out_path),
+            "torch_version": torch.__version__}
+
+
+def onnxruntime_runner(onnx_path, tensors, threads):
+    """ONNX Runtime, CPU execution provider, every graph optimisation, `threads` intra-op
+    threads (one inter-op: the graph runs sequentially)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    feed = {"x": np.ascontiguousarray(tensors["x"])}
+    res = {}
+
+    def run():
+        res["y"] = sess.run(None, feed)[0]
+
+    def check():
+        return check_outputs({"y": (res["y"], tensors["y"])})
+
+    info = {"version": ort.__version__, "providers": sess.get_providers()}
+    return run, check, info
+
+
+def openvino_runner(onnx_path, tensors, threads):
+    """OpenVINO reading the ONNX file, CPU plugin, f32 inference precision, latency hint,
+    `threads` inference threads; one synchronous infer request."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(onnx_path), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": str(threads),
+    })
+    req = compiled.create_infer_request()
+    x = np.ascontiguousarray(tensors["x"])
+    res = {}
+
+    def run():
+        req.infer({0: x})
+        res["y"] = req.get_output_tensor(0).data
+
+    def check():
+        return check_outputs({"y": (np.array(res["y"]), tensors["y"])})
+
+    info = {"version": ov.get_version(),
+            "properties": {k: str(compiled.get_property(k)) for k in (
+                "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "INFERENCE_NUM_THREADS",
+                "NUM_STREAMS")}}
+    return run, check, info
+
+
 # ---- main ----
+
+
+def serve(run, check, result):
+    """The worker of the interleaved rounds: checks once, then answers time slices."""
+    t0 = time.perf_counter()
+    run()
+    last = time.perf_counter() - t0
+    result["first_run_s"] = last
+    ok, errs = check()
+    result["correct"] = bool(ok)
+    result["errors"] = errs
+    print("READY " + json.dumps(result), flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        if cmd[0] != "slice" or len(cmd) != 2:
+            raise SystemExit("peer_bench.py serve: unknown command %r" % line)
+        if not ok:
+            raise SystemExit("peer_bench.py serve: refusing to time a run that failed its check")
+        r = time_slice(run, float(cmd[1]), last)
+        last = r["median_s"]
+        print("SLICE " + json.dumps(r), flush=True)
+
+
+def option(args, name, convert=str, default=None):
+    """Removes "--name VALUE" from args and returns VALUE (converted), or the default."""
+    if name not in args:
+        return default
+    i = args.index(name)
+    value = convert(args[i + 1])
+    del args[i:i + 2]
+    return value
 
 
 def main():
     args = sys.argv[1:]
-    threads = 0
-    if "--threads" in args:
-        i = args.index("--threads")
-        threads = int(args[i + 1])
-        del args[i:i + 2]
+    threads = option(args, "--threads", int, 0)
+    onnx_path = option(args, "--onnx")
+    if args[1:2] == ["export-onnx"]:
+        _, _, case, data_dir, out_path = args
+        cfg, params, tensors = load_case(data_dir, case)
+        print("RESULT " + json.dumps(export_onnx(case, cfg, params, tensors, out_path)),
+              flush=True)
+        return
     framework, mode, case, data_dir = args
     cfg, params, tensors = load_case(data_dir, case)
     result = {"framework": framework, "case": case}
-    if framework == "torch":
+    if framework in ("onnxruntime", "openvino"):
+        threads = threads or os.cpu_count()
+        make = onnxruntime_runner if framework == "onnxruntime" else openvino_runner
+        run, check, info = make(onnx_path, tensors, threads)
+        compile_ = lambda: None
+        result.update(info)
+        result["threads"] = threads
+    elif framework == "torch":
         import torch
 
         threads = threads or os.cpu_count()
@@ -578,6 +722,9 @@ def main():
         result["threads"] = threads or os.cpu_count()
         result["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     del params
+    if mode == "serve":
+        serve(run, check, result)
+        return
     if mode == "time":
         t0 = time.perf_counter()
         run()  # the first run compiles (JAX) and gives the results that are checked
