@@ -66,7 +66,8 @@ Tensor random_tensor(const Shape& shape, std::uint32_t seed) {
 struct Case {
   const char* label;
   std::int64_t m, k, n;
-  bool trans_b;  // B stored as N x K (x . W^T)
+  bool trans_b;          // B stored as N x K (x . W^T)
+  bool trans_a = false;  // A stored as K x M (a weight gradient dy^T . x)
 };
 
 }  // namespace
@@ -91,6 +92,9 @@ int main(int argc, char** argv) {
       {"model 1920x256x768", 1920, 256, 768, false},
       {"model 60x1024x256", 60, 1024, 256, false},
       {"model 1920x1024x256 B^T", 1920, 1024, 256, true},
+      // The training step's weight gradients: dW[in, out] = x^T . dy over the 1920 rows.
+      {"grad 256x1920x1024 A^T", 256, 1920, 1024, false, true},
+      {"grad 256x1920x256 A^T", 256, 1920, 256, false, true},
   };
   std::printf("%-26s %3s | %9s %9s | %7s %7s | %8s\n", "M x K x N", "thr", "JIT GF/s", "BLAS GF/s",
               "JIT %pk", "BLAS %pk", "JIT/BLAS");
@@ -98,18 +102,22 @@ int main(int argc, char** argv) {
   bool all_agree = true;
   for (const Case& c : cases) {
     if (std::string(c.label).find(filter) == std::string::npos) continue;
-    auto a = o::parameter("a", DType::f32, {c.m, c.k});
+    Shape a_shape = c.trans_a ? Shape{c.k, c.m} : Shape{c.m, c.k};
+    auto a = o::parameter("a", DType::f32, a_shape);
     Shape b_shape = c.trans_b ? Shape{c.n, c.k} : Shape{c.k, c.n};
     auto b = o::parameter("b", DType::f32, b_shape);
-    Value y = c.trans_b ? o::dot_general(a, b, {{1}, {1}, {}, {}}) : o::matmul(a, b);
+    Value y = c.trans_a   ? o::dot_general(a, b, {{0}, {0}, {}, {}})
+              : c.trans_b ? o::dot_general(a, b, {{1}, {1}, {}, {}})
+                          : o::matmul(a, b);
     Graph graph({a, b}, {y});
-    Tensor ta = random_tensor({c.m, c.k}, 1), tb = random_tensor(b_shape, 2);
+    Tensor ta = random_tensor(a_shape, 1), tb = random_tensor(b_shape, 2);
     Tensor want(DType::f32, {c.m, c.n});
     const double flops = 2.0 * static_cast<double>(c.m * c.n * c.k);
     auto blas = [&] {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, c.trans_b ? CblasTrans : CblasNoTrans,
-                  static_cast<int>(c.m), static_cast<int>(c.n), static_cast<int>(c.k), 1.0f,
-                  ta.data<float>(), static_cast<int>(c.k), tb.data<float>(),
+      cblas_sgemm(CblasRowMajor, c.trans_a ? CblasTrans : CblasNoTrans,
+                  c.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(c.m),
+                  static_cast<int>(c.n), static_cast<int>(c.k), 1.0f, ta.data<float>(),
+                  static_cast<int>(c.trans_a ? c.m : c.k), tb.data<float>(),
                   static_cast<int>(c.trans_b ? c.k : c.n), 0.0f, want.data<float>(),
                   static_cast<int>(c.n));
     };

@@ -32,8 +32,21 @@ bool spin_until(Done done) {
   return done();
 }
 
-std::pair<std::int64_t, std::int64_t> chunk(std::int64_t items, int tasks, int t) {
-  return {items * t / tasks, items * (t + 1) / tasks};
+std::pair<std::int64_t, std::int64_t> chunk(std::int64_t items, std::int64_t chunks,
+                                            std::int64_t c) {
+  return {items * c / chunks, items * (c + 1) / chunks};
+}
+
+// Claims the first (owner) or last (thief) unclaimed chunk of a share; -1 when none is left.
+std::int64_t claim(std::atomic<std::uint64_t>& span, bool front) {
+  std::uint64_t v = span.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uint64_t lo = v & 0xffffffffu, hi = v >> 32;
+    if (lo >= hi) return -1;
+    const std::uint64_t next = front ? (hi << 32 | (lo + 1)) : ((hi - 1) << 32 | lo);
+    if (span.compare_exchange_weak(v, next, std::memory_order_relaxed))
+      return static_cast<std::int64_t>(front ? lo : hi - 1);
+  }
 }
 
 }  // namespace
@@ -47,7 +60,7 @@ ThreadPool& ThreadPool::shared(int threads) {
   return *p;
 }
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads) : shares_(std::make_unique<Share[]>(std::max(1, threads))) {
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -73,10 +86,7 @@ void ThreadPool::worker_loop(int index) {
     }
     if (stop_) return;
     seen = generation_.load(std::memory_order_acquire);
-    if (index < tasks_) {
-      auto [begin, end] = chunk(items_, tasks_, index);
-      if (begin < end) (*body_)(begin, end);
-    }
+    if (index < tasks_) run_chunks(index);
     // Every worker acknowledges every loop (idle ones too), so none reads the loop's fields
     // after the caller has moved on to the next.
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
@@ -84,6 +94,18 @@ void ThreadPool::worker_loop(int index) {
       std::lock_guard lock(mutex_);
       done_.notify_one();
     }
+  }
+}
+
+void ThreadPool::run_chunks(int task) {
+  auto run = [&](std::int64_t c) {
+    auto [begin, end] = chunk(items_, chunks_, c);
+    if (begin < end) (*body_)(begin, end);
+  };
+  for (std::int64_t c; (c = claim(shares_[task].span, true)) >= 0;) run(c);
+  for (int i = 1; i < tasks_; ++i) {
+    const int victim = (task + i) % tasks_;
+    for (std::int64_t c; (c = claim(shares_[victim].span, false)) >= 0;) run(c);
   }
 }
 
@@ -100,14 +122,18 @@ void ThreadPool::parallel_for(std::int64_t items, int tasks,
   body_ = &body;
   items_ = items;
   tasks_ = tasks;
+  chunks_ = std::min<std::int64_t>(items, std::int64_t{tasks} * kChunksPerTask);
+  for (int t = 0; t < tasks; ++t)
+    shares_[t].span.store(static_cast<std::uint64_t>(chunks_ * (t + 1) / tasks) << 32 |
+                              static_cast<std::uint64_t>(chunks_ * t / tasks),
+                          std::memory_order_relaxed);
   pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
     std::lock_guard lock(mutex_);
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
-  auto [begin, end] = chunk(items, tasks, 0);
-  body(begin, end);
+  run_chunks(0);
   auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
   if (!spin_until(finished)) {
     std::unique_lock lock(mutex_);

@@ -158,6 +158,9 @@ TEST_CASE("GEMM reads transposed operands in place", "[jit][gemm]") {
                                                     {4, 2 * t.kc + 1, 2 * t.nr},
                                                     // every B panel full: B read in place
                                                     {60, 300, 2 * t.nr},
+                                                    // full panels, but rows 2 KiB apart:
+                                                    // B packed (cache-set aliasing)
+                                                    {30, 300, 512},
                                                     {t.mr + 1, t.kc + 3, t.nr + 1},
                                                     {t.tile_m + 7, 33, t.tile_n + 9},
                                                     {60, 300, 70}}) {

@@ -143,7 +143,15 @@ Gemm::Gemm(Emitter& emitter, ExpressionEmitter& expr_, const Kernel& k)
   // strided rows from L2 as fast as a packed panel, and the packing copy (the item's whole
   // block of B, per thread) is saved. gemm_bench, % of peak packed -> in place, 2 threads:
   // 60 x 1024 x 256 80 -> 93, 1920 x 1024 x 256 92 -> 95, 1920 x 256 x 768 92 -> 96.
-  in_place_b = is_floating(d) && !small_m && b_sn == 1 && g.n % t.nr == 0 && g.k > 0;
+  // Not when B's rows are a multiple of 2 KiB apart: a panel's rows then fall into the same
+  // few cache sets, so the kc x nr panel no longer stays in L1 across the item's row panels
+  // (gemm_bench, 1 thread, Sapphire Rapids: square 1024 48 -> 68% of peak packed, the weight
+  // gradient 256 x 1920 x 1024 with A^T 47 -> 61%).
+  constexpr std::int64_t kAliasingStrideBytes = 2048;
+  const bool aliasing_rows =
+      (b_sk * static_cast<std::int64_t>(dtype_size(d))) % kAliasingStrideBytes == 0;
+  in_place_b =
+      is_floating(d) && !small_m && b_sn == 1 && g.n % t.nr == 0 && g.k > 0 && !aliasing_rows;
   ukernel_in_place = in_place_b ? gemm_microkernel(e, d, t, true) : nullptr;
   // B panels hold b_depth k steps: all of K (packed once per (batch, n tile) and reused by the
   // following items) or one K block.
