@@ -7,8 +7,10 @@
 
 #include <functional>
 #include <limits>
+#include <numbers>
 #include <span>
 #include <string>
+#include <utility>
 
 namespace edifice::jit::codegen::vector_math {
 namespace {
@@ -85,22 +87,32 @@ constexpr double kErfcF32[] = {
 constexpr double kLn2Hi = 0x1.62e42fee00000p-1;
 constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
 constexpr double kLog2E = 0x1.71547652b82fep+0;
-// Adding 1.5 * 2^52 rounds a double of magnitude below 2^51 to an integer, which then sits in
-// the low bits of the sum's representation: k without fptosi (poison on NaN).
-constexpr double kShifter = 0x1.8p52;
+constexpr double kShifter = 0x1.8p52;  // see exp_parts
 
-// Which polynomials to use: results rounded to f32 need about 1e-10, to f64 below 2^-53.
-enum class Grade { f32, f64 };
+// e^r - 1 - r over r^2 again, for exp in f32 arithmetic (coefficients rounded to f32).
+constexpr double kExpF32Native[] = {0.5f, 0.16666576266288757f, 0.041666556149721146f,
+                                    0.008363203145563602f, 0.0013926213141530752f};
+// ln2 in two f32 parts: k * kLn2HiF32 (13 bits) is exact for |k| < 2^11.
+constexpr double kLn2HiF32 = 0x1.62ep-1;
+constexpr double kLn2LoF32 = 0x1.0bfbe8p-15;
 
-// Double-precision arithmetic on scalars or vectors of one shape, every operation rounded as
-// written (no fast-math flags; multiply-adds may fuse, which every formula here tolerates).
+// How results are computed: f64 arithmetic for f64 results (polynomials below 2^-53), f64
+// arithmetic for f32 results (shorter polynomials, about 1e-10), or f32 arithmetic (exp only).
+enum class Grade { f32_in_f64, f64, f32 };
+
+// Floating-point arithmetic (f64, or f32 for Grade::f32) on scalars or vectors of one shape,
+// every operation rounded as written (no fast-math flags; multiply-adds may fuse, which every
+// formula here tolerates).
 class Code {
  public:
-  Code(llvm::IRBuilder<>& builder, llvm::Type* double_type, Grade polynomials)
+  Code(llvm::IRBuilder<>& builder, llvm::Type* float_type, Grade how)
       : b(builder),
-        f64(double_type),
-        i64(llvm::Type::getInt64Ty(builder.getContext())),
-        grade(polynomials) {
+        f64(float_type),
+        i64(llvm::Type::getIntNTy(builder.getContext(),
+                                  float_type->getScalarType()->getPrimitiveSizeInBits())),
+        grade(how),
+        mantissa_bits(grade == Grade::f32 ? 23 : 52),
+        exponent_bias(grade == Grade::f32 ? 127 : 1023) {
     if (auto* vt = llvm::dyn_cast<llvm::VectorType>(f64)) i64 = llvm::VectorType::get(i64, vt);
   }
 
@@ -130,11 +142,12 @@ class Code {
     for (std::size_t i = coef.size() - 1; i-- > 0;) acc = fma(acc, x, c(coef[i]));
     return acc;
   }
-  /// 2^k for an integer k in [-1022, 1023], built in the exponent field.
-  V pow2(V k) { return from_bits(b.CreateShl(b.CreateAdd(k, ci(1023)), 52)); }
-  /// y * 2^k for k in [-2044, 2046]: two exact power-of-two factors, so a subnormal result is
-  /// rounded once, and an overflow gives inf.
+  /// 2^k for an integer k in the normal exponent range, built in the exponent field.
+  V pow2(V k) { return from_bits(b.CreateShl(b.CreateAdd(k, ci(exponent_bias)), mantissa_bits)); }
+  /// y * 2^k for k within twice the normal exponent range: two exact power-of-two factors, so
+  /// a subnormal result is rounded once, and an overflow gives inf.
   V scale(V y, V k) {
+    if (grade == Grade::f32_in_f64) return mul(y, pow2(k));  // |k| < 300, see exp_range
     V k1 = b.CreateAShr(k, 1);
     return mul(mul(y, pow2(k1)), pow2(b.CreateSub(k, k1)));
   }
@@ -142,23 +155,39 @@ class Code {
   /// e^x = 2^k (1 + q) for x in [-746, 710]: k = round(x / ln2), q = e^r - 1 with
   /// r = x - k ln2 in [-ln2/2, ln2/2].
   struct ExpParts {
-    V k;  // i64
+    V k;  // an integer of the float's width
     V q;
   };
   ExpParts exp_parts(V x) {
-    V t = fma(x, c(kLog2E), c(kShifter));
-    V kd = sub(t, c(kShifter));
-    V k = b.CreateSub(bits(t), bits(c(kShifter)));
-    V r = fma(kd, c(-kLn2Hi), x);
-    r = fma(kd, c(-kLn2Lo), r);
-    V p = poly(r, grade == Grade::f64 ? std::span<const double>(kExpF64) : kExpF32);
+    // Adding 1.5 * 2^(mantissa bits) rounds to an integer, which then sits in the low bits of
+    // the sum's representation: k without fptosi (poison on NaN).
+    const double shifter = grade == Grade::f32 ? 0x1.8p23 : kShifter;
+    V t = fma(x, c(kLog2E), c(shifter));
+    V kd = sub(t, c(shifter));
+    V k = b.CreateSub(bits(t), bits(c(shifter)));
+    V r;
+    if (grade == Grade::f32_in_f64) {
+      r = fma(kd, c(-std::numbers::ln2), x);  // |k| < 300: r errs by 1e-14 at most
+    } else {
+      r = fma(kd, c(grade == Grade::f32 ? -kLn2HiF32 : -kLn2Hi), x);
+      r = fma(kd, c(grade == Grade::f32 ? -kLn2LoF32 : -kLn2Lo), r);
+    }
+    V p = poly(r, grade == Grade::f64   ? std::span<const double>(kExpF64)
+                  : grade == Grade::f32 ? std::span<const double>(kExpF32Native)
+                                        : std::span<const double>(kExpF32));
     return {k, fma(mul(r, r), p, r)};
   }
 
   V exp(V x) {
-    // Beyond [-746, 710] the result is 0 or inf anyway; the clamp keeps k in scale's range.
-    ExpParts e = exp_parts(clamp(x, -746, 710));
+    // Beyond the clamp the result is 0 or inf anyway; the clamp keeps k in scale's range.
+    ExpParts e = exp_parts(clamp(x, exp_range().first, exp_range().second));
     return scale(add(c(1), e.q), e.k);
+  }
+
+  /// Where e^x is neither 0 nor inf once rounded to the result type (widened a little).
+  std::pair<double, double> exp_range() const {
+    if (grade == Grade::f64) return {-746, 710};
+    return {grade == Grade::f32 ? -104 : -200, grade == Grade::f32 ? 89 : 200};
   }
 
   V log(V x) {
@@ -184,28 +213,26 @@ class Code {
   }
 
   V tanh(V x) {
-    // With e = e^(-2|x|) = 2^k (1 + q): below |x| = 1, tanh |x| = -m / (2 + m) with m = e - 1
-    // = (2^k - 1) + 2^k q (2^k - 1 exact, no cancellation near 0); from 1 on, 1 - 2e / (1 + e),
-    // whose second term is small (the first form's 2 + m would cost an ULP near 1).
+    // With e = e^(-2|x|) = 2^k (1 + q): tanh |x| = -m / (2 + m) with m = e - 1 = (2^k - 1) +
+    // 2^k q (2^k - 1 exact, no cancellation near 0), which is all f32 results need.
     V y = mul(c(-2), fabs(x));
-    ExpParts e = exp_parts(sel(lt(y, c(-746)), c(-746), y));
+    ExpParts e = exp_parts(sel(lt(y, c(exp_range().first)), c(exp_range().first), y));
     V two_k = scale(c(1), e.k);
     V m = fma(two_k, e.q, sub(two_k, c(1)));
-    // 2 + m is rounded: its error (2 - d) + m is exact (Fast2Sum), and corrects the quotient.
     V d = add(c(2), m);
     V quotient = div(b.CreateFNeg(m), d);
+    if (grade != Grade::f64) return copysign(quotient, x);
+    // f64: 2 + m is rounded; its error (2 - d) + m is exact (Fast2Sum) and corrects the
+    // quotient. From |x| = 1 on, 1 - 2e / (1 + e), whose second term is small (2 + m would cost
+    // an ULP near 1). Below |x| = 0.36 m's rounding costs up to 2 ULP (2^k - 1 + 2^k q cancels
+    // for k = -1): an odd polynomial there.
     V near_zero = fma(b.CreateFNeg(quotient), div(add(sub(c(2), d), m), d), quotient);
     V ex = scale(add(c(1), e.q), e.k);
     V far = sub(c(1), div(add(ex, ex), add(c(1), ex)));
-    V r = sel(lt(y, c(-2)), far, near_zero);
-    if (grade == Grade::f64) {
-      // Below |x| = 0.36, m's rounding costs up to 2 ULP in f64 (2^k - 1 + 2^k q cancels for
-      // k = -1): an odd polynomial there.
-      V w = mul(x, x);
-      V small = fma(x, mul(w, poly(w, kTanhSmallF64)), x);
-      return sel(lt(fabs(x), c(0.36)), small, copysign(r, x));
-    }
-    return copysign(r, x);
+    V r = copysign(sel(lt(y, c(-2)), far, near_zero), x);
+    V w = mul(x, x);
+    V small = fma(x, mul(w, poly(w, kTanhSmallF64)), x);
+    return sel(lt(fabs(x), c(0.36)), small, r);
   }
 
   V erf(V x) {
@@ -225,9 +252,11 @@ class Code {
   }
 
   llvm::IRBuilder<>& b;
-  llvm::Type* f64;
-  llvm::Type* i64;
+  llvm::Type* f64;  // the float type computed in (f32 only for Grade::f32)
+  llvm::Type* i64;  // the integer type of its width
   Grade grade;
+  int mantissa_bits;
+  int exponent_bias;
 
  private:
   // erfc(a) for a in [1, 6]: the interval's coefficients are selected per lane (one
@@ -261,8 +290,10 @@ std::string type_suffix(llvm::Type* t) {
 }
 
 // Calls (defining on first use in the module) "edifice.math.NAME.TYPE", an internal
-// always-inline function computing `body` in f64 (widening f32 arguments).
-V call(llvm::IRBuilder<>& b, const char* name, V x, const std::function<V(Code&, V)>& body) {
+// always-inline function computing `body` in f64 (widening f32 arguments), or in f32 for f32
+// arguments when `native_f32`.
+V call(llvm::IRBuilder<>& b, const char* name, V x, const std::function<V(Code&, V)>& body,
+       bool native_f32 = false) {
   llvm::Type* type = x->getType();
   llvm::Type* scalar = type->getScalarType();
   if (!scalar->isFloatTy() && !scalar->isDoubleTy())
@@ -282,8 +313,13 @@ V call(llvm::IRBuilder<>& b, const char* name, V x, const std::function<V(Code&,
     const bool is_f32 = scalar->isFloatTy();
     llvm::Type* f64 = llvm::Type::getDoubleTy(module->getContext());
     if (auto* vt = llvm::dyn_cast<llvm::VectorType>(type)) f64 = llvm::VectorType::get(f64, vt);
-    Code code(fb, f64, is_f32 ? Grade::f32 : Grade::f64);
     V arg = f->getArg(0);
+    if (is_f32 && native_f32) {
+      Code code(fb, type, Grade::f32);
+      fb.CreateRet(body(code, arg));
+      return b.CreateCall(f, {x});
+    }
+    Code code(fb, f64, is_f32 ? Grade::f32_in_f64 : Grade::f64);
     V result = body(code, is_f32 ? fb.CreateFPExt(arg, f64) : arg);
     fb.CreateRet(is_f32 ? fb.CreateFPTrunc(result, type) : result);
   }
@@ -293,7 +329,8 @@ V call(llvm::IRBuilder<>& b, const char* name, V x, const std::function<V(Code&,
 }  // namespace
 
 llvm::Value* exp(llvm::IRBuilder<>& b, llvm::Value* x) {
-  return call(b, "exp", x, [](Code& c, V v) { return c.exp(v); });
+  return call(
+      b, "exp", x, [](Code& c, V v) { return c.exp(v); }, /*native_f32=*/true);
 }
 llvm::Value* log(llvm::IRBuilder<>& b, llvm::Value* x) {
   return call(b, "log", x, [](Code& c, V v) { return c.log(v); });
