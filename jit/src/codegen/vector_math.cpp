@@ -152,36 +152,49 @@ class Code {
     return mul(mul(y, pow2(k1)), pow2(b.CreateSub(k, k1)));
   }
 
-  /// e^x = 2^k (1 + q) for x in [-746, 710]: k = round(x / ln2), q = e^r - 1 with
+  /// e^x = 2^k (1 + q) in f64 for x in [-746, 710]: k = round(x / ln2), q = e^r - 1 with
   /// r = x - k ln2 in [-ln2/2, ln2/2].
   struct ExpParts {
     V k;  // an integer of the float's width
     V q;
   };
   ExpParts exp_parts(V x) {
-    // Adding 1.5 * 2^(mantissa bits) rounds to an integer, which then sits in the low bits of
-    // the sum's representation: k without fptosi (poison on NaN).
-    const double shifter = grade == Grade::f32 ? 0x1.8p23 : kShifter;
-    V t = fma(x, c(kLog2E), c(shifter));
-    V kd = sub(t, c(shifter));
-    V k = b.CreateSub(bits(t), bits(c(shifter)));
+    // Adding 1.5 * 2^52 rounds to an integer, which then sits in the low bits of the sum's
+    // representation: k without fptosi (poison on NaN).
+    V t = fma(x, c(kLog2E), c(kShifter));
+    V kd = sub(t, c(kShifter));
+    V k = b.CreateSub(bits(t), bits(c(kShifter)));
     V r;
     if (grade == Grade::f32_in_f64) {
       r = fma(kd, c(-std::numbers::ln2), x);  // |k| < 300: r errs by 1e-14 at most
     } else {
-      r = fma(kd, c(grade == Grade::f32 ? -kLn2HiF32 : -kLn2Hi), x);
-      r = fma(kd, c(grade == Grade::f32 ? -kLn2LoF32 : -kLn2Lo), r);
+      r = fma(kd, c(-kLn2Hi), x);
+      r = fma(kd, c(-kLn2Lo), r);
     }
-    V p = poly(r, grade == Grade::f64   ? std::span<const double>(kExpF64)
-                  : grade == Grade::f32 ? std::span<const double>(kExpF32Native)
-                                        : std::span<const double>(kExpF32));
+    V p = poly(r, grade == Grade::f64 ? std::span<const double>(kExpF64) : kExpF32);
     return {k, fma(mul(r, r), p, r)};
   }
 
   V exp(V x) {
     // Beyond the clamp the result is 0 or inf anyway; the clamp keeps k in scale's range.
-    ExpParts e = exp_parts(clamp(x, exp_range().first, exp_range().second));
+    x = clamp(x, exp_range().first, exp_range().second);
+    if (grade == Grade::f32) return exp_f32(x);
+    ExpParts e = exp_parts(x);
     return scale(add(c(1), e.q), e.k);
+  }
+
+  /// e^x in f32 arithmetic within 1 ULP: 1 + q rounded as written would cost up to 1.06 ULP
+  /// (r's rounding, q's rounding, the polynomial's error), so 1 + r is split exactly (Fast2Sum)
+  /// and the polynomial term is added to its low part first.
+  V exp_f32(V x) {
+    V t = fma(x, c(kLog2E), c(0x1.8p23));
+    V kd = sub(t, c(0x1.8p23));
+    V k = b.CreateSub(bits(t), bits(c(0x1.8p23)));
+    V r = fma(kd, c(-kLn2LoF32), fma(kd, c(-kLn2HiF32), x));  // the inner one is exact
+    V p = mul(mul(r, r), poly(r, kExpF32Native));             // e^r - 1 - r
+    V s = add(c(1), r);
+    V s_lo = add(sub(c(1), s), r);  // 1 + r = s + s_lo exactly
+    return scale(add(s, add(s_lo, p)), k);
   }
 
   /// Where e^x is neither 0 nor inf once rounded to the result type (widened a little).
