@@ -343,8 +343,10 @@ V call(llvm::IRBuilder<>& b, const char* name, V x, const std::function<V(Code&,
 }  // namespace
 
 llvm::Value* exp(llvm::IRBuilder<>& b, llvm::Value* x) {
+  // f32 exp in f32 arithmetic (exp_f32, all 2^32 inputs within 0.87 ULP) is off: with it
+  // lstm_scan_backward's f32 results left the op table's tolerance, not understood yet.
   return call(
-      b, "exp", x, [](Code& c, V v) { return c.exp(v); }, /*native_f32=*/true);
+      b, "exp", x, [](Code& c, V v) { return c.exp(v); }, /*native_f32=*/false);
 }
 llvm::Value* log(llvm::IRBuilder<>& b, llvm::Value* x) {
   return call(b, "log", x, [](Code& c, V v) { return c.log(v); });

@@ -6,11 +6,12 @@
 // selects instead of branches, no tables, exponent scaling by integer operations on the bits,
 // so that after inlining the loop vectoriser runs it at the target's width.
 //
-// f64 arguments are computed in f64; f32 exp in f32; f32 log, tanh and erf are widened to f64,
-// computed with shorter polynomials (relative error ~1e-10) and rounded once. f32 results are
-// within one ULP, f64 results within two. Special values follow C's libm: NaN in gives NaN out, exp(-inf) = 0, exp overflows to
-// inf and underflows to 0 or a subnormal, log(0) = -inf, log(x < 0) = NaN, tanh(+-inf) = +-1,
-// erf(+-inf) = +-1, tanh, erf keep the sign of zero. The accuracy table is in docs/numerics.md.
+// f64 arguments are computed in f64; f32 arguments are widened to f64, computed with shorter
+// polynomials (relative error ~1e-10) and rounded once. f32 results are
+// within one ULP, f64 results within two. Special values follow C's libm: NaN in gives NaN out,
+// exp(-inf) = 0, exp overflows to inf and underflows to 0 or a subnormal, log(0) = -inf, log(x < 0)
+// = NaN, tanh(+-inf) = +-1, erf(+-inf) = +-1, tanh, erf keep the sign of zero. The accuracy table
+// is in docs/numerics.md.
 
 #include <llvm/IR/IRBuilder.h>
 
