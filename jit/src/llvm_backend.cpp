@@ -13,7 +13,6 @@
 #include <llvm/IR/Verifier.h>
 #include <llvm/MC/TargetRegistry.h>
 #include <llvm/Passes/PassBuilder.h>
-#include <llvm/Support/DynamicLibrary.h>
 #include <llvm/Support/MemoryBuffer.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
@@ -22,7 +21,6 @@
 #include <llvm/TargetParser/Triple.h>
 
 #include <cstdio>
-#include <deque>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
@@ -44,61 +42,7 @@ void initialize_llvm() {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
     llvm::InitializeNativeTargetAsmParser();
-    // Vectorised math (expf, logf, ... over 4/8/16 lanes) comes from glibc's libmvec.
-    llvm::sys::DynamicLibrary::LoadLibraryPermanently("libmvec.so.1");
   });
-}
-
-// Vector math from glibc's libmvec, registered by us rather than with LLVM's LIBMVEC_X86
-// preset: the preset offers the AVX2 variants to any x86 target (code capped to SSE4.2 would
-// call them with the wrong register convention) and lacks tanh and erf. Only the variants the
-// target's ISA can run are offered: 'b' (SSE4), 'd' (AVX2), 'e' (AVX-512); none on generic.
-void add_libmvec(llvm::TargetLibraryInfoImpl& tlii, const Target& target) {
-  struct Function {
-    const char* scalar;  // libm name or intrinsic the vectoriser sees
-    const char* base;    // libmvec base name
-    bool is_double;
-    bool binary;
-  };
-  static const Function functions[] = {
-      {"llvm.exp.f32", "expf", false, false}, {"expf", "expf", false, false},
-      {"llvm.log.f32", "logf", false, false}, {"logf", "logf", false, false},
-      {"llvm.sin.f32", "sinf", false, false}, {"sinf", "sinf", false, false},
-      {"llvm.cos.f32", "cosf", false, false}, {"cosf", "cosf", false, false},
-      {"llvm.pow.f32", "powf", false, true},  {"powf", "powf", false, true},
-      {"tanhf", "tanhf", false, false},       {"erff", "erff", false, false},
-      {"llvm.exp.f64", "exp", true, false},   {"exp", "exp", true, false},
-      {"llvm.log.f64", "log", true, false},   {"log", "log", true, false},
-      {"llvm.sin.f64", "sin", true, false},   {"sin", "sin", true, false},
-      {"llvm.cos.f64", "cos", true, false},   {"cos", "cos", true, false},
-      {"llvm.pow.f64", "pow", true, true},    {"pow", "pow", true, true},
-      {"tanh", "tanh", true, false},          {"erf", "erf", true, false},
-  };
-  struct Level {
-    char code;
-    Isa needs;
-    unsigned f32_lanes;
-  };
-  static const Level levels[] = {{'b', Isa::sse42, 4}, {'d', Isa::avx2, 8}, {'e', Isa::avx512, 16}};
-  // VecDesc keeps StringRefs: the names must outlive the TLI, so they are kept for the process.
-  static std::mutex m;
-  static std::deque<std::string> names;
-  std::lock_guard lock(m);
-  std::vector<llvm::VecDesc> descs;
-  for (const Level& level : levels) {
-    if (target.isa < level.needs) continue;
-    for (const Function& f : functions) {
-      unsigned lanes = f.is_double ? level.f32_lanes / 2 : level.f32_lanes;
-      const char* params = f.binary ? "vv" : "v";
-      std::string vector = fmt::format("_ZGV{}N{}{}_{}", level.code, lanes, params, f.base);
-      if (!llvm::sys::DynamicLibrary::SearchForAddressOfSymbol(vector.c_str())) continue;
-      names.push_back(vector);
-      const std::string& vname = names.back();
-      names.push_back(fmt::format("_ZGV_LLVM_N{}{}", lanes, params));
-      descs.emplace_back(f.scalar, vname, llvm::ElementCount::getFixed(lanes), false, names.back());
-    }
-  }
-  tlii.addVectorizableFunctions(descs);
 }
 
 std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
@@ -109,9 +53,9 @@ std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
   llvm::TargetOptions options;
   // Kernels are written for IEEE semantics; contraction into FMA is allowed per instruction.
   options.AllowFPOpFusion = llvm::FPOpFusion::Standard;
-  std::unique_ptr<llvm::TargetMachine> tm(t->createTargetMachine(
-      target.triple, target.cpu, target.features, options, llvm::Reloc::PIC_, std::nullopt,
-      llvm::CodeGenOptLevel::Aggressive, /*JIT=*/true));
+  std::unique_ptr<llvm::TargetMachine> tm(
+      t->createTargetMachine(target.triple, target.cpu, target.features, options, llvm::Reloc::PIC_,
+                             std::nullopt, llvm::CodeGenOptLevel::Aggressive, /*JIT=*/true));
   if (!tm) fail("jit: LLVM could not create a target machine for {} {}", target.triple, target.cpu);
   return tm;
 }
@@ -139,7 +83,7 @@ class Jit {
     auto jit = llvm::orc::LLJITBuilder().create();
     if (!jit) fail("jit: cannot create LLJIT: {}", to_string(jit.takeError()));
     jit_ = std::move(*jit);
-    // Kernels call libm/libmvec functions; resolve them from the process.
+    // Kernels call libm (sin, cos, pow); resolve them from the process.
     auto generator = llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(
         jit_->getDataLayout().getGlobalPrefix());
     if (!generator) fail("jit: cannot search the process for symbols");
@@ -229,7 +173,6 @@ std::string optimize_to_object(llvm::Module& module, const Target& target,
   llvm::ModuleAnalysisManager mam;
   llvm::Triple triple(target.triple);
   llvm::TargetLibraryInfoImpl tlii(triple);
-  add_libmvec(tlii, target);
   fam.registerPass([&] { return llvm::TargetLibraryAnalysis(tlii); });
   llvm::PipelineTuningOptions tuning;
   tuning.LoopVectorization = true;

@@ -25,8 +25,7 @@ struct DumpOptions {
   void write(const std::string& name, const std::string& text) const;
 };
 
-/// Runs the O3 pipeline (with the target's cost model and glibc's libmvec for vector math)
-/// on `module`, then emits a relocatable object for `target`. `dump_prefix` names dumps.
+/// Runs the O3 pipeline (with the target's cost model) on `module`, then emits a relocatable object for `target`. `dump_prefix` names dumps.
 std::string optimize_to_object(llvm::Module& module, const Target& target,
                                const std::string& dump_prefix);
 

@@ -1,5 +1,7 @@
 #include "emitter.hpp"
 
+#include "vector_math.hpp"
+
 #include <edifice/core/error.hpp>
 
 #include <llvm/IR/Intrinsics.h>
@@ -201,36 +203,20 @@ llvm::Value* Emitter::call_intrinsic(llvm::Intrinsic::ID id, DType d,
   return b_.CreateIntrinsic(id, {type(d)}, args);
 }
 
-llvm::Value* Emitter::call_libm(const char* f32_name, const char* f64_name, DType d,
-                                llvm::Value* x) {
-  const char* name = d == DType::f32 ? f32_name : f64_name;
-  auto callee =
-      module_.getOrInsertFunction(name, llvm::FunctionType::get(type(d), {type(d)}, false));
-  if (auto* f = llvm::dyn_cast<llvm::Function>(callee.getCallee())) {
-    // Pure math: lets the vectoriser call the libmvec variants registered for it.
-    f->setDoesNotAccessMemory();
-    f->setDoesNotThrow();
-    f->setWillReturn();
-  }
-  auto* call = b_.CreateCall(callee, {x});
-  call->setDoesNotAccessMemory();
-  return call;
+llvm::Value* Emitter::exp(DType, llvm::Value* x) {
+  return vector_math::exp(b_, x);
 }
-
-llvm::Value* Emitter::exp(DType d, llvm::Value* x) {
-  return call_intrinsic(llvm::Intrinsic::exp, d, {x});
-}
-llvm::Value* Emitter::log(DType d, llvm::Value* x) {
-  return call_intrinsic(llvm::Intrinsic::log, d, {x});
+llvm::Value* Emitter::log(DType, llvm::Value* x) {
+  return vector_math::log(b_, x);
 }
 llvm::Value* Emitter::sqrt(DType d, llvm::Value* x) {
   return call_intrinsic(llvm::Intrinsic::sqrt, d, {x});
 }
-llvm::Value* Emitter::tanh(DType d, llvm::Value* x) {
-  return call_libm("tanhf", "tanh", d, x);
+llvm::Value* Emitter::tanh(DType, llvm::Value* x) {
+  return vector_math::tanh(b_, x);
 }
-llvm::Value* Emitter::erf(DType d, llvm::Value* x) {
-  return call_libm("erff", "erf", d, x);
+llvm::Value* Emitter::erf(DType, llvm::Value* x) {
+  return vector_math::erf(b_, x);
 }
 llvm::Value* Emitter::fma(DType d, llvm::Value* a, llvm::Value* b, llvm::Value* c) {
   return call_intrinsic(llvm::Intrinsic::fmuladd, d, {a, b, c});

@@ -91,7 +91,7 @@ class Emitter {
   /// max with NaN propagation (as the interpreter's reduce_max).
   llvm::Value* maximum(DType d, llvm::Value* a, llvm::Value* b);
 
-  // float math (d is f32 or f64)
+  // float math (d is f32 or f64); exp, log, tanh and erf are the JIT's own (vector_math.hpp)
   llvm::Value* exp(DType d, llvm::Value* x);
   llvm::Value* log(DType d, llvm::Value* x);
   llvm::Value* sqrt(DType d, llvm::Value* x);
@@ -105,7 +105,6 @@ class Emitter {
 
  private:
   llvm::Value* call_intrinsic(llvm::Intrinsic::ID id, DType d, std::vector<llvm::Value*> args);
-  llvm::Value* call_libm(const char* f32_name, const char* f64_name, DType d, llvm::Value* x);
 
   llvm::Module& module_;
   llvm::LLVMContext& ctx_;
