@@ -18,12 +18,13 @@
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
-#include <llvm/Transforms/Utils/Cloning.h>
+#include <llvm/TargetParser/Host.h>
 #include <llvm/TargetParser/Triple.h>
+#include <llvm/Transforms/Utils/Cloning.h>
 
 #include <cstdio>
-#include <deque>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -101,20 +102,39 @@ void add_libmvec(llvm::TargetLibraryInfoImpl& tlii, const Target& target) {
   tlii.addVectorizableFunctions(descs);
 }
 
-std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
+}  // namespace
+
+void initialize_llvm_target(const std::string& triple) {
   initialize_llvm();
+  if (llvm::Triple(triple).getArch() != llvm::Triple::aarch64 ||
+      llvm::Triple(llvm::sys::getProcessTriple()).getArch() == llvm::Triple::aarch64)
+    return;
+  // Cross-compiling for aarch64 (ahead-of-time export): registered on first use only.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    LLVMInitializeAArch64TargetInfo();
+    LLVMInitializeAArch64Target();
+    LLVMInitializeAArch64TargetMC();
+    LLVMInitializeAArch64AsmPrinter();
+  });
+}
+
+std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
+  initialize_llvm_target(target.triple);
   std::string error;
   const llvm::Target* t = llvm::TargetRegistry::lookupTarget(target.triple, error);
   if (!t) fail("jit: no LLVM target for {}: {}", target.triple, error);
   llvm::TargetOptions options;
   // Kernels are written for IEEE semantics; contraction into FMA is allowed per instruction.
   options.AllowFPOpFusion = llvm::FPOpFusion::Standard;
-  std::unique_ptr<llvm::TargetMachine> tm(t->createTargetMachine(
-      target.triple, target.cpu, target.features, options, llvm::Reloc::PIC_, std::nullopt,
-      llvm::CodeGenOptLevel::Aggressive, /*JIT=*/true));
+  std::unique_ptr<llvm::TargetMachine> tm(
+      t->createTargetMachine(target.triple, target.cpu, target.features, options, llvm::Reloc::PIC_,
+                             std::nullopt, llvm::CodeGenOptLevel::Aggressive, /*JIT=*/target.jit));
   if (!tm) fail("jit: LLVM could not create a target machine for {} {}", target.triple, target.cpu);
   return tm;
 }
+
+namespace {
 
 std::string print_module(const llvm::Module& m) {
   std::string s;
@@ -229,7 +249,7 @@ std::string optimize_to_object(llvm::Module& module, const Target& target,
   llvm::ModuleAnalysisManager mam;
   llvm::Triple triple(target.triple);
   llvm::TargetLibraryInfoImpl tlii(triple);
-  add_libmvec(tlii, target);
+  if (target.libmvec) add_libmvec(tlii, target);
   fam.registerPass([&] { return llvm::TargetLibraryAnalysis(tlii); });
   llvm::PipelineTuningOptions tuning;
   tuning.LoopVectorization = true;

@@ -11,7 +11,8 @@
 
 namespace llvm {
 class Module;
-}
+class TargetMachine;
+}  // namespace llvm
 
 namespace edifice::jit {
 
@@ -25,8 +26,15 @@ struct DumpOptions {
   void write(const std::string& name, const std::string& text) const;
 };
 
-/// Runs the O3 pipeline (with the target's cost model and glibc's libmvec for vector math)
-/// on `module`, then emits a relocatable object for `target`. `dump_prefix` names dumps.
+/// Registers the LLVM target of `triple` (the host's at start-up; aarch64 on first use).
+void initialize_llvm_target(const std::string& triple);
+
+/// A target machine for `target` (O3, PIC; the large code model when target.jit on x86-64).
+std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target);
+
+/// Runs the O3 pipeline (with the target's cost model and, when target.libmvec, glibc's libmvec for
+/// vector math) on `module`, then emits a relocatable object for `target`. `dump_prefix` names
+/// dumps.
 std::string optimize_to_object(llvm::Module& module, const Target& target,
                                const std::string& dump_prefix);
 

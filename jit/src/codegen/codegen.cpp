@@ -76,7 +76,8 @@ double code_weight(const Kernel& k) {
 }  // namespace
 
 std::vector<std::string> compile_plan(const Plan& plan, const Target& target,
-                                      const std::string& name, int parts) {
+                                      const std::string& name, int parts,
+                                      const std::function<void(llvm::Module&)>& extend) {
   const int n = static_cast<int>(plan.kernels.size());
   parts = std::max(1, std::min(parts, n));
   // Greedy balance: heaviest kernels first, each to the lightest module so far.
@@ -101,6 +102,7 @@ std::vector<std::string> compile_plan(const Plan& plan, const Target& target,
       auto module = std::make_unique<llvm::Module>(part_name, context);
       codegen::Emitter e(*module);
       for (int i : groups[g]) emit_kernel(e, plan, plan.kernels[i]);
+      if (g == 0 && extend) extend(*module);
       objects[g] = optimize_to_object(*module, target, part_name);
     } catch (...) {
       errors[g] = std::current_exception();
