@@ -2,8 +2,9 @@
 // deploying a model needs no C++ (see --help and the README's "Deploy a trained model").
 #include <edifice/core/error.hpp>
 #include <edifice/models/registry.hpp>
+#include <edifice/nn/checkpoint.hpp>
 #include <edifice/nn/export.hpp>
-#include <edifice/nn/safetensors.hpp>
+#include <edifice/nn/layers.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -24,8 +25,11 @@ library and libm at run time; see the README section "Deploy a trained model".
 
   --model SPEC        architecture and options, e.g. "sliding_window embed_dim=1024 num_layers=2"
                       (architectures: attention, attention_sliding_window, attention_hybrid,
-                      attention_hybrid_mlp; the "attention_" prefix may be left out)
-  --params FILE       trained parameters (safetensors, names as the model's: "{layer}.{param}")
+                      attention_hybrid_mlp; the "attention_" prefix may be left out). The option
+                      head=N adds a dense layer of N outputs named "head" on top, as
+                      examples/delayed_recall.cpp does.
+  --params FILE       trained parameters: a parameter file (nn::save_params) or a training
+                      checkpoint (Trainer::save_checkpoint; its "params/" entries)
   --init-seed N       instead of --params: the model's initial parameters from seed N
   --batch N           batch size the artifact is compiled for (default 1)
   --seq-len N         sequence length (default: the model's)
@@ -105,7 +109,7 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// "sliding_window embed_dim=1024 num_layers=2" -> architecture and options.
+// "sliding_window embed_dim=1024 num_layers=2" -> architecture and options (head=N included).
 std::pair<std::string, models::Config> parse_spec(const std::string& spec) {
   std::istringstream in(spec);
   std::string arch, item;
@@ -134,9 +138,14 @@ jit::ExportFormat parse_format(const std::string& f) {
 int run(int argc, char** argv) {
   const Args a = parse(argc, argv);
   auto [arch, config] = parse_spec(a.model);
+  std::int64_t head = 0;
+  if (auto it = config.find("head"); it != config.end()) {
+    head = parse_int("head=", it->second);
+    config.erase(it);
+  }
   const models::multi_head::Built built = models::build(arch, config);
-  const nn::Model model(built.output);
-  const nn::Params params = a.seed ? model.init(*a.seed) : nn::load_safetensors(a.params).tensors;
+  const nn::Model model(head > 0 ? nn::dense(built.output, head, {.name = "head"}) : built.output);
+  const nn::Params params = a.seed ? model.init(*a.seed) : nn::load_params(a.params, model);
   Shape input = built.input.shape();
   input[0] = a.batch;
   if (a.seq_len > 0) input[1] = a.seq_len;
