@@ -4,12 +4,13 @@
  *
  *   gcc -std=c11 -O2 -DMODEL_HEADER='"policy.h"' -DMODEL=policy deploy.c policy.o -lm -lpthread
  *
- * Usage: deploy INPUTS.bin OUTPUTS.bin [--params PARAMS.bin] [--repeat N]
+ * Usage: deploy INPUTS.bin OUTPUTS.bin [--params PARAMS.bin] [--repeat N] [--threads N]
  *   INPUTS.bin   every input's raw bytes, in order (MODEL_input_bytes[i] each)
  *   OUTPUTS.bin  receives every output's raw bytes, in order
  *   --params     for artifacts exported with run-time parameters: NAME.params.bin or a file
  *                of the same layout (each parameter padded to a multiple of 64 bytes)
  *   --repeat N   runs N times and prints the mean latency (default 1)
+ *   --threads N  MODEL_set_threads(N) first (default: the artifact's 1)
  * Exit status: 0, 1 for bad usage or files, 2 when the artifact returns an error. */
 #define _POSIX_C_SOURCE 199309L
 #include MODEL_HEADER
@@ -63,7 +64,8 @@ int main(int argc, char** argv) {
   const char* params_path = NULL;
   int repeat = 1;
   if (argc < 3) {
-    fprintf(stderr, "usage: %s INPUTS.bin OUTPUTS.bin [--params PARAMS.bin] [--repeat N]\n",
+    fprintf(stderr,
+            "usage: %s INPUTS.bin OUTPUTS.bin [--params PARAMS.bin] [--repeat N] [--threads N]\n",
             argv[0]);
     return 1;
   }
@@ -72,6 +74,8 @@ int main(int argc, char** argv) {
       params_path = argv[++i];
     } else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
       repeat = atoi(argv[++i]);
+    } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+      M(_set_threads)(atoi(argv[++i]));
     } else {
       fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 1;

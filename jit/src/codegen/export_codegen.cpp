@@ -22,7 +22,9 @@
 #include <llvm/TargetParser/Host.h>
 #include <llvm/TargetParser/Triple.h>
 
+#include <algorithm>
 #include <array>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -224,6 +226,236 @@ std::vector<std::string> checked_cpu_features(const Target& target) {
 
 namespace {
 
+// The artifact's thread pool, emitted as IR over pthreads: NAME_set_threads(n) sets the
+// thread count (default 1: no thread is ever started); a run with n > 1 starts the missing
+// workers, holds the pool for the whole run (one multi-threaded run at a time) and splits
+// each large kernel's work items into min(n, items) contiguous chunks, as the JIT's pool does.
+// Work items never combine results, so outputs do not depend on the split. The mutex and
+// condition variables are zero-initialised storage of 64 bytes (glibc's initialisers are all
+// zero on x86-64 and aarch64; the types take 40 to 48 bytes there), so no initialisation call
+// is needed. Workers live as long as the process (never dlclose an artifact that ran them).
+class PoolEmitter {
+ public:
+  PoolEmitter(llvm::Module& m, const std::string& name)
+      : m_(m), ctx_(m.getContext()), b_(ctx_), name_(name) {
+    i32_ = b_.getInt32Ty();
+    i64_ = b_.getInt64Ty();
+    ptr_ = b_.getPtrTy();
+    mutex_ = storage("pool_mutex");
+    wake_ = storage("pool_wake");
+    done_ = storage("pool_done");
+    run_mutex_ = storage("pool_run_mutex");
+    threads_ = scalar("threads", i32_, 1);
+    started_ = scalar("workers", i32_, 0);
+    generation_ = scalar("generation", i64_, 0);
+    pending_ = scalar("pending", i32_, 0);
+    job_status_ = scalar("job_status", i32_, 0);
+    job_items_ = scalar("job_items", i64_, 0);
+    job_tasks_ = scalar("job_tasks", i64_, 0);
+    job_fn_ = scalar("job_fn", ptr_, 0);
+    job_table_ = scalar("job_table", ptr_, 0);
+    emit_set_threads();
+    emit_worker();
+    emit_start();
+    emit_parallel_for();
+  }
+
+  /// The thread count (volatile load), in the current function of `b`.
+  llvm::Value* threads(llvm::IRBuilder<>& b) { return b.CreateLoad(i32_, threads_, true); }
+  llvm::Function* start() const { return start_; }
+  llvm::Function* parallel_for() const { return parallel_for_; }
+  llvm::Value* run_mutex() const { return run_mutex_; }
+  llvm::FunctionCallee unlock() { return callee("pthread_mutex_unlock", {ptr_}); }
+
+ private:
+  llvm::GlobalVariable* storage(const std::string& what) {
+    auto* type = llvm::ArrayType::get(b_.getInt8Ty(), 64);
+    auto* g = new llvm::GlobalVariable(m_, type, false, llvm::GlobalValue::InternalLinkage,
+                                       llvm::ConstantAggregateZero::get(type), name_ + "." + what);
+    g->setAlignment(llvm::Align(64));
+    return g;
+  }
+  llvm::GlobalVariable* scalar(const std::string& what, llvm::Type* type, std::int64_t value) {
+    llvm::Constant* init = type->isPointerTy()
+                               ? static_cast<llvm::Constant*>(llvm::ConstantPointerNull::get(ptr_))
+                               : llvm::ConstantInt::get(type, static_cast<std::uint64_t>(value));
+    return new llvm::GlobalVariable(m_, type, false, llvm::GlobalValue::InternalLinkage, init,
+                                    name_ + "." + what);
+  }
+  llvm::FunctionCallee callee(const char* fn, std::vector<llvm::Type*> params) {
+    return m_.getOrInsertFunction(fn, llvm::FunctionType::get(i32_, params, false));
+  }
+  llvm::Function* internal(const std::string& what, llvm::Type* result,
+                           std::vector<llvm::Type*> params) {
+    auto* f = llvm::Function::Create(llvm::FunctionType::get(result, params, false),
+                                     llvm::Function::InternalLinkage, name_ + "." + what, m_);
+    f->addFnAttr(llvm::Attribute::NoUnwind);
+    f->addFnAttr(llvm::Attribute::NoInline);
+    b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", f));
+    return f;
+  }
+  llvm::BasicBlock* block(const char* what) {
+    return llvm::BasicBlock::Create(ctx_, what, b_.GetInsertBlock()->getParent());
+  }
+  void lock(llvm::Value* mutex) { b_.CreateCall(callee("pthread_mutex_lock", {ptr_}), {mutex}); }
+  void unlock(llvm::Value* mutex) { b_.CreateCall(unlock(), {mutex}); }
+  llvm::Value* load(llvm::GlobalVariable* g) { return b_.CreateLoad(g->getValueType(), g, true); }
+  void store(llvm::Value* v, llvm::GlobalVariable* g) { b_.CreateStore(v, g, true); }
+  // while (condition()) pthread_cond_wait(cond, mutex_), with mutex_ held.
+  void wait_while(llvm::Value* cond, const std::function<llvm::Value*()>& condition) {
+    llvm::BasicBlock* test = block("wait.test");
+    llvm::BasicBlock* body = block("wait");
+    llvm::BasicBlock* after = block("wait.done");
+    b_.CreateBr(test);
+    b_.SetInsertPoint(test);
+    b_.CreateCondBr(condition(), body, after);
+    b_.SetInsertPoint(body);
+    b_.CreateCall(callee("pthread_cond_wait", {ptr_, ptr_}), {cond, mutex_});
+    b_.CreateBr(test);
+    b_.SetInsertPoint(after);
+  }
+  // kernel(table, items * index / tasks, items * (index + 1) / tasks, status)
+  void run_chunk(llvm::Value* fn, llvm::Value* table, llvm::Value* items, llvm::Value* tasks,
+                 llvm::Value* index, llvm::Value* status) {
+    llvm::Value* begin = b_.CreateSDiv(b_.CreateMul(items, index), tasks);
+    llvm::Value* end =
+        b_.CreateSDiv(b_.CreateMul(items, b_.CreateAdd(index, b_.getInt64(1))), tasks);
+    auto* type = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, i64_, i64_, ptr_}, false);
+    b_.CreateCall(type, fn, {table, begin, end, status});
+  }
+
+  // void NAME_set_threads(int n): n < 1 means 1.
+  void emit_set_threads() {
+    auto* f = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), {i32_}, false),
+                                     llvm::Function::ExternalLinkage, name_ + "_set_threads", m_);
+    b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", f));
+    llvm::Value* n = f->getArg(0);
+    store(b_.CreateSelect(b_.CreateICmpSLT(n, b_.getInt32(1)), b_.getInt32(1), n), threads_);
+    b_.CreateRetVoid();
+  }
+
+  // Worker k (argument: k | generation at its start << 20): runs chunk k of every job.
+  void emit_worker() {
+    worker_ = internal("worker", ptr_, {ptr_});
+    llvm::Value* arg = b_.CreatePtrToInt(worker_->getArg(0), i64_);
+    llvm::Value* index = b_.CreateAnd(arg, b_.getInt64((1 << 20) - 1));
+    llvm::Value* seen = b_.CreateAlloca(i64_);
+    llvm::Value* status = b_.CreateAlloca(i32_);
+    b_.CreateStore(b_.CreateLShr(arg, 20), seen);
+    llvm::BasicBlock* loop = block("loop");
+    b_.CreateBr(loop);
+    b_.SetInsertPoint(loop);
+    lock(mutex_);
+    wait_while(wake_,
+               [&] { return b_.CreateICmpEQ(load(generation_), b_.CreateLoad(i64_, seen)); });
+    b_.CreateStore(load(generation_), seen);
+    llvm::Value* fn = load(job_fn_);
+    llvm::Value* table = load(job_table_);
+    llvm::Value* items = load(job_items_);
+    llvm::Value* tasks = load(job_tasks_);
+    unlock(mutex_);
+    b_.CreateStore(b_.getInt32(0), status);
+    llvm::BasicBlock* work = block("work");
+    llvm::BasicBlock* report = block("report");
+    b_.CreateCondBr(b_.CreateICmpSLT(index, tasks), work, report);
+    b_.SetInsertPoint(work);
+    run_chunk(fn, table, items, tasks, index, status);
+    b_.CreateBr(report);
+    b_.SetInsertPoint(report);
+    lock(mutex_);
+    llvm::Value* code = b_.CreateLoad(i32_, status);
+    llvm::Value* old = load(job_status_);
+    store(b_.CreateSelect(b_.CreateICmpNE(code, b_.getInt32(0)), code, old), job_status_);
+    llvm::Value* left = b_.CreateSub(load(pending_), b_.getInt32(1));
+    store(left, pending_);
+    llvm::BasicBlock* signal = block("signal");
+    llvm::BasicBlock* next = block("next");
+    b_.CreateCondBr(b_.CreateICmpEQ(left, b_.getInt32(0)), signal, next);
+    b_.SetInsertPoint(signal);
+    b_.CreateCall(callee("pthread_cond_signal", {ptr_}), {done_});
+    b_.CreateBr(next);
+    b_.SetInsertPoint(next);
+    unlock(mutex_);
+    b_.CreateBr(loop);
+  }
+
+  // start(threads): takes the run mutex and starts workers 1 .. threads-1 not yet running.
+  void emit_start() {
+    start_ = internal("start", b_.getVoidTy(), {i32_});
+    lock(run_mutex_);
+    llvm::Value* wanted = b_.CreateSub(start_->getArg(0), b_.getInt32(1));
+    llvm::Value* tid = b_.CreateAlloca(i64_);
+    llvm::BasicBlock* test = block("spawn.test");
+    llvm::BasicBlock* spawn = block("spawn");
+    llvm::BasicBlock* done = block("spawn.done");
+    b_.CreateBr(test);
+    b_.SetInsertPoint(test);
+    llvm::Value* have = load(started_);
+    b_.CreateCondBr(b_.CreateICmpSLT(have, wanted), spawn, done);
+    b_.SetInsertPoint(spawn);
+    llvm::Value* k = b_.CreateZExt(b_.CreateAdd(have, b_.getInt32(1)), i64_);
+    llvm::Value* arg = b_.CreateOr(k, b_.CreateShl(load(generation_), 20));
+    llvm::Value* rc = b_.CreateCall(
+        callee("pthread_create", {ptr_, ptr_, ptr_, ptr_}),
+        {tid, llvm::ConstantPointerNull::get(ptr_), worker_, b_.CreateIntToPtr(arg, ptr_)});
+    // A worker that cannot be started is not counted: jobs are split over the running ones.
+    llvm::BasicBlock* ok = block("spawn.ok");
+    b_.CreateCondBr(b_.CreateICmpEQ(rc, b_.getInt32(0)), ok, done);
+    b_.SetInsertPoint(ok);
+    lock(mutex_);
+    store(b_.CreateAdd(have, b_.getInt32(1)), started_);
+    unlock(mutex_);
+    b_.CreateBr(test);
+    b_.SetInsertPoint(done);
+    b_.CreateRetVoid();
+  }
+
+  // parallel_for(kernel, table, items, threads, status): chunk 0 here, the others on workers.
+  void emit_parallel_for() {
+    parallel_for_ = internal("parallel_for", b_.getVoidTy(), {ptr_, ptr_, i64_, i32_, ptr_});
+    llvm::Function* f = parallel_for_;
+    llvm::Value* items = f->getArg(2);
+    // Chunks: min(threads, workers + 1, items).
+    llvm::Value* team = b_.CreateAdd(load(started_), b_.getInt32(1));
+    llvm::Value* n = b_.CreateSExt(
+        b_.CreateSelect(b_.CreateICmpSLT(f->getArg(3), team), f->getArg(3), team), i64_);
+    llvm::Value* tasks = b_.CreateSelect(b_.CreateICmpSLT(items, n), items, n);
+    lock(mutex_);
+    store(f->getArg(0), job_fn_);
+    store(f->getArg(1), job_table_);
+    store(items, job_items_);
+    store(tasks, job_tasks_);
+    store(b_.getInt32(0), job_status_);
+    store(load(started_), pending_);
+    store(b_.CreateAdd(load(generation_), b_.getInt64(1)), generation_);
+    b_.CreateCall(callee("pthread_cond_broadcast", {ptr_}), {wake_});
+    unlock(mutex_);
+    run_chunk(f->getArg(0), f->getArg(1), items, tasks, b_.getInt64(0), f->getArg(4));
+    lock(mutex_);
+    wait_while(done_, [&] { return b_.CreateICmpNE(load(pending_), b_.getInt32(0)); });
+    llvm::Value* code = load(job_status_);
+    unlock(mutex_);
+    llvm::BasicBlock* set = block("set");
+    llvm::BasicBlock* out = block("out");
+    b_.CreateCondBr(b_.CreateICmpNE(code, b_.getInt32(0)), set, out);
+    b_.SetInsertPoint(set);
+    b_.CreateStore(code, f->getArg(4));
+    b_.CreateBr(out);
+    b_.SetInsertPoint(out);
+    b_.CreateRetVoid();
+  }
+
+  llvm::Module& m_;
+  llvm::LLVMContext& ctx_;
+  llvm::IRBuilder<> b_;
+  std::string name_;
+  llvm::Type *i32_ = nullptr, *i64_ = nullptr;
+  llvm::PointerType* ptr_ = nullptr;
+  llvm::GlobalVariable *mutex_, *wake_, *done_, *run_mutex_, *threads_, *started_, *generation_,
+      *pending_, *job_status_, *job_items_, *job_tasks_, *job_fn_, *job_table_;
+  llvm::Function *worker_ = nullptr, *start_ = nullptr, *parallel_for_ = nullptr;
+};
+
 // Emits the driver: NAME_check_cpu, NAME_error_message and NAME_run (or NAME_run_params).
 class DriverEmitter {
  public:
@@ -248,6 +480,10 @@ class DriverEmitter {
     missing_ = global_i32(api_.name + ".missing_feature", -1);
     emit_check_cpu();
     emit_error_message();
+    if (std::any_of(plan_.kernels.begin(), plan_.kernels.end(), splittable))
+      pool_ = std::make_unique<PoolEmitter>(m_, api_.name);
+    else
+      emit_ignored_set_threads();
     emit_run();
   }
 
@@ -285,6 +521,13 @@ class DriverEmitter {
     b_.SetInsertPoint(fail);
     b_.CreateRet(code);
     b_.SetInsertPoint(next);
+  }
+
+  // NAME_set_threads when no kernel is worth splitting: the artifact stays single-threaded.
+  void emit_ignored_set_threads() {
+    llvm::Function* f = function(api_.name + "_set_threads", b_.getVoidTy(), {i32_});
+    b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", f));
+    b_.CreateRetVoid();
   }
 
   // ---- the CPU check
@@ -500,18 +743,50 @@ class DriverEmitter {
     if (plan_.arena_bytes > 0) bad = b_.CreateOr(bad, misaligned(workspace_));
     return_if(bad, b_.getInt32(kArtifactBadPointer));
 
+    // With more than one thread set: take the pool (started workers) for the whole run.
+    threads_ = pool_ ? pool_->threads(b_) : b_.getInt32(1);
+    parallel_ = b_.CreateICmpSGT(threads_, b_.getInt32(1));
+    if (pool_) {
+      llvm::BasicBlock* start = block("pool.start");
+      llvm::BasicBlock* body = block("body");
+      b_.CreateCondBr(parallel_, start, body);
+      b_.SetInsertPoint(start);
+      b_.CreateCall(pool_->start(), {threads_});
+      b_.CreateBr(body);
+      b_.SetInsertPoint(body);
+    }
     std::size_t most = 1;
     for (const Kernel& k : plan_.kernels)
       most = std::max(most, k.outputs.size() + k.inputs.size() + 1);
     auto* table_type = llvm::ArrayType::get(ptr_, most);
     llvm::Value* table = b_.CreateAlloca(table_type);
     llvm::Value* status = b_.CreateAlloca(i32_);
+    llvm::BasicBlock* steps = b_.GetInsertBlock();
+    exit_ = block("exit");
+    b_.SetInsertPoint(exit_);
+    exit_code_ = b_.CreatePHI(i32_, 2);
+    if (pool_) {
+      llvm::BasicBlock* release = block("pool.release");
+      llvm::BasicBlock* done = block("done");
+      b_.CreateCondBr(parallel_, release, done);
+      b_.SetInsertPoint(release);
+      b_.CreateCall(pool_->unlock(), {pool_->run_mutex()});
+      b_.CreateBr(done);
+      b_.SetInsertPoint(done);
+    }
+    b_.CreateRet(exit_code_);
+    b_.SetInsertPoint(steps);
     for (std::size_t ki = 0; ki < plan_.kernels.size(); ++ki) emit_step(ki, table, status);
     emit_output_copies();
-    b_.CreateRet(b_.getInt32(kArtifactOk));
+    exit_code_->addIncoming(b_.getInt32(kArtifactOk), b_.GetInsertBlock());
+    b_.CreateBr(exit_);
   }
 
-  // One kernel over all its work items, as one task (results never depend on the split).
+  // Whether a kernel is worth splitting over threads (the JIT's rule, for any thread count).
+  static bool splittable(const Kernel& k) { return choose_tasks(k, work_items(k), 2) > 1; }
+
+  // One kernel over all its work items: one call, or chunks over the pool when threads are set
+  // (results never depend on the split).
   void emit_step(std::size_t ki, llvm::Value* table, llvm::Value* status) {
     const Kernel& k = plan_.kernels[ki];
     const std::int64_t items = work_items(k);
@@ -527,14 +802,31 @@ class DriverEmitter {
                   nullptr));
     b_.CreateStore(b_.getInt32(0), status);
     llvm::Function* fn = m_.getFunction(k.name);
+    llvm::BasicBlock* join = block("joined");
+    llvm::BasicBlock* single = block("single");
+    if (pool_ && splittable(k)) {
+      llvm::BasicBlock* split = block("split");
+      b_.CreateCondBr(parallel_, split, single);
+      b_.SetInsertPoint(split);
+      b_.CreateCall(pool_->parallel_for(), {fn, table, b_.getInt64(items), threads_, status});
+      b_.CreateBr(join);
+    } else {
+      b_.CreateBr(single);
+    }
+    b_.SetInsertPoint(single);
     llvm::CallInst* call = b_.CreateCall(fn, {table, b_.getInt64(0), b_.getInt64(items), status});
     // The kernel stays the JIT's function, not specialised into the driver.
     call->addFnAttr(llvm::Attribute::NoInline);
+    b_.CreateBr(join);
+    b_.SetInsertPoint(join);
     llvm::Value* code = b_.CreateLoad(i32_, status);
     llvm::Value* mapped = b_.CreateSelect(
         b_.CreateICmpEQ(code, b_.getInt32(kIntegerDivisionByZero)),
         b_.getInt32(kArtifactDivisionByZero), b_.getInt32(kArtifactIndexOutOfRange));
-    return_if(b_.CreateICmpNE(code, b_.getInt32(0)), mapped);
+    llvm::BasicBlock* next = block("next");
+    exit_code_->addIncoming(mapped, b_.GetInsertBlock());
+    b_.CreateCondBr(b_.CreateICmpNE(code, b_.getInt32(0)), exit_, next);
+    b_.SetInsertPoint(next);
   }
 
   // Outputs no kernel writes (a graph input, a constant, a repeated output) are copies.
@@ -565,6 +857,10 @@ class DriverEmitter {
   std::vector<llvm::Value*> inputs_, outputs_, params_;
   llvm::Value* workspace_ = nullptr;
   std::map<const void*, llvm::Constant*> baked_;
+  std::unique_ptr<PoolEmitter> pool_;
+  llvm::Value *threads_ = nullptr, *parallel_ = nullptr;
+  llvm::BasicBlock* exit_ = nullptr;
+  llvm::PHINode* exit_code_ = nullptr;
 };
 
 }  // namespace
