@@ -1,9 +1,9 @@
 // export_bench: the exported artifact of the default sliding-window model (embed 1024) against
-// the JIT, batch 1 and 32, both on one thread: artifact size (code and weights separately),
-// cold start (a fresh process: dlopen of libNAME.so + first run) against the JIT's compile, and
-// run time in alternating rounds (JIT, artifact, JIT, ...; the ratio is taken per round, its
-// median reported). Prints the docs/performance.md block; with --markdown FILE replaces the
-// block between "<!-- export_bench: begin" and "<!-- export_bench: end -->" in FILE.
+// the JIT, batch 1 and 32, on 1 and 2 threads (both sides alike): artifact size (code and weights
+// separately), cold start (a fresh process: dlopen of libNAME.so + first run) against the JIT's
+// compile, and run time in alternating rounds (JIT, artifact, JIT, ...; the ratio is taken per
+// round, its median reported). Prints the docs/performance.md block; with --markdown FILE replaces
+// the block between "<!-- export_bench: begin" and "<!-- export_bench: end -->" in FILE.
 //
 //   export_bench [--rounds N] [--markdown docs/performance.md]
 #include <edifice/edifice.hpp>
@@ -64,21 +64,23 @@ double median(std::vector<double> v) {
 
 struct Row {
   std::int64_t batch = 0;
+  int threads = 1;
   jit::ExportResult result;
   std::int64_t so_bytes = 0;
   double cold_us = 0, jit_compile_s = 0, jit_ms = 0, artifact_ms = 0, ratio = 0;
   bool identical = false;
 };
 
-Row measure(std::int64_t batch, int rounds, const fs::path& dir) {
+Row measure(std::int64_t batch, int threads, int rounds, const fs::path& dir) {
   Row row;
   row.batch = batch;
+  row.threads = threads;
   auto built = models::multi_head::build_sliding_window({.embed_dim = 1024});
   nn::Model model(built.output);
   const nn::Params params = model.init(1);
   Shape shape = built.input.shape();
   shape[0] = batch;
-  const std::string name = "sliding_b" + std::to_string(batch);
+  const std::string name = fmt::format("sliding_b{}_t{}", batch, threads);
   jit::ExportOptions options;
   options.name = name;
   options.out_dir = dir.string();
@@ -100,7 +102,7 @@ Row measure(std::int64_t batch, int rounds, const fs::path& dir) {
   }
   row.cold_us = colds.empty() ? -1 : median(colds);
 
-  // The JIT, one thread, compiled from scratch.
+  // The JIT on the same thread count, compiled from scratch.
   const nn::TracedModel traced = model.trace(nn::Mode::inference);
   std::vector<Tensor> args;
   std::vector<Shape> shapes;
@@ -114,13 +116,14 @@ Row measure(std::int64_t batch, int rounds, const fs::path& dir) {
   args.push_back(x);
   for (const Tensor& t : args) shapes.push_back(t.shape());
   jit::Options jo;
-  jo.threads = 1;
+  jo.threads = threads;
   jo.disk_cache = false;
   auto exe = jit::compile(traced.graph, shapes, jo);
   row.jit_compile_s = exe->compile_seconds();
 
   void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   auto run = reinterpret_cast<RunFn>(dlsym(handle, (name + "_run").c_str()));
+  reinterpret_cast<void (*)(int)>(dlsym(handle, (name + "_set_threads").c_str()))(threads);
   void* in = aligned(x.nbytes());
   std::memcpy(in, x.raw_data(), x.nbytes());
   void* out = aligned(static_cast<std::size_t>(row.result.outputs.at(0).bytes));
@@ -159,20 +162,21 @@ std::string markdown(const std::vector<Row>& rows, int rounds) {
       "`build/bench/export_bench --markdown docs/performance.md` on {} ({}), JIT target {}. "
       "The default sliding-window model (embed 1024, window 60, 4 heads of 64, 2 layers), "
       "exported for the host as `libNAME.so` (`jit::export_library`, parameters baked in); "
-      "both sides on one thread (the artifact has no thread pool). Cold start: a fresh "
-      "process's `dlopen` of the library + its first run (median of 5 processes), against the "
+      "both sides on the same thread count (the JIT's `Options::threads`, the artifact's "
+      "`NAME_set_threads`). Cold start: a fresh process's `dlopen` of the library + its first "
+      "run on one thread (median of 5 processes), against the "
       "JIT's compile from scratch (no disk cache) in this process. Run time: median of {} "
       "alternating rounds (JIT, then artifact; 200 calls per round at batch 1, 10 at batch "
       "32); the ratio is the median of the per-round ratios.\n\n"
-      "| batch | code | weights | libNAME.so | cold start (dlopen + 1st run) | JIT compile | "
-      "JIT run | artifact run | artifact / JIT | outputs equal |\n"
-      "|---|---|---|---|---|---|---|---|---|---|\n",
+      "| batch | threads | code | weights | libNAME.so | cold start (dlopen + 1st run) | JIT "
+      "compile | JIT run | artifact run | artifact / JIT | outputs equal |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|\n",
       u.nodename, u.machine, jit::host_target().describe(), rounds);
   for (const Row& r : rows)
     s += fmt::format(
-        "| {} | {:.1f} KiB | {:.2f} MiB | {:.2f} MiB | {:.2f} ms | {:.2f} s | "
+        "| {} | {} | {:.1f} KiB | {:.2f} MiB | {:.2f} MiB | {:.2f} ms | {:.2f} s | "
         "{:.3f} ms | {:.3f} ms | {:.3f} | {} |\n",
-        r.batch, r.result.code_bytes / 1024.0, r.result.weight_bytes / 1048576.0,
+        r.batch, r.threads, r.result.code_bytes / 1024.0, r.result.weight_bytes / 1048576.0,
         r.so_bytes / 1048576.0, r.cold_us / 1e3, r.jit_compile_s, r.jit_ms, r.artifact_ms, r.ratio,
         r.identical ? "bit for bit" : "NO");
   s += "\nWeights are the baked parameters and graph constants (section "
@@ -209,7 +213,8 @@ int main(int argc, char** argv) {
   const fs::path dir = fs::temp_directory_path() / ("export_bench_" + std::to_string(getpid()));
   fs::create_directories(dir);
   std::vector<Row> rows;
-  for (std::int64_t batch : {1, 32}) rows.push_back(measure(batch, rounds, dir));
+  for (int threads : {1, 2})
+    for (std::int64_t batch : {1, 32}) rows.push_back(measure(batch, threads, rounds, dir));
   fs::remove_all(dir);
   const std::string block = markdown(rows, rounds);
   std::puts(block.c_str());

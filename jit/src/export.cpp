@@ -227,17 +227,23 @@ std::string quote(const std::string& s) {
 }
 
 // libNAME.so from the object, linked by the target's C compiler driver.
+bool same_architecture(const Target& a, const Target& b) {
+  return a.triple.substr(0, a.triple.find('-')) == b.triple.substr(0, b.triple.find('-'));
+}
+
+// Checked before compiling: a shared library for another architecture needs its linker named.
+void check_linker(const ExportOptions& o, const Target& target) {
+  if (o.format == ExportFormat::shared_library && o.linker.empty() &&
+      !same_architecture(target, host_target()))
+    fail(
+        "export: a shared library for {} needs a linker for it: set ExportOptions::linker "
+        "(--linker), e.g. aarch64-linux-gnu-gcc",
+        target.triple);
+}
+
 void link_shared(const ExportOptions& o, const ExportResult& r, const fs::path& object,
-                 const fs::path& out, bool host_arch) {
-  std::string linker = o.linker;
-  if (linker.empty()) {
-    if (!host_arch)
-      fail(
-          "export: a shared library for {} needs a linker for it: set ExportOptions::linker "
-          "(--linker), e.g. aarch64-linux-gnu-gcc",
-          r.triple);
-    linker = "cc";
-  }
+                 const fs::path& out) {
+  const std::string linker = o.linker.empty() ? "cc" : o.linker;
   const bool mvec = std::any_of(r.undefined_symbols.begin(), r.undefined_symbols.end(),
                                 [](const std::string& s) { return s.rfind("_ZGV", 0) == 0; });
   const fs::path log = out.string() + ".link.log";
@@ -261,6 +267,7 @@ ExportResult export_library(const Graph& graph, const std::map<std::string, Tens
   check_name(options.name);
   Request request = split_inputs(graph, params, input_shapes, options);
   const Target target = resolve_export_target(options.target);
+  check_linker(options, target);
   ExportResult result;
   result.triple = target.triple;
   result.cpu = target.cpu;
@@ -310,10 +317,8 @@ ExportResult export_library(const Graph& graph, const std::map<std::string, Tens
       result.files.push_back((dir / ("lib" + n + ".so")).string());
       const fs::path temporary = dir / (".edifice-export-" + n + ".o");
       write_file(temporary, object);
-      const bool host_arch = target.triple.substr(0, target.triple.find('-')) ==
-                             host_target().triple.substr(0, host_target().triple.find('-'));
       try {
-        link_shared(options, result, temporary, result.files.back(), host_arch);
+        link_shared(options, result, temporary, result.files.back());
       } catch (...) {
         fs::remove(temporary);
         throw;

@@ -30,7 +30,6 @@
 #include <sstream>
 
 namespace edifice::jit {
-namespace {
 
 std::string to_string(llvm::Error error) {
   std::string s;
@@ -38,6 +37,8 @@ std::string to_string(llvm::Error error) {
   os << error;
   return os.str();
 }
+
+namespace {
 
 void initialize_llvm() {
   static std::once_flag once;
@@ -116,6 +117,7 @@ void initialize_llvm_target(const std::string& triple) {
     LLVMInitializeAArch64Target();
     LLVMInitializeAArch64TargetMC();
     LLVMInitializeAArch64AsmPrinter();
+    LLVMInitializeAArch64AsmParser();  // the artifact's thread pool uses inline asm (yield)
   });
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 namespace llvm {
+class Error;
 class Module;
 class TargetMachine;
 }  // namespace llvm
@@ -25,6 +26,9 @@ struct DumpOptions {
   /// Writes `text` to "<dir>/<name>" or to stderr under a header line.
   void write(const std::string& name, const std::string& text) const;
 };
+
+/// The message of an LLVM error (consumed).
+std::string to_string(llvm::Error error);
 
 /// Registers the LLVM target of `triple` (the host's at start-up; aarch64 on first use).
 void initialize_llvm_target(const std::string& triple);

@@ -32,13 +32,6 @@
 namespace edifice::jit {
 namespace {
 
-std::string to_string(llvm::Error error) {
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  os << error;
-  return os.str();
-}
-
 // Where cpuid reports an x86 feature, and the XCR0 bits (register state the OS saves) it needs.
 struct X86Feature {
   const char* name;  // LLVM's name
@@ -236,8 +229,8 @@ namespace {
 // is needed. Workers live as long as the process (never dlclose an artifact that ran them).
 class PoolEmitter {
  public:
-  PoolEmitter(llvm::Module& m, const std::string& name)
-      : m_(m), ctx_(m.getContext()), b_(ctx_), name_(name) {
+  PoolEmitter(llvm::Module& m, const std::string& name, bool x86)
+      : m_(m), ctx_(m.getContext()), b_(ctx_), name_(name), x86_(x86) {
     i32_ = b_.getInt32Ty();
     i64_ = b_.getInt64Ty();
     ptr_ = b_.getPtrTy();
@@ -261,7 +254,11 @@ class PoolEmitter {
   }
 
   /// The thread count (volatile load), in the current function of `b`.
-  llvm::Value* threads(llvm::IRBuilder<>& b) { return b.CreateLoad(i32_, threads_, true); }
+  llvm::Value* threads(llvm::IRBuilder<>& b) {
+    auto* l = b.CreateAlignedLoad(i32_, threads_, llvm::Align(4));
+    l->setAtomic(llvm::AtomicOrdering::Monotonic);
+    return l;
+  }
   llvm::Function* start() const { return start_; }
   llvm::Function* parallel_for() const { return parallel_for_; }
   llvm::Value* run_mutex() const { return run_mutex_; }
@@ -299,8 +296,43 @@ class PoolEmitter {
   }
   void lock(llvm::Value* mutex) { b_.CreateCall(callee("pthread_mutex_lock", {ptr_}), {mutex}); }
   void unlock(llvm::Value* mutex) { b_.CreateCall(unlock(), {mutex}); }
-  llvm::Value* load(llvm::GlobalVariable* g) { return b_.CreateLoad(g->getValueType(), g, true); }
-  void store(llvm::Value* v, llvm::GlobalVariable* g) { b_.CreateStore(v, g, true); }
+  // Shared state is read and written atomically: workers and the caller also poll it outside
+  // the mutex while they spin.
+  llvm::Value* load(llvm::GlobalVariable* g) {
+    llvm::Type* type = g->getValueType();
+    auto* l = b_.CreateAlignedLoad(type, g, llvm::Align(m_.getDataLayout().getTypeStoreSize(type)));
+    l->setAtomic(llvm::AtomicOrdering::Acquire);
+    return l;
+  }
+  void store(llvm::Value* v, llvm::GlobalVariable* g) {
+    auto* s = b_.CreateAlignedStore(
+        v, g, llvm::Align(m_.getDataLayout().getTypeStoreSize(g->getValueType())));
+    s->setAtomic(llvm::AtomicOrdering::Release);
+  }
+  // Polls `done()` up to kSpins times with a pause between (kernels follow each other within
+  // microseconds, and a condition-variable wake-up costs tens of them on a VM, as in the JIT's
+  // pool); the caller then sleeps on a condition variable if still needed.
+  void spin_until(const std::function<llvm::Value*()>& done) {
+    constexpr int kSpins = 20000;
+    // In the entry block: the worker's spins are inside its endless loop.
+    llvm::Function* f = b_.GetInsertBlock()->getParent();
+    llvm::IRBuilder<> entry(&f->getEntryBlock(), f->getEntryBlock().begin());
+    llvm::Value* count = entry.CreateAlloca(i32_);
+    b_.CreateStore(b_.getInt32(0), count);
+    llvm::BasicBlock* test = block("spin.test");
+    llvm::BasicBlock* body = block("spin");
+    llvm::BasicBlock* after = block("spin.done");
+    b_.CreateBr(test);
+    b_.SetInsertPoint(test);
+    llvm::Value* n = b_.CreateLoad(i32_, count);
+    b_.CreateCondBr(b_.CreateOr(done(), b_.CreateICmpSGE(n, b_.getInt32(kSpins))), after, body);
+    b_.SetInsertPoint(body);
+    auto* type = llvm::FunctionType::get(b_.getVoidTy(), false);
+    b_.CreateCall(type, llvm::InlineAsm::get(type, x86_ ? "pause" : "yield", "~{memory}", true));
+    b_.CreateStore(b_.CreateAdd(n, b_.getInt32(1)), count);
+    b_.CreateBr(test);
+    b_.SetInsertPoint(after);
+  }
   // while (condition()) pthread_cond_wait(cond, mutex_), with mutex_ held.
   void wait_while(llvm::Value* cond, const std::function<llvm::Value*()>& condition) {
     llvm::BasicBlock* test = block("wait.test");
@@ -345,6 +377,7 @@ class PoolEmitter {
     llvm::BasicBlock* loop = block("loop");
     b_.CreateBr(loop);
     b_.SetInsertPoint(loop);
+    spin_until([&] { return b_.CreateICmpNE(load(generation_), b_.CreateLoad(i64_, seen)); });
     lock(mutex_);
     wait_while(wake_,
                [&] { return b_.CreateICmpEQ(load(generation_), b_.CreateLoad(i64_, seen)); });
@@ -431,6 +464,7 @@ class PoolEmitter {
     b_.CreateCall(callee("pthread_cond_broadcast", {ptr_}), {wake_});
     unlock(mutex_);
     run_chunk(f->getArg(0), f->getArg(1), items, tasks, b_.getInt64(0), f->getArg(4));
+    spin_until([&] { return b_.CreateICmpEQ(load(pending_), b_.getInt32(0)); });
     lock(mutex_);
     wait_while(done_, [&] { return b_.CreateICmpNE(load(pending_), b_.getInt32(0)); });
     llvm::Value* code = load(job_status_);
@@ -449,6 +483,7 @@ class PoolEmitter {
   llvm::LLVMContext& ctx_;
   llvm::IRBuilder<> b_;
   std::string name_;
+  bool x86_;
   llvm::Type *i32_ = nullptr, *i64_ = nullptr;
   llvm::PointerType* ptr_ = nullptr;
   llvm::GlobalVariable *mutex_, *wake_, *done_, *run_mutex_, *threads_, *started_, *generation_,
@@ -481,7 +516,7 @@ class DriverEmitter {
     emit_check_cpu();
     emit_error_message();
     if (std::any_of(plan_.kernels.begin(), plan_.kernels.end(), splittable))
-      pool_ = std::make_unique<PoolEmitter>(m_, api_.name);
+      pool_ = std::make_unique<PoolEmitter>(m_, api_.name, is_x86(target_));
     else
       emit_ignored_set_threads();
     emit_run();
