@@ -17,6 +17,7 @@
 ///   int policy_run_params(const void* const* params, ...)   // with runtime_params
 ///   const char* policy_error_message(int code);
 ///   int policy_check_cpu(void);
+///   void policy_set_threads(int n);                          // default 1
 ///
 /// Graph inputs named in `params` are parameters: baked into the artifact as read-only data,
 /// or (runtime_params) passed to every run, so one artifact serves retrained weights of the
