@@ -12,6 +12,7 @@ packages=(
   clang-19 libclang-rt-19-dev  # libFuzzer targets (tests/fuzz), run by scripts/test.sh
   libopenblas-dev  # bench/gemm_bench compares the JIT GEMM with OpenBLAS
   libopenmpi-dev openmpi-bin  # data-parallel training over MPI (nn::mpi()) and its tests
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # export tests: aarch64 artifacts under qemu
 )
 
 missing=()

@@ -16,11 +16,13 @@
 #include <edifice/core/shape.hpp>
 #include <edifice/core/tensor.hpp>
 // jit: compiled graphs
+#include <edifice/jit/export.hpp>
 #include <edifice/jit/jit.hpp>
 #include <edifice/jit/target.hpp>
 // nn: layers, models, training, checkpoints, plots
 #include <edifice/nn/checkpoint.hpp>
 #include <edifice/nn/distributed.hpp>
+#include <edifice/nn/export.hpp>
 #include <edifice/nn/init.hpp>
 #include <edifice/nn/layer.hpp>
 #include <edifice/nn/layers.hpp>

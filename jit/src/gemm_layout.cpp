@@ -95,7 +95,7 @@ Value gemm_operand_source(const Node& dot, std::size_t input) {
 }
 
 GemmTiling gemm_tiling(const GemmLayout& g, DType dtype) {
-  const Target& target = host_target();
+  const Target& target = codegen_target();
   GemmTiling t;
   // Integer lanes are counted as for 32-bit elements: u8 products need widening anyway.
   const int element = std::max<int>(static_cast<int>(dtype_size(dtype)), 4);

@@ -17,17 +17,18 @@
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
-#include <llvm/Transforms/Utils/Cloning.h>
+#include <llvm/TargetParser/Host.h>
 #include <llvm/TargetParser/Triple.h>
+#include <llvm/Transforms/Utils/Cloning.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
 #include <mutex>
 #include <sstream>
 
 namespace edifice::jit {
-namespace {
 
 std::string to_string(llvm::Error error) {
   std::string s;
@@ -35,6 +36,8 @@ std::string to_string(llvm::Error error) {
   os << error;
   return os.str();
 }
+
+namespace {
 
 void initialize_llvm() {
   static std::once_flag once;
@@ -47,6 +50,22 @@ void initialize_llvm() {
 
 std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
   initialize_llvm();
+  if (llvm::Triple(triple).getArch() != llvm::Triple::aarch64 ||
+      llvm::Triple(llvm::sys::getProcessTriple()).getArch() == llvm::Triple::aarch64)
+    return;
+  // Cross-compiling for aarch64 (ahead-of-time export): registered on first use only.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    LLVMInitializeAArch64TargetInfo();
+    LLVMInitializeAArch64Target();
+    LLVMInitializeAArch64TargetMC();
+    LLVMInitializeAArch64AsmPrinter();
+    LLVMInitializeAArch64AsmParser();  // the artifact's thread pool uses inline asm (yield)
+  });
+}
+
+std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
+  initialize_llvm_target(target.triple);
   std::string error;
   const llvm::Target* t = llvm::TargetRegistry::lookupTarget(target.triple, error);
   if (!t) fail("jit: no LLVM target for {}: {}", target.triple, error);
@@ -55,10 +74,12 @@ std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
   options.AllowFPOpFusion = llvm::FPOpFusion::Standard;
   std::unique_ptr<llvm::TargetMachine> tm(
       t->createTargetMachine(target.triple, target.cpu, target.features, options, llvm::Reloc::PIC_,
-                             std::nullopt, llvm::CodeGenOptLevel::Aggressive, /*JIT=*/true));
+                             std::nullopt, llvm::CodeGenOptLevel::Aggressive, /*JIT=*/target.jit));
   if (!tm) fail("jit: LLVM could not create a target machine for {} {}", target.triple, target.cpu);
   return tm;
 }
+
+namespace {
 
 std::string print_module(const llvm::Module& m) {
   std::string s;

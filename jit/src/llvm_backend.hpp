@@ -10,8 +10,10 @@
 #include <vector>
 
 namespace llvm {
+class Error;
 class Module;
-}
+class TargetMachine;
+}  // namespace llvm
 
 namespace edifice::jit {
 
@@ -25,7 +27,16 @@ struct DumpOptions {
   void write(const std::string& name, const std::string& text) const;
 };
 
-/// Runs the O3 pipeline (with the target's cost model) on `module`, then emits a relocatable object for `target`. `dump_prefix` names dumps.
+/// The message of an LLVM error (consumed).
+std::string to_string(llvm::Error error);
+
+/// Registers the LLVM target of `triple` (the host's at start-up; aarch64 on first use).
+void initialize_llvm_target(const std::string& triple);
+
+/// A target machine for `target` (O3, PIC; the large code model when target.jit on x86-64).
+std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target);
+
+/// Runs the O3 pipeline x
 std::string optimize_to_object(llvm::Module& module, const Target& target,
                                const std::string& dump_prefix);
 

@@ -6,6 +6,7 @@
 #include "work_items.hpp"
 
 #include <chrono>
+#include <functional>
 #include <thread>
 
 namespace edifice::jit {
@@ -54,13 +55,8 @@ std::vector<std::string> native_code(Program& program, const Options& options,
 
 }  // namespace
 
-std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Shape>& input_shapes,
-                                       const Options& options) {
-  StageTimer stage;
-  const DumpOptions& dump = DumpOptions::from_environment();
-  auto program = std::make_shared<Program>();
-  program->threads = resolve_threads(options);
-
+Plan plan_graph(const Graph& graph, const std::vector<Shape>& input_shapes, const Options& options,
+                const std::function<void(const char*)>& stage) {
   // 1. Bind the dynamic batch extent: every later stage sees static shapes.
   Graph g = specialize(graph, input_shapes);
   stage("specialize");
@@ -82,11 +78,23 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
   g = choose_attention_kernels(g, options.attention_kernel);
   stage("choose_attention_kernels");
   // 6. Group nodes into kernels.
-  program->plan = fuse(g);
+  Plan plan = fuse(g);
   stage("fuse");
   // 7. Give every intermediate an arena offset by liveness.
-  plan_memory(program->plan);
+  plan_memory(plan);
   stage("plan_memory");
+  return plan;
+}
+
+std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Shape>& input_shapes,
+                                       const Options& options) {
+  StageTimer stage;
+  const DumpOptions& dump = DumpOptions::from_environment();
+  auto program = std::make_shared<Program>();
+  program->threads = resolve_threads(options);
+  // Steps 1 to 7: graph -> plan.
+  program->plan = plan_graph(graph, input_shapes, options, std::ref(stage));
+  const Graph& g = program->plan.graph;
 
   program->cache_key = object_cache_key(g.hash(), host_target());
   const std::string name = "edifice_" + program->cache_key;

@@ -6,6 +6,7 @@
 #include "llvm_backend.hpp"
 #include "plan.hpp"
 
+#include <functional>
 #include <mutex>
 
 namespace edifice::jit {
@@ -58,6 +59,12 @@ bool profiling_enabled();
 /// The lowering driver (lower.cpp): graph -> specialised graph -> plan -> code.
 std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Shape>& input_shapes,
                                        const Options& options);
+
+/// Steps 1 to 7 of the lowering driver (lower.cpp): specialise, rewrite, fuse and plan memory
+/// for the target codegen_target() names; `stage` is called after each step with its name.
+/// Shared by build_program and ahead-of-time export.
+Plan plan_graph(const Graph& graph, const std::vector<Shape>& input_shapes, const Options& options,
+                const std::function<void(const char*)>& stage);
 
 /// Worker count from options, EDIFICE_THREADS or the hardware.
 int resolve_threads(const Options& options);

@@ -6,8 +6,8 @@
 #include <llvm/ADT/StringMap.h>
 #include <llvm/TargetParser/Host.h>
 
-#include <algorithm>
 #include <cpuid.h>
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 
@@ -34,8 +34,8 @@ CpuidFeatures query_cpuid() {
   bool avx_bit = c & (1u << 28);
   f.fma = c & (1u << 12);
   std::uint64_t xcr0 = osxsave ? read_xcr0() : 0;
-  bool os_avx = (xcr0 & 0x6) == 0x6;            // XMM and YMM state
-  bool os_avx512 = (xcr0 & 0xe6) == 0xe6;       // plus opmask, ZMM_Hi256, Hi16_ZMM
+  bool os_avx = (xcr0 & 0x6) == 0x6;       // XMM and YMM state
+  bool os_avx512 = (xcr0 & 0xe6) == 0xe6;  // plus opmask, ZMM_Hi256, Hi16_ZMM
   f.avx = avx_bit && os_avx;
   f.fma = f.fma && f.avx;
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
@@ -74,10 +74,14 @@ bool above(const std::string& feature, Isa isa) {
 
 std::string isa_name(Isa isa) {
   switch (isa) {
-    case Isa::generic: return "generic";
-    case Isa::sse42: return "sse4.2";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
+    case Isa::generic:
+      return "generic";
+    case Isa::sse42:
+      return "sse4.2";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
   }
   return "?";
 }
@@ -103,9 +107,9 @@ Target detect_target(const std::string& isa_cap) {
   // Cross-check what matters for code generation against CPUID/XCR0.
   CpuidFeatures cpuid = query_cpuid();
   const std::pair<const char*, bool> confirmed[] = {
-      {"sse4.2", cpuid.sse42},       {"avx", cpuid.avx},           {"avx2", cpuid.avx2},
-      {"fma", cpuid.fma},            {"avx512f", cpuid.avx512f},   {"avx512bw", cpuid.avx512bw},
-      {"avx512dq", cpuid.avx512dq},  {"avx512vl", cpuid.avx512vl},
+      {"sse4.2", cpuid.sse42},      {"avx", cpuid.avx},           {"avx2", cpuid.avx2},
+      {"fma", cpuid.fma},           {"avx512f", cpuid.avx512f},   {"avx512bw", cpuid.avx512bw},
+      {"avx512dq", cpuid.avx512dq}, {"avx512vl", cpuid.avx512vl},
   };
   for (auto [name, ok] : confirmed)
     if (features[name] && !ok) {
@@ -131,6 +135,22 @@ Target detect_target(const std::string& isa_cap) {
   t.features = fs;
   t.vector_bytes = t.isa == Isa::avx512 ? 64 : t.isa == Isa::avx2 ? 32 : 16;
   return t;
+}
+
+namespace {
+thread_local const Target* scoped_target = nullptr;
+}  // namespace
+
+const Target& codegen_target() {
+  return scoped_target ? *scoped_target : host_target();
+}
+
+CodegenTargetScope::CodegenTargetScope(const Target& target) : previous_(scoped_target) {
+  scoped_target = &target;
+}
+
+CodegenTargetScope::~CodegenTargetScope() {
+  scoped_target = previous_;
 }
 
 const Target& host_target() {

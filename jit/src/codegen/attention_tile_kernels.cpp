@@ -49,9 +49,9 @@ std::int64_t round_up(std::int64_t a, std::int64_t m) {
 }
 
 // exp(x) for the tiles' softmax, where masked scores are -inf: 0 below the smallest normal
-// result instead of a denormal, and a finite argument in every lane, so that libmvec's vector
-// exp stays on its fast path (one lane out of its range sends the whole vector to the scalar
-// fallback: measured 3x slower tiles) and no denormal reaches the micro-kernel. The flushed
+// result instead of a denormal, and a finite argument in every lane, so that the vector exp
+// never takes a slow path for one lane out of range (with glibc's libmvec, used before, that sent
+// the whole vector to the scalar fallback: measured 3x slower tiles) and no denormal reaches the micro-kernel. The flushed
 // terms are below 2^-125 of the row's sum (its largest term is exp(0) = 1). NaN propagates.
 V tile_exp(Emitter& e, Ir& ir, DType d, V x) {
   auto& b = e.builder();

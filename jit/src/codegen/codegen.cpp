@@ -92,7 +92,8 @@ void prefer_full_vectors(llvm::Module& module, const Target& target) {
 }  // namespace
 
 std::vector<std::string> compile_plan(const Plan& plan, const Target& target,
-                                      const std::string& name, int parts) {
+                                      const std::string& name, int parts,
+                                      const std::function<void(llvm::Module&)>& extend) {
   const int n = static_cast<int>(plan.kernels.size());
   parts = std::max(1, std::min(parts, n));
   // Greedy balance: heaviest kernels first, each to the lightest module so far.
@@ -118,6 +119,7 @@ std::vector<std::string> compile_plan(const Plan& plan, const Target& target,
       codegen::Emitter e(*module);
       for (int i : groups[g]) emit_kernel(e, plan, plan.kernels[i]);
       prefer_full_vectors(*module, target);
+      if (g == 0 && extend) extend(*module);
       objects[g] = optimize_to_object(*module, target, part_name);
     } catch (...) {
       errors[g] = std::current_exception();

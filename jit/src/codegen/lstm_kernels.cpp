@@ -26,7 +26,7 @@ namespace {
 // Vector accumulators a row-block product keeps in registers: half the register file, leaving
 // room for the weight vectors and broadcasts. Split between the rows as rows x (this / rows).
 std::int64_t accumulator_budget() {
-  return host_target().isa == Isa::avx512 ? 16 : 8;
+  return codegen_target().isa == Isa::avx512 ? 16 : 8;
 }
 
 // The vectors of a row-block product over `rows` rows: the host's lanes for the element type,
@@ -44,7 +44,7 @@ struct RowBlockVectors {
       : e(emitter),
         d(dtype),
         lanes(static_cast<unsigned>(
-            std::max<std::int64_t>(1, host_target().vector_bytes / dtype_size(dtype)))),
+            std::max<std::int64_t>(1, codegen_target().vector_bytes / dtype_size(dtype)))),
         type(llvm::FixedVectorType::get(emitter.type(dtype), lanes)),
         element(emitter.type(dtype)),
         align(dtype_size(dtype)),

@@ -25,6 +25,9 @@ struct Target {
   std::vector<std::string> corrections;
   /// True when EDIFICE_ISA lowered the level below what the host supports.
   bool capped = false;
+  /// Code linked into this process by ORC (x86-64's large code model) rather than an object
+  /// for a system linker (small code model, as ahead-of-time export emits).
+  bool jit = true;
 
   int f32_lanes() const { return vector_bytes / 4; }
   /// "znver3 avx2 (8 x f32 lanes)"; lists corrections and the cap when present.
@@ -37,5 +40,22 @@ const Target& host_target();
 
 /// Detection with an explicit cap (empty = none), for tests.
 Target detect_target(const std::string& isa_cap);
+
+/// The target code is generated for on this thread: host_target(), unless a
+/// CodegenTargetScope is active (ahead-of-time export lowers and compiles a graph for another
+/// CPU: the GEMM tiling, the attention tiles and the LSTM vectors follow it).
+const Target& codegen_target();
+
+/// Makes `target` this thread's codegen_target() until destroyed (scopes nest).
+class CodegenTargetScope {
+ public:
+  explicit CodegenTargetScope(const Target& target);
+  ~CodegenTargetScope();
+  CodegenTargetScope(const CodegenTargetScope&) = delete;
+  CodegenTargetScope& operator=(const CodegenTargetScope&) = delete;
+
+ private:
+  const Target* previous_;
+};
 
 }  // namespace edifice::jit
