@@ -237,8 +237,7 @@ void check_linker(const ExportOptions& o, const Target& target) {
         target.triple);
 }
 
-void link_shared(const ExportOptions& o, const ExportResult& r, const fs::path& object,
-                 const fs::path& out) {
+void link_shared(const ExportOptions& o, const fs::path& object, const fs::path& out) {
   const std::string linker = o.linker.empty() ? "cc" : o.linker;
   const fs::path log = out.string() + ".link.log";
   const std::string command =
@@ -312,7 +311,7 @@ ExportResult export_library(const Graph& graph, const std::map<std::string, Tens
       const fs::path temporary = dir / (".edifice-export-" + n + ".o");
       write_file(temporary, object);
       try {
-        link_shared(options, result, temporary, result.files.back());
+        link_shared(options, temporary, result.files.back());
       } catch (...) {
         fs::remove(temporary);
         throw;

@@ -48,7 +48,9 @@ void initialize_llvm() {
   });
 }
 
-std::unique_ptr<llvm::TargetMachine> make_target_machine(const Target& target) {
+}  // namespace
+
+void initialize_llvm_target(const std::string& triple) {
   initialize_llvm();
   if (llvm::Triple(triple).getArch() != llvm::Triple::aarch64 ||
       llvm::Triple(llvm::sys::getProcessTriple()).getArch() == llvm::Triple::aarch64)
