@@ -5,18 +5,15 @@ Chebyshev fits (near-minimax) with mpmath (Debian: python3-mpmath), printed lowe
 as C++ arrays together with each fit's maximum absolute error. Not run by the build: the
 printed arrays are pasted into vector_math.cpp; rerun this to check or change them.
 """
-import struct
 
 import mpmath as mp
 
 mp.mp.dps = 60
 
 
-def fit(name, f, a, b, n, center=0, as_f32=False):
+def fit(name, f, a, b, n, center=0):
     c, err = mp.chebyfit(lambda t: f(t + center), [a - center, b - center], n, error=True)
     c = list(reversed(c))
-    if as_f32:
-        c = [struct.unpack("f", struct.pack("f", float(v)))[0] for v in c]
     where = " in t = x - %s" % center if center else ""
     print("// %s on [%s, %s]%s, %d terms, max abs error %s" %
           (name, mp.nstr(a, 6), mp.nstr(b, 6), where, n, mp.nstr(err, 3)))
@@ -28,7 +25,6 @@ h = mp.log(2) / 2 * mp.mpf("1.0005")
 P = lambda r: (mp.exp(r) - 1 - r) / r**2 if r != 0 else mp.mpf(1) / 2
 fit("ExpF64", P, -h, h, 11)
 fit("ExpF32", P, -h, h, 7)
-fit("ExpF32Native", P, -h, h, 5, as_f32=True)
 
 # log: (2 atanh(s) - 2s) / s^3 in w = s^2, s = f / (2 + f), 1 + f in [sqrt2/2, sqrt2).
 w = ((mp.sqrt(2) - 1) / (mp.sqrt(2) + 1))**2 * mp.mpf("1.0005")

@@ -19,8 +19,7 @@ using V = llvm::Value*;
 
 // Polynomial coefficients, lowest degree first: Chebyshev fits (near-minimax) computed with
 // mpmath by scripts/fit_vector_math.py, which prints these arrays and each fit's error. The f64
-// fits err below 2^-56 of the result; the f32 ones evaluated in f64 near 1e-10; kExpF32Native
-// (f32 exp in f32 arithmetic) 6.5e-8.
+// fits err below 2^-56 of the result; the f32 ones evaluated in f64 near 1e-10.
 
 // (e^r - 1 - r) / r^2 on |r| <= ln2 / 2.
 constexpr double kExpF64[] = {0.5,
@@ -90,18 +89,11 @@ constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
 constexpr double kLog2E = 0x1.71547652b82fep+0;
 constexpr double kShifter = 0x1.8p52;  // see exp_parts
 
-// e^r - 1 - r over r^2 again, for exp in f32 arithmetic (coefficients rounded to f32).
-constexpr double kExpF32Native[] = {0.5f, 0.16666576266288757f, 0.041666556149721146f,
-                                    0.008363203145563602f, 0.0013926213141530752f};
-// ln2 in two f32 parts: k * kLn2HiF32 (13 bits) is exact for |k| < 2^11.
-constexpr double kLn2HiF32 = 0x1.62ep-1;
-constexpr double kLn2LoF32 = 0x1.0bfbe8p-15;
+// How results are computed, always in f64 arithmetic: for f64 results (polynomials below
+// 2^-53) or for f32 results (shorter polynomials, about 1e-10, rounded once at the end).
+enum class Grade { f32_in_f64, f64 };
 
-// How results are computed: f64 arithmetic for f64 results (polynomials below 2^-53), f64
-// arithmetic for f32 results (shorter polynomials, about 1e-10), or f32 arithmetic (exp only).
-enum class Grade { f32_in_f64, f64, f32 };
-
-// Floating-point arithmetic (f64, or f32 for Grade::f32) on scalars or vectors of one shape,
+// f64 arithmetic on scalars or vectors of one shape,
 // every operation rounded as written (no fast-math flags; multiply-adds may fuse, which every
 // formula here tolerates).
 class Code {
@@ -111,9 +103,7 @@ class Code {
         f64(float_type),
         i64(llvm::Type::getIntNTy(builder.getContext(),
                                   float_type->getScalarType()->getPrimitiveSizeInBits())),
-        grade(how),
-        mantissa_bits(grade == Grade::f32 ? 23 : 52),
-        exponent_bias(grade == Grade::f32 ? 127 : 1023) {
+        grade(how) {
     if (auto* vt = llvm::dyn_cast<llvm::VectorType>(f64)) i64 = llvm::VectorType::get(i64, vt);
   }
 
@@ -144,7 +134,7 @@ class Code {
     return acc;
   }
   /// 2^k for an integer k in the normal exponent range, built in the exponent field.
-  V pow2(V k) { return from_bits(b.CreateShl(b.CreateAdd(k, ci(exponent_bias)), mantissa_bits)); }
+  V pow2(V k) { return from_bits(b.CreateShl(b.CreateAdd(k, ci(1023)), 52)); }
   /// y * 2^k for k within twice the normal exponent range: two exact power-of-two factors, so
   /// a subnormal result is rounded once, and an overflow gives inf.
   V scale(V y, V k) {
@@ -179,29 +169,14 @@ class Code {
   V exp(V x) {
     // Beyond the clamp the result is 0 or inf anyway; the clamp keeps k in scale's range.
     x = clamp(x, exp_range().first, exp_range().second);
-    if (grade == Grade::f32) return exp_f32(x);
     ExpParts e = exp_parts(x);
     return scale(add(c(1), e.q), e.k);
-  }
-
-  /// e^x in f32 arithmetic within 1 ULP: 1 + q rounded as written would cost up to 1.06 ULP
-  /// (r's rounding, q's rounding, the polynomial's error), so 1 + r is split exactly (Fast2Sum)
-  /// and the polynomial term is added to its low part first.
-  V exp_f32(V x) {
-    V t = fma(x, c(kLog2E), c(0x1.8p23));
-    V kd = sub(t, c(0x1.8p23));
-    V k = b.CreateSub(bits(t), bits(c(0x1.8p23)));
-    V r = fma(kd, c(-kLn2LoF32), fma(kd, c(-kLn2HiF32), x));  // the inner one is exact
-    V p = mul(mul(r, r), poly(r, kExpF32Native));             // e^r - 1 - r
-    V s = add(c(1), r);
-    V s_lo = add(sub(c(1), s), r);  // 1 + r = s + s_lo exactly
-    return scale(add(s, add(s_lo, p)), k);
   }
 
   /// Where e^x is neither 0 nor inf once rounded to the result type (widened a little).
   std::pair<double, double> exp_range() const {
     if (grade == Grade::f64) return {-746, 710};
-    return {grade == Grade::f32 ? -104 : -200, grade == Grade::f32 ? 89 : 200};
+    return {-200, 200};
   }
 
   V log(V x) {
@@ -266,11 +241,9 @@ class Code {
   }
 
   llvm::IRBuilder<>& b;
-  llvm::Type* f64;  // the float type computed in (f32 only for Grade::f32)
+  llvm::Type* f64;  // the f64 scalar or vector type computed in
   llvm::Type* i64;  // the integer type of its width
   Grade grade;
-  int mantissa_bits;
-  int exponent_bias;
 
  private:
   // erfc(a) for a in [1, 6]: the interval's coefficients are selected per lane (one
@@ -304,10 +277,8 @@ std::string type_suffix(llvm::Type* t) {
 }
 
 // Calls (defining on first use in the module) "edifice.math.NAME.TYPE", an internal
-// always-inline function computing `body` in f64 (widening f32 arguments), or in f32 for f32
-// arguments when `native_f32`.
-V call(llvm::IRBuilder<>& b, const char* name, V x, const std::function<V(Code&, V)>& body,
-       bool native_f32 = false) {
+// always-inline function computing `body` in f64 (widening f32 arguments).
+V call(llvm::IRBuilder<>& b, const char* name, V x, const std::function<V(Code&, V)>& body) {
   llvm::Type* type = x->getType();
   llvm::Type* scalar = type->getScalarType();
   if (!scalar->isFloatTy() && !scalar->isDoubleTy())
@@ -328,11 +299,6 @@ V call(llvm::IRBuilder<>& b, const char* name, V x, const std::function<V(Code&,
     llvm::Type* f64 = llvm::Type::getDoubleTy(module->getContext());
     if (auto* vt = llvm::dyn_cast<llvm::VectorType>(type)) f64 = llvm::VectorType::get(f64, vt);
     V arg = f->getArg(0);
-    if (is_f32 && native_f32) {
-      Code code(fb, type, Grade::f32);
-      fb.CreateRet(body(code, arg));
-      return b.CreateCall(f, {x});
-    }
     Code code(fb, f64, is_f32 ? Grade::f32_in_f64 : Grade::f64);
     V result = body(code, is_f32 ? fb.CreateFPExt(arg, f64) : arg);
     fb.CreateRet(is_f32 ? fb.CreateFPTrunc(result, type) : result);
@@ -343,10 +309,7 @@ V call(llvm::IRBuilder<>& b, const char* name, V x, const std::function<V(Code&,
 }  // namespace
 
 llvm::Value* exp(llvm::IRBuilder<>& b, llvm::Value* x) {
-  // f32 exp in f32 arithmetic (exp_f32, all 2^32 inputs within 0.87 ULP) is off: with it
-  // lstm_scan_backward's f32 results left the op table's tolerance, not understood yet.
-  return call(
-      b, "exp", x, [](Code& c, V v) { return c.exp(v); }, /*native_f32=*/false);
+  return call(b, "exp", x, [](Code& c, V v) { return c.exp(v); });
 }
 llvm::Value* log(llvm::IRBuilder<>& b, llvm::Value* x) {
   return call(b, "log", x, [](Code& c, V v) { return c.log(v); });
