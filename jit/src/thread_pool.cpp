@@ -123,10 +123,12 @@ void ThreadPool::parallel_for(std::int64_t items, int tasks,
   items_ = items;
   tasks_ = tasks;
   chunks_ = std::min<std::int64_t>(items, std::int64_t{tasks} * kChunksPerTask);
-  for (int t = 0; t < tasks; ++t)
-    shares_[t].span.store(static_cast<std::uint64_t>(chunks_ * (t + 1) / tasks) << 32 |
-                              static_cast<std::uint64_t>(chunks_ * t / tasks),
-                          std::memory_order_relaxed);
+  for (int t = 0; t < tasks; ++t) {
+    auto [first, last] = chunk(chunks_, tasks, t);  // task t's share of the chunks
+    shares_[t].span.store(
+        static_cast<std::uint64_t>(last) << 32 | static_cast<std::uint64_t>(first),
+        std::memory_order_relaxed);
+  }
   pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
     std::lock_guard lock(mutex_);
