@@ -46,7 +46,7 @@ if [[ ! -f build/CMakeCache.txt ]]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 fi
 if [[ "${PEER_BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  locked cmake --build build --target peer_bench
+  locked cmake --build build --target peer_bench edifice_avx2_only
 fi
 
 PEER_BENCH_LOCK="$lock" /usr/bin/python3 bench/peers/run_all.py --build build \

@@ -34,7 +34,7 @@ fi
 pins=(jax==0.10.2 onnxruntime==1.32.0 openvino==2026.4.1)
 for pin in "${pins[@]}"; do
   name="${pin%%==*}"
-  have="$("$venv/bin/pip" show "$name" 2>/dev/null | sed -n 's/^Version: //p')"
+  have="$("$venv/bin/pip" show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)"
   if [[ "$have" == "${pin#*==}" ]]; then
     echo "setup_peers: $name $have already installed"
   elif "$venv/bin/pip" install --quiet "$pin"; then

@@ -643,7 +643,13 @@ def openvino_runner(onnx_path, tensors, threads):
     def check():
         return check_outputs({"y": (np.array(res["y"]), tensors["y"])})
 
-    info = {"version": ov.get_version(),
+    kinds = {}  # the kernels OpenVINO chose (e.g. jit_avx2_f32, brgemm_avx512_f32, gemm_mlas_f32)
+    for op in compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        if "primitiveType" in rt:
+            kind = rt["primitiveType"].astype(str)
+            kinds[kind] = kinds.get(kind, 0) + 1
+    info = {"version": ov.get_version(), "primitive_types": kinds,
             "properties": {k: str(compiled.get_property(k)) for k in (
                 "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "INFERENCE_NUM_THREADS",
                 "NUM_STREAMS")}}
@@ -676,6 +682,13 @@ def serve(run, check, result):
         print("SLICE " + json.dumps(r), flush=True)
 
 
+def cpu_has_avx512():
+    """Whether this process sees AVX-512F, as numpy's CPU dispatch detected it (False under
+    bench's AVX2-only CPUID shim on an AVX-512 machine)."""
+    core = getattr(np, "_core", None) or np.core
+    return bool(core._multiarray_umath.__cpu_features__.get("AVX512F"))
+
+
 def option(args, name, convert=str, default=None):
     """Removes "--name VALUE" from args and returns VALUE (converted), or the default."""
     if name not in args:
@@ -698,7 +711,7 @@ def main():
         return
     framework, mode, case, data_dir = args
     cfg, params, tensors = load_case(data_dir, case)
-    result = {"framework": framework, "case": case}
+    result = {"framework": framework, "case": case, "cpu_has_avx512": cpu_has_avx512()}
     if framework in ("onnxruntime", "openvino"):
         threads = threads or os.cpu_count()
         make = onnxruntime_runner if framework == "onnxruntime" else openvino_runner

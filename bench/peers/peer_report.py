@@ -169,9 +169,11 @@ def slice_times(e, key):
     return [s["median_s"] if s else None for s in w["slices"]]
 
 
-def peer_rounds(e, fw, rounds):
-    """Per round, the framework's fastest setting (PyTorch: N or 1 threads)."""
-    series = [slice_times(e, k) for k, w in e["workers"].items() if w["framework"] == fw]
+def peer_rounds(e, fw, rounds, isa=None):
+    """Per round, the framework's fastest setting (PyTorch: N or 1 threads); isa None: the
+    native workers, "avx2": those under the AVX2-only CPUID shim."""
+    series = [slice_times(e, k) for k, w in e["workers"].items()
+              if w["framework"] == fw and w.get("isa") == isa]
     out = []
     for r in range(rounds):
         vals = [s[r] for s in series if r < len(s) and s[r]]
@@ -179,8 +181,8 @@ def peer_rounds(e, fw, rounds):
     return out
 
 
-def peer_status(e, fw):
-    ws = [w for w in e["workers"].values() if w["framework"] == fw]
+def peer_status(e, fw, isa=None):
+    ws = [w for w in e["workers"].values() if w["framework"] == fw and w.get("isa") == isa]
     if not ws:
         return "not run"
     if any(w["error"] == "FAILED (correctness)" for w in ws):
@@ -188,6 +190,13 @@ def peer_status(e, fw):
     if all(w["error"] for w in ws) or not any(w.get("ready") for w in ws):
         return "error"
     return "ok"
+
+
+def best_rounds(c, peers, rounds):
+    """Per round, the fastest of the case's peers."""
+    return [min([peers[fw][r] for fw in c["peers"] if fw in peers and peers[fw][r]] or [None],
+                key=lambda v: v if v is not None else float("inf"))
+            for r in range(rounds)]
 
 
 def summarise_isa(report, cid, e, isa, peers):
@@ -202,10 +211,7 @@ def summarise_isa(report, cid, e, isa, peers):
     si = {"ours_s": median(t_n), "ours_1_s": median(t_1),
           "peak_n_gflops": median(p_n), "peak_1_gflops": median(p_1)}
     si["vs"] = {fw: per_round_ratio(peers[fw], t_n) for fw in peers}
-    best = [min([peers[fw][r] for fw in c["peers"] if fw in peers and peers[fw][r]] or [None],
-                key=lambda v: v if v is not None else float("inf"))
-            for r in range(len(t_n))]
-    si["vs_best_rounds"] = round_ratios(best, t_n)
+    si["vs_best_rounds"] = round_ratios(best_rounds(c, peers, len(t_n)), t_n)
     si["vs_best"] = median(si["vs_best_rounds"])
     si["speedup_met"] = None if si["vs_best"] is None else si["vs_best"] >= c["speedup"]
     if si["ours_s"] and si["peak_n_gflops"]:
@@ -234,23 +240,46 @@ def summarise_isa(report, cid, e, isa, peers):
     return si
 
 
+def summarise_peers(e, fws, rounds, isa):
+    """Per framework (workers of `isa`: None native, "avx2" capped): the median of its
+    per-round fastest setting, its status and settings; and the per-round series."""
+    series = {fw: peer_rounds(e, fw, rounds, isa) for fw in fws}
+    out = {}
+    for fw in fws:
+        settings = {k: median(slice_times(e, k)) for k, w in e["workers"].items()
+                    if w["framework"] == fw and w.get("isa") == isa}
+        if not settings:
+            continue
+        fastest = min((k for k in settings if settings[k]), key=settings.get, default=None)
+        out[fw] = {"median_s": median(series[fw]), "status": peer_status(e, fw, isa),
+                   "settings": settings,
+                   "fastest_threads": fastest and e["workers"][fastest]["threads"]}
+    return out, {fw: series[fw] for fw in out}
+
+
 def summarise(report):
     """Adds the derived figures to each case (`summary`): per peer its median time and status,
     per ISA of ours the per-round ratios, efficiency, % of peak and the baseline comparison."""
     for cid, e in report["cases"].items():
         rounds = max([len(w["slices"]) for w in e["workers"].values()] or [0])
         fws = sorted({w["framework"] for w in e["workers"].values()} - {"edifice"})
-        peers = {fw: peer_rounds(e, fw, rounds) for fw in fws}
-        s = {"peers": {}, "isa": {}}
-        for fw in fws:
-            settings = {k: median(slice_times(e, k)) for k, w in e["workers"].items()
-                        if w["framework"] == fw}
-            fastest = min((k for k in settings if settings[k]), key=settings.get, default=None)
-            s["peers"][fw] = {"median_s": median(peers[fw]), "status": peer_status(e, fw),
-                              "settings": settings,
-                              "fastest_threads": fastest and e["workers"][fastest]["threads"]}
+        native = report["machine"]["isas_measured"][0]
+        s = {"isa": {}}
+        s["peers"], native_rounds = summarise_peers(e, fws, rounds, None)
         for isa in report["machine"]["isas_measured"]:
-            s["isa"][isa] = summarise_isa(report, cid, e, isa, peers)
+            # Our AVX2 rows on an AVX-512 machine: against the peers under the AVX2-only shim
+            # where they ran (the emulated AVX2 machine), else against the native peers.
+            capped = isa != native and report["machine"].get("avx2_peers_capped", False)
+            peers_s, rounds_s = ((summarise_peers(e, fws, rounds, isa)) if capped
+                                 else (s["peers"], native_rounds))
+            si = summarise_isa(report, cid, e, isa, rounds_s)
+            si["peers"], si["peers_capped"] = peers_s, capped
+            if capped:  # also the stricter comparison: ours at AVX2, peers at AVX-512
+                t_n = slice_times(e, ours_key(isa, native, report["settings"]["threads"],
+                                              report["settings"]["threads"]))
+                si["vs_best_native"] = median(round_ratios(
+                    best_rounds(CASE[cid], native_rounds, len(t_n)), t_n))
+            s["isa"][isa] = si
         if "memory" in e:
             mem = e["memory"]
             o, t = mem.get("edifice", {}), mem.get("torch", {})
@@ -284,7 +313,9 @@ def write_markdown(path, text):
 def isa_label(report, isa):
     native = report["machine"]["isas_measured"][0]
     return "%s%s" % (isa.upper().replace("AVX512", "AVX-512"),
-                     "" if isa == native else " (`EDIFICE_ISA=%s`)" % isa)
+                     "" if isa == native else " (`EDIFICE_ISA=%s`%s)" % (
+                         isa, "; peers capped too" if report["machine"].get(
+                             "avx2_peers_capped") else ""))
 
 
 def machine_section(r, w):
@@ -352,18 +383,45 @@ def targets_section(r, w):
     w("")
 
 
+def capped_isa(r, isa):
+    """Whether the peers of this ISA's rows ran under the AVX2-only CPUID shim."""
+    return any(e["summary"]["isa"][isa].get("peers_capped") for e in r["cases"].values())
+
+
+def capped_evidence(r):
+    """What the capped peers reported of the CPU they saw: numpy's AVX-512F detection in every
+    capped worker, and the kernels OpenVINO chose natively and capped."""
+    seen, kinds = set(), {}
+    for e in r["cases"].values():
+        for w in e["workers"].values():
+            ready = w.get("ready") or {}
+            if w["framework"] == "edifice" or not ready:
+                continue
+            if w.get("isa"):
+                seen.add(ready.get("cpu_has_avx512"))
+            if "primitive_types" in ready:
+                kinds.setdefault(w.get("isa") or "native", set()).update(ready["primitive_types"])
+    return seen, {k: sorted(v) for k, v in kinds.items()}
+
+
 def speed_section(r, w, isa):
     n = r["settings"]["threads"]
+    capped = capped_isa(r, isa)
     w("### Ours at %s\n" % isa_label(r, isa))
+    if capped:
+        w("The peers' columns are their runs under `build/bench/libedifice_avx2_only.so` "
+          "(every library sees an AVX2-only CPU); the last column compares ours at AVX2 with "
+          "the best peer at AVX-512, the stricter figure.\n")
     w("| case | ours (%d thr) | OpenVINO | ONNX Runtime | PyTorch (thr) | JAX | vs OpenVINO | "
       "vs ONNX Runtime | vs PyTorch | vs JAX | vs best peer | target | met | ours GFLOP/s "
-      "(nominal) | %% of peak | vs baseline |" % n)
-    w("|---" * 16 + "|")
+      "(nominal) | %% of peak | vs baseline |%s" % (n, " vs best AVX-512 peer |" if capped
+                                                   else ""))
+    w("|---" * (17 if capped else 16) + "|")
     for cid, e in r["cases"].items():
         s, si = e["summary"], e["summary"]["isa"][isa]
 
         def peer(fw):
-            p = s["peers"].get(fw)
+            p = si.get("peers", s["peers"]).get(fw)
             if p is None:
                 return "-"
             if p["status"] != "ok":
@@ -379,7 +437,8 @@ def speed_section(r, w, isa):
              fmt_x(si["vs_best"]) + fmt_range(si.get("vs_best_rounds")), CASE[cid]["speedup"],
              yes_no(si["speedup_met"]),
              "%.1f" % si["gflops"] if si.get("gflops") else "n/a",
-             "%.0f%%" % si["percent_of_peak"] if si.get("percent_of_peak") else "n/a", base))
+             "%.0f%%" % si["percent_of_peak"] if si.get("percent_of_peak") else "n/a", base)
+          + (" %s |" % fmt_x(si.get("vs_best_native")) if capped else ""))
     w("")
 
 
@@ -532,6 +591,19 @@ def method_section(r, w):
         w("- AVX-512 machine: ours is also measured capped to AVX2 (`EDIFICE_ISA=avx2`, "
           "separate workers in the same rounds, ratios against the peers of the same round, "
           "efficiency against the AVX2 FMA peak).")
+    if r["machine"].get("avx2_peers_capped"):
+        seen, kinds = capped_evidence(r)
+        w("- AVX2 rows on this AVX-512 machine: the peers run a second time under the AVX2-only "
+          "CPUID shim (`bench/common/avx2_only_shim.cpp`, LD_PRELOAD): Linux's CPUID faulting "
+          "traps every CPUID instruction and answers it with AVX-512, AMX, AVX-VNNI and AVX10 "
+          "cleared, so oneDNN, OpenVINO's own kernels, MLAS (ONNX Runtime's and OpenVINO's "
+          "GEMMs), OpenBLAS, ATen, XLA and numpy all dispatch as on an AVX2 CPU "
+          "(`ONEDNN_MAX_CPU_ISA` alone would leave OpenVINO's MLAS GEMMs at AVX-512). Check: "
+          "numpy in every capped worker saw AVX-512F = %s; OpenVINO's kernels natively: %s; "
+          "capped: %s." % (
+              " / ".join(str(x) for x in sorted(seen, key=str)) or "n/a",
+              ", ".join(kinds.get("native", [])) or "n/a",
+              ", ".join(kinds.get("avx2", [])) or "n/a"))
     w("- FLOPs (one count per case, used for every framework): GEMMs 2 M N K; attention's "
       "q.k^T and p.v only over the (query, key) pairs the mask allows; backward = 2 x the "
       "forward GEMMs, minus the input gradient of the first dense layer of the sliding-window "

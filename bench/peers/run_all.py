@@ -171,8 +171,10 @@ class Worker:
 
 def make_workers(case, ctx):
     """The interleaved workers of one case: ours at N and 1 threads for every ISA measured,
-    PyTorch at N and 1 threads, JAX with its defaults, and (inference) ONNX Runtime and
-    OpenVINO at N threads on the ONNX export."""
+    and the peers: PyTorch at N and 1 threads, JAX with its defaults, and (inference) ONNX
+    Runtime and OpenVINO at N threads on the ONNX export; on an AVX-512 machine the peers run
+    twice, natively and under the AVX2-only CPUID shim (keys "NAME_avx2"), the peers of our
+    AVX2 rows."""
     cid, n, data = case["id"], ctx["threads"], ctx["data"]
     counts = [n, 1] if n > 1 else [1]
     workers = []
@@ -183,19 +185,40 @@ def make_workers(case, ctx):
                 env["EDIFICE_ISA"] = isa
             workers.append(Worker(peer_report.ours_key(isa, ctx["isas"][0], t, n), "edifice",
                                   isa, t, [ctx["ours"], "serve", cid, data], env))
-    for t in counts:
-        workers.append(Worker("torch" if t == n else "torch@1", "torch", None, t,
-                              [SYSTEM_PY, PEER, "torch", "serve", cid, data, "--threads", str(t)],
-                              {"OPENBLAS_NUM_THREADS": str(t), "OMP_NUM_THREADS": str(t)}))
-    if ctx["have_jax"]:
-        workers.append(Worker("jax", "jax", None, n, [ctx["venv_py"], PEER, "jax", "serve", cid,
-                                                      data], {}))
-    if case["kind"] == "inference" and ctx["have_onnx"] and ctx.get("onnx", {}).get(cid):
-        for fw in ("onnxruntime", "openvino"):
-            workers.append(Worker(fw, fw, None, n, [ctx["venv_py"], PEER, fw, "serve", cid, data,
-                                                    "--onnx", ctx["onnx"][cid], "--threads",
-                                                    str(n)], {}))
+    peer_isas = [(None, "", {})] + ([("avx2", "_avx2", ctx["avx2_shim_env"])]
+                                    if ctx.get("avx2_shim_env") else [])
+    for isa, suffix, shim_env in peer_isas:
+        for t in counts:
+            workers.append(Worker("torch" + suffix + ("" if t == n else "@1"), "torch", isa, t,
+                                  [SYSTEM_PY, PEER, "torch", "serve", cid, data, "--threads",
+                                   str(t)],
+                                  dict(shim_env, OPENBLAS_NUM_THREADS=str(t),
+                                       OMP_NUM_THREADS=str(t))))
+        if ctx["have_jax"]:
+            workers.append(Worker("jax" + suffix, "jax", isa, n,
+                                  [ctx["venv_py"], PEER, "jax", "serve", cid, data], shim_env))
+        if case["kind"] == "inference" and ctx["have_onnx"] and ctx.get("onnx", {}).get(cid):
+            for fw in ("onnxruntime", "openvino"):
+                workers.append(Worker(fw + suffix, fw, isa, n,
+                                      [ctx["venv_py"], PEER, fw, "serve", cid, data, "--onnx",
+                                       ctx["onnx"][cid], "--threads", str(n)], shim_env))
     return workers
+
+
+def avx2_shim_env(build):
+    """The environment that runs a peer as on an AVX2-only CPU (bench/common/avx2_only_shim.cpp:
+    CPUID faulting hides AVX-512 and AMX from every library; GLIBC_TUNABLES does the same for
+    glibc's own string functions), or None where the shim is not built or the CPU lacks CPUID
+    faulting (then the AVX2 rows compare with the native peers, and the page says so)."""
+    shim = os.path.join(build, "bench", "libedifice_avx2_only.so")
+    env = {"LD_PRELOAD": shim, "AVX2_ONLY_SHIM_REQUIRED": "1",
+           "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD"}
+    if not os.path.exists(shim):
+        return None
+    probe = subprocess.run([SYSTEM_PY, "-c", "import numpy as np; core = getattr(np, '_core', "
+                            "None) or np.core; print(core._multiarray_umath.__cpu_features__"
+                            "['AVX512F'])"], env=clean_env(env), capture_output=True, text=True)
+    return env if probe.returncode == 0 and probe.stdout.strip() == "False" else None
 
 
 def measure_peaks(ctx):
@@ -368,6 +391,12 @@ def main():
             sys.exit("peer_bench machine failed: %s" % machine["error"])
         # On an AVX-512 machine ours is also measured capped to AVX2 (EDIFICE_ISA=avx2).
         ctx["isas"] = [machine["isa"]] + (["avx2"] if machine["isa"] == "avx512" else [])
+        ctx["avx2_shim_env"] = avx2_shim_env(args.build) if len(ctx["isas"]) > 1 else None
+        if len(ctx["isas"]) > 1:
+            print("  peers of the AVX2 rows: %s" % (
+                "under the AVX2-only CPUID shim" if ctx["avx2_shim_env"] else
+                "native (AVX2-only shim unavailable: not built or no CPUID faulting)"),
+                flush=True)
         print("export (Edifice initialises the models and writes weights, inputs, results)",
               flush=True)
         with Lock(lock):
@@ -388,6 +417,7 @@ def main():
         "edifice_target": machine.get("target"),
         "edifice_isa": machine.get("isa"),
         "isas_measured": ctx["isas"],
+        "avx2_peers_capped": bool(ctx.get("avx2_shim_env")),
         "fma_peak_gflops_1_thread": machine.get("peak_gflops_1"),
         "fma_peak_gflops_all_threads": machine.get("peak_gflops_all"),
         "kernel": platform.release(),
