@@ -522,14 +522,41 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
 // have ds = 0; they reach dv only with p = exp(fill - lse_i), which a key tile adds exactly
 // when some masked query's lse makes it nonzero (a fully masked row, or a fill close to the
 // scores).
+//
+// The single pass (window, causal and unmasked attention, see attention_backward_chunk): the
+// query tiles' S, dP and exp repeat the key tiles', so the key tiles also compute
+//     dQ_block += dS · K_tile
+// (5 products per pair instead of 7, one exp instead of two). A work item is a chunk of
+// consecutive key tiles [ka, kb) of one batch entry, walked in order by one thread, and owns
+// the dq rows [qa, qb): from the first query attending ka to the first attending kb. Under
+// these masks no query of [qa, qb) attends a key at or past kb, so the item's key tiles give
+// those rows every key of [ka, kb); the keys below ka reach the first rows (those attending
+// ka - 1: up to w - 1 rows of a window, all of them under causal or no mask, which therefore
+// keep one chunk per batch entry) through query tiles restricted to keys below ka, run first
+// (the "halo"). So dq is accumulated in place without sharing rows between items or threads,
+// and the result does not depend on the thread count. The key tile reads its A operands in
+// place (rows of Q and dO for S and dP, their columns for dKᵀ and dVᵀ, rows of dS for dQ)
+// rather than packing each block 4 times: the micro-kernel only broadcasts A's elements.
+// Memory: the dQ block (bc x D) and the packed K tile join the stack arrays, O(NR D).
 namespace {
 
 // The tiled backward kernel: its stack arrays, the P and dS step both tile kinds share, and
 // one function per tile kind and per block of each.
 struct BackwardTiles : TileKernel {
   const std::int64_t dim, dv, q_tiles, k_tiles, nq_items, d_pad, dv_pad;
+  // The single pass: keys per item (0: two passes), items per batch entry, and the row stride
+  // of the dQ block (dim rounded up to whole micro-tiles of nr columns).
+  const std::int64_t chunk_keys, chunks, ldq;
   // Tile operands packed once per item (D x NR and Dv x NR), block operands packed per block.
   llvm::AllocaInst *tile_a, *tile_b, *block_a, *block_b, *block_t;
+  // The single pass: K_tile packed in nr-column panels (the B of dQ = dS · K_tile) and the dQ
+  // block of that product.
+  llvm::AllocaInst *k_cols = nullptr, *dq_block = nullptr;
+  // The single pass's micro-kernels reading A in place: rows of q / dout (S, dP), columns of
+  // q / dout (dKᵀ, dVᵀ) and rows of dS.
+  llvm::Function *uk_q_rows = nullptr, *uk_do_rows = nullptr, *uk_q_cols = nullptr,
+                 *uk_do_cols = nullptr, *uk_ds_rows = nullptr;
+  llvm::Function* pack_key_cols = nullptr;
   llvm::AllocaInst* sp;  // scores, then P
   llvm::AllocaInst* gp;  // dP, then dS * scale
   llvm::AllocaInst *acc_a, *acc_b, *lse_l, *delta_l;
@@ -546,7 +573,10 @@ struct BackwardTiles : TileKernel {
         k_tiles((at_.sk + nr - 1) / nr),
         nq_items(at_.batch * q_tiles),
         d_pad(round_up(dim, mr)),
-        dv_pad(round_up(dv, mr)) {
+        dv_pad(round_up(dv, mr)),
+        chunk_keys(attention_backward_chunk(node)),
+        chunks(chunk_keys ? (at_.sk + chunk_keys - 1) / chunk_keys : 0),
+        ldq(round_up(dim, nr)) {
     const std::int64_t wide = std::max(dim, dv);
     tile_a = e.local_array(d, dim * nr);
     tile_b = e.local_array(d, dv * nr);
@@ -562,6 +592,15 @@ struct BackwardTiles : TileKernel {
     words = tensor ? e.local_array(DType::i64, 2 * nr) : nullptr;
     mcopy = tensor ? e.local_array(DType::u8, bc * nr) : nullptr;
     scale = ir.c(at.scale);
+    if (chunk_keys == 0) return;
+    k_cols = e.local_array(d, ldq * nr);
+    dq_block = e.local_array(d, bc * ldq);
+    uk_q_rows = gemm_microkernel_a_in_place(e, d, tc.t, dim, 1);
+    uk_do_rows = gemm_microkernel_a_in_place(e, d, tc.t, dv, 1);
+    uk_q_cols = gemm_microkernel_a_in_place(e, d, tc.t, 1, dim);
+    uk_do_cols = gemm_microkernel_a_in_place(e, d, tc.t, 1, dv);
+    uk_ds_rows = gemm_microkernel_a_in_place(e, d, tc.t, nr, 1);
+    pack_key_cols = gemm_packer(e, d, tc.t, nr, /*transpose=*/false);
   }
 
   void zero(llvm::AllocaInst* a, std::int64_t n) {
@@ -578,6 +617,43 @@ struct BackwardTiles : TileKernel {
   void pack_transposed(llvm::AllocaInst* dst, V src, V row, V rows, std::int64_t cols) {
     b.CreateCall(pack_cols,
                  {dst, ptr(src, ir.mul(row, cols)), ir.i(1), ir.i(cols), ir.i(cols), rows});
+  }
+
+  // The single pass's products, A read in place (see gemm_microkernel_a_in_place).
+  // C (rows x NR, in mr-row panels) = A · B_tile, A's row r at a[r * stride] (kc contiguous
+  // elements): full panels in place, a partial last panel packed (rows past `rows` may lie
+  // past the operand's end).
+  void product_rows_in_place(llvm::Function* uk, V a, std::int64_t stride, V rows, V kc,
+                             llvm::AllocaInst* b_tile, llvm::AllocaInst* c) {
+    V full = b.CreateUDiv(rows, ir.i(mr));
+    e.loop(ir.i(0), full, [&](V p) {
+      b.CreateCall(uk, {kc, ptr(a, ir.mul(p, mr * stride)), b_tile, ptr(c, ir.mul(p, mr * nr)),
+                        ir.i(nr), b.getInt1(false)});
+    });
+    V rest = ir.sub(rows, ir.mul(full, mr));
+    e.if_then(b.CreateICmpSGT(rest, ir.i(0)), [&] {
+      V at_row = ir.mul(full, mr);
+      b.CreateCall(pack_rows,
+                   {block_a, ptr(a, ir.mul(at_row, stride)), ir.i(stride), ir.i(1), rest, kc});
+      b.CreateCall(tc.ukernel,
+                   {kc, block_a, b_tile, ptr(c, ir.mul(at_row, nr)), ir.i(nr), b.getInt1(false)});
+    });
+  }
+  // C += Aᵀ · B_tile, A being kc rows of `cols` contiguous elements at a (row stride cols):
+  // row panel p of C is A's columns [start_p, start_p + mr), start_p = min(p mr, cols - mr),
+  // so that the last panel overlaps the one before instead of reading past a row (cols >= mr);
+  // acc_row gives the row of C that holds a column.
+  void product_cols_in_place(llvm::Function* uk, V a, std::int64_t cols, V kc,
+                             llvm::AllocaInst* b_tile, llvm::AllocaInst* c) {
+    for (std::int64_t p = 0; p * mr < cols; ++p)
+      b.CreateCall(uk, {kc, ptr(a, ir.i(std::min(p * mr, cols - mr))), b_tile,
+                        ptr(c, ir.i(p * mr * nr)), ir.i(nr), b.getInt1(true)});
+  }
+  V acc_row(V col, std::int64_t cols) {
+    if (chunk_keys == 0) return col;
+    const std::int64_t last = (cols + mr - 1) / mr - 1;
+    V p = ir.imin(b.CreateUDiv(col, ir.i(mr)), ir.i(last));
+    return ir.add(ir.mul(p, mr), ir.sub(col, ir.imin(ir.mul(p, mr), ir.i(cols - mr))));
   }
 
   // P and dS*scale of a block: rows r < nb of sp/gp, with the row statistics of element (r, c)
@@ -604,19 +680,23 @@ struct BackwardTiles : TileKernel {
     });
   }
 
-  void query_tile(V it);
+  void query_tile(V bi, V i0, V nq, V key_cap, bool add);
   void query_tile_block(const TileCode::Block& k, V i0, V mbase, V nq);
-  void key_tile(V it, V threshold);
+  // The dq rows a key tile adds its part to (the single pass): [first, end) of its batch entry.
+  struct OwnedRows {
+    V first, end;
+  };
+  void key_tile(V bi, V j0, V threshold, const OwnedRows* owned);
   void key_tile_block(const TileCode::Block& k, V j0, V mbase, V nk);
+  void key_tile_block_in_place(const TileCode::Block& k, V j0, V nk, const OwnedRows& owned);
+  void chunk(V it, V threshold);
   void key_tile_masked_pairs(V j0, V nk, V row0, V lb, V mbase, V inner_lo, V inner_hi,
                              V threshold);
 };
 
-// Query tile `it` (tile it % q_tiles of batch entry it / q_tiles): dq.
-void BackwardTiles::query_tile(V it) {
-  V bi = ir.div(it, q_tiles);
-  V i0 = ir.mul(ir.rem(it, q_tiles), nr);
-  V nq = ir.imin(ir.i(nr), ir.sub(ir.i(at.sq), i0));
+// The query tile of rows [i0, i0 + nq) of batch entry bi: dq from the keys below key_cap
+// (all keys when null), stored, or added with `add`.
+void BackwardTiles::query_tile(V bi, V i0, V nq, V key_cap, bool add) {
   V row0 = ir.add(ir.mul(bi, at.sq), i0);
   V last = ir.add(i0, ir.sub(nq, ir.i(1)));
   pack(pack_lanes, tile_a, q, row0, nq, dim);
@@ -632,9 +712,10 @@ void BackwardTiles::query_tile(V it) {
   zero(acc_a, d_pad * nr);
   V lo = at.key_range(ir, i0).first, hi = at.key_range(ir, last).second;
   V inner_lo = at.key_range(ir, last).first, inner_hi = at.key_range(ir, i0).second;
+  if (key_cap) hi = ir.imin(hi, key_cap);
   V mbase = at.mask_base(ir, expr, bi);
   tc.walk_blocks(
-      lo, hi, inner_lo, inner_hi, bc, /*clamp=*/false,
+      lo, hi, inner_lo, inner_hi, bc, /*clamp=*/key_cap != nullptr,
       [&](V j0) { return ir.add(ir.mul(bi, at.sk), j0); },
       [&](V j0, V nb) { return tc.classify(mask, mbase, i0, nq, j0, nb, bc); },
       // Tensor masks: a block of zeros is skipped (ds = 0 for all its pairs).
@@ -643,8 +724,10 @@ void BackwardTiles::query_tile(V it) {
       });
   e.loop(ir.i(0), nq, [&](V c) {
     V row = ir.mul(ir.add(row0, c), dim);
-    e.loop(0, dim,
-           [&](V col) { ir.st(ir.ld(acc_a, ir.add(ir.mul(col, nr), c)), dq, ir.add(row, col)); });
+    e.loop(0, dim, [&](V col) {
+      V x = ir.ld(acc_a, ir.add(ir.mul(col, nr), c));
+      ir.st(add ? ir.fadd(ir.ld(dq, ir.add(row, col)), x) : x, dq, ir.add(row, col));
+    });
   });
 }
 
@@ -672,17 +755,18 @@ void BackwardTiles::query_tile_block(const TileCode::Block& k, V i0, V mbase, V 
   tc.product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dQᵀ += K_blockᵀ · dSᵀ
 }
 
-// Key tile `it` (numbered from 0 after the query tiles): dk and dv.
-void BackwardTiles::key_tile(V it, V threshold) {
-  V jt = ir.sub(it, ir.i(nq_items));
-  V bi = ir.div(jt, k_tiles);
-  V j0 = ir.mul(ir.rem(jt, k_tiles), nr);
+// The key tile of keys [j0, j0 + nr) (fewer at the end) of batch entry bi: dk and dv, and
+// with `owned` (the single pass) its part of dq.
+void BackwardTiles::key_tile(V bi, V j0, V threshold, const OwnedRows* owned) {
   V nk = ir.imin(ir.i(nr), ir.sub(ir.i(at.sk), j0));
   V row0 = ir.add(ir.mul(bi, at.sk), j0);
   V last = ir.add(j0, ir.sub(nk, ir.i(1)));
   V lb = ir.mul(bi, at.sq);
   pack(pack_lanes, tile_a, kp, row0, nk, dim);
   pack(pack_lanes, tile_b, vp, row0, nk, dv);
+  if (owned)
+    b.CreateCall(pack_key_cols,
+                 {k_cols, ptr(kp, ir.mul(row0, dim)), ir.i(1), ir.i(dim), ir.i(dim), nk});
   zero(acc_a, d_pad * nr);
   zero(acc_b, dv_pad * nr);
   V lo = at.query_range(ir, j0).first, hi = at.query_range(ir, last).second;
@@ -694,14 +778,17 @@ void BackwardTiles::key_tile(V it, V threshold) {
       // Tensor masks: a block of zeros is skipped (its pairs reach dv only through
       // key_tile_masked_pairs).
       [&](const TileCode::Block& k) {
+        if (owned) return key_tile_block_in_place(k, j0, nk, *owned);
         tc.unless_empty(k, [&] { key_tile_block(k, j0, mbase, nk); });
       });
   e.loop(ir.i(0), nk, [&](V c) {
     V krow = ir.mul(ir.add(row0, c), dim), vrow = ir.mul(ir.add(row0, c), dv);
-    e.loop(0, dim,
-           [&](V col) { ir.st(ir.ld(acc_a, ir.add(ir.mul(col, nr), c)), dk, ir.add(krow, col)); });
-    e.loop(0, dv,
-           [&](V col) { ir.st(ir.ld(acc_b, ir.add(ir.mul(col, nr), c)), dvp, ir.add(vrow, col)); });
+    e.loop(0, dim, [&](V col) {
+      ir.st(ir.ld(acc_a, ir.add(ir.mul(acc_row(col, dim), nr), c)), dk, ir.add(krow, col));
+    });
+    e.loop(0, dv, [&](V col) {
+      ir.st(ir.ld(acc_b, ir.add(ir.mul(acc_row(col, dv), nr), c)), dvp, ir.add(vrow, col));
+    });
   });
   if (at.kind == MaskKind::none) return;
   key_tile_masked_pairs(j0, nk, row0, lb, mbase, inner_lo, inner_hi, threshold);
@@ -735,6 +822,81 @@ void BackwardTiles::key_tile_block(const TileCode::Block& k, V j0, V mbase, V nk
   tc.product(block_t, ir.i(dv), nb, sp, acc_b, true);  // dVᵀ += dO_blockᵀ · P
   pack_transposed(block_t, q, q_row, nb, dim);
   tc.product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dKᵀ += Q_blockᵀ · dS
+}
+
+// One query block of a key tile in the single pass: S, dP, P and dS, dVᵀ and dKᵀ as in
+// key_tile_block but with every A operand read in place, and dQ_block = dS · K_tile added to
+// the rows of dq the item owns.
+void BackwardTiles::key_tile_block_in_place(const TileCode::Block& k, V j0, V nk,
+                                            const OwnedRows& owned) {
+  V i0 = k.start, nb = k.count, q_row = k.row;
+  e.loop(ir.i(0), nb, [&](V r) {
+    ir.st(ir.ld(lse, ir.add(q_row, r)), lse_l, r);
+    ir.st(delta(ir.add(q_row, r)), delta_l, r);
+  });
+  V q_at = ptr(q, ir.mul(q_row, dim)), do_at = ptr(dout, ir.mul(q_row, dv));
+  product_rows_in_place(uk_q_rows, q_at, dim, nb, ir.i(dim), tile_a, sp);  // S
+  product_rows_in_place(uk_do_rows, do_at, dv, nb, ir.i(dv), tile_b, gp);  // dP
+  probabilities(
+      nb, [&](V r, V c) { return at.in_band(ir, ir.add(i0, r), ir.add(j0, c)); },
+      [&](V r, V) {
+        return std::pair{ir.ld(lse_l, r), ir.ld(delta_l, r)};
+      },
+      k.inside);
+  product_cols_in_place(uk_do_cols, do_at, dv, nb, sp, acc_b);  // dVᵀ += dO_blockᵀ · P
+  product_cols_in_place(uk_q_cols, q_at, dim, nb, gp, acc_a);   // dKᵀ += Q_blockᵀ · dS
+  // dQ_block = dS · K_tile (rows of gp past nb only reach rows of dq_block not added).
+  V first = ir.imax(ir.sub(owned.first, i0), ir.i(0));
+  V end = ir.imin(ir.sub(owned.end, i0), nb);
+  e.if_then(b.CreateICmpSLT(first, end), [&] {
+    V panels = b.CreateUDiv(ir.add(nb, mr - 1), ir.i(mr));
+    e.loop(ir.i(0), panels, [&](V p) {
+      for (std::int64_t n = 0; n * nr < dim; ++n)
+        b.CreateCall(uk_ds_rows, {nk, ptr(gp, ir.mul(p, mr * nr)), ptr(k_cols, ir.mul(nk, n * nr)),
+                                  ptr(dq_block, ir.add(ir.mul(p, mr * ldq), ir.i(n * nr))),
+                                  ir.i(ldq), b.getInt1(false)});
+    });
+    e.loop(first, end, [&](V r) {
+      V row = ir.mul(ir.add(q_row, r), dim);
+      plain_loop(
+          e, ir.i(0), ir.i(dim),
+          [&](V col) {
+            V x = ir.add(row, col);
+            ir.st(ir.fadd(ir.ld(dq, x), ir.ld(dq_block, ir.add(ir.mul(r, ldq), col))), dq, x);
+          },
+          /*vectorize=*/true);
+    });
+  });
+}
+
+// Work item `it` of the single pass: keys [ka, kb) (chunk c = it % chunks of batch entry
+// bi = it / chunks) and the dq rows [qa, qb) of the queries from the first that attends ka
+// (0 for the first chunk) to the first that attends kb (Sq for the last). A window or causal
+// query attends no key at or past the next chunk's ka, so the queries of [qa, qb) miss only
+// the keys below ka: the halo query tiles of [qa, qh), qh the end of the queries attending
+// key ka - 1, add those first.
+void BackwardTiles::chunk(V it, V threshold) {
+  V bi = ir.div(it, chunks), c = ir.rem(it, chunks);
+  V ka = ir.mul(c, chunk_keys), kb = ir.imin(ir.add(ka, chunk_keys), ir.i(at.sk));
+  V first_chunk = b.CreateICmpEQ(c, ir.i(0));
+  V qa = b.CreateSelect(first_chunk, ir.i(0), at.query_range(ir, ka).first);
+  V qb = b.CreateSelect(b.CreateICmpEQ(c, ir.i(chunks - 1)), ir.i(at.sq),
+                        at.query_range(ir, ir.imin(kb, ir.i(at.sk - 1))).first);
+  // The last chunk's kb is Sk: clamped above only to keep query_range's argument a key.
+  V lb = ir.mul(bi, at.sq);
+  e.loop(ir.mul(ir.add(lb, qa), dim), ir.mul(ir.add(lb, qb), dim),
+         [&](V x) { ir.st(ir.c(0), dq, x); });
+  e.if_then(b.CreateNot(first_chunk), [&] {
+    V qh = ir.imin(qb, at.query_range(ir, ir.sub(ka, ir.i(1))).second);
+    V tiles = b.CreateUDiv(ir.add(ir.imax(ir.sub(qh, qa), ir.i(0)), ir.i(nr - 1)), ir.i(nr));
+    e.loop(ir.i(0), tiles, [&](V t) {
+      V i0 = ir.add(qa, ir.mul(t, nr));
+      query_tile(bi, i0, ir.imin(ir.i(nr), ir.sub(qb, i0)), ka, /*add=*/true);
+    });
+  });
+  OwnedRows owned{qa, qb};
+  V tiles = b.CreateUDiv(ir.add(ir.sub(kb, ka), ir.i(nr - 1)), ir.i(nr));
+  e.loop(ir.i(0), tiles, [&](V t) { key_tile(bi, ir.add(ka, ir.mul(t, nr)), threshold, &owned); });
 }
 
 // Masked pairs of a key tile: dv_j += exp(fill - lse_i) dout_i. Every masked query of the
@@ -774,11 +936,22 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
                                    const Attention& at, const KernelArgs& args) {
   BackwardTiles tiles(e, expr, node, at);
   Ir& ir = tiles.ir;
-  // Query tiles first (dq), then key tiles (dk, dv).
-  e.loop(args.begin, ir.imin(args.end, ir.i(tiles.nq_items)), [&](V it) { tiles.query_tile(it); });
   V threshold = ir.c(masked_lse_threshold(at));
-  e.loop(ir.imax(args.begin, ir.i(tiles.nq_items)), args.end,
-         [&](V it) { tiles.key_tile(it, threshold); });
+  if (tiles.chunk_keys) {
+    e.loop(args.begin, args.end, [&](V it) { tiles.chunk(it, threshold); });
+    return;
+  }
+  // Query tiles first (dq), then key tiles (dk, dv).
+  e.loop(args.begin, ir.imin(args.end, ir.i(tiles.nq_items)), [&](V it) {
+    V bi = ir.div(it, tiles.q_tiles);
+    V i0 = ir.mul(ir.rem(it, tiles.q_tiles), tiles.nr);
+    tiles.query_tile(bi, i0, ir.imin(ir.i(tiles.nr), ir.sub(ir.i(at.sq), i0)), nullptr, false);
+  });
+  e.loop(ir.imax(args.begin, ir.i(tiles.nq_items)), args.end, [&](V it) {
+    V jt = ir.sub(it, ir.i(tiles.nq_items));
+    tiles.key_tile(ir.div(jt, tiles.k_tiles), ir.mul(ir.rem(jt, tiles.k_tiles), tiles.nr),
+                   threshold, nullptr);
+  });
 }
 
 }  // namespace edifice::jit::codegen
