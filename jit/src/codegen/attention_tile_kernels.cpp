@@ -25,7 +25,9 @@ namespace edifice::jit::codegen {
 //   m' = max(m, max_j s), alpha = exp(m - m'), P = exp(s - m'), l = alpha l + sum_j P
 //   Oᵀ = alpha Oᵀ + V_blockᵀ · P  (Dv x NR; the micro-kernel again, P as its packed B panel)
 // and finally out = Oᵀᵀ / l, lse = m + log l. Memory: O(NR (D + Dv + BC)) per thread, never
-// the Sq x Sk score matrix.
+// the Sq x Sk score matrix. With Dv >= mr the micro-kernel reads the K and V blocks where they
+// lie (rows of K, columns of V: TileKernel::product_rows_in_place / product_cols_in_place)
+// instead of packing both per block; only Qᵀ is packed, once per tile.
 // Tensor masks have no band: the tile visits every key block and classifies the mask block
 // first (a vector OR and min per query row): all zero, the block is skipped (no Sᵀ, no P·V);
 // all nonzero, no element is tested; mixed, the block's bits are gathered per query and tested.
@@ -300,11 +302,53 @@ struct TileKernel : AttentionKernel {
   }
 
   V ptr(V base, V index) { return e.element_ptr(d, base, index); }
+
+  // Products with A read in place (see gemm_microkernel_a_in_place).
+  // C (rows x NR, in mr-row panels) = A · B_tile, A's row r at a[r * stride] (kc contiguous
+  // elements): full panels in place, a partial last panel packed (rows past `rows` may lie
+  // past the operand's end).
+  // `packed` holds the partial panel (mr x kc).
+  void product_rows_in_place(llvm::Function* uk, V a, std::int64_t stride, V rows, V kc,
+                             llvm::AllocaInst* b_tile, llvm::AllocaInst* c,
+                             llvm::AllocaInst* packed) {
+    V full = b.CreateUDiv(rows, ir.i(mr));
+    e.loop(ir.i(0), full, [&](V p) {
+      b.CreateCall(uk, {kc, ptr(a, ir.mul(p, mr * stride)), b_tile, ptr(c, ir.mul(p, mr * nr)),
+                        ir.i(nr), b.getInt1(false)});
+    });
+    V rest = ir.sub(rows, ir.mul(full, mr));
+    e.if_then(b.CreateICmpSGT(rest, ir.i(0)), [&] {
+      V at_row = ir.mul(full, mr);
+      b.CreateCall(pack_rows,
+                   {packed, ptr(a, ir.mul(at_row, stride)), ir.i(stride), ir.i(1), rest, kc});
+      b.CreateCall(tc.ukernel,
+                   {kc, packed, b_tile, ptr(c, ir.mul(at_row, nr)), ir.i(nr), b.getInt1(false)});
+    });
+  }
+  // C += Aᵀ · B_tile, A being kc rows of `cols` contiguous elements at a (row stride cols):
+  // row panel p of C is A's columns [start_p, start_p + mr), start_p = min(p mr, cols - mr),
+  // so that the last panel overlaps the one before instead of reading past a row (cols >= mr);
+  // acc_row gives the row of C that holds a column.
+  void product_cols_in_place(llvm::Function* uk, V a, std::int64_t cols, V kc,
+                             llvm::AllocaInst* b_tile, llvm::AllocaInst* c) {
+    for (std::int64_t p = 0; p * mr < cols; ++p)
+      b.CreateCall(uk, {kc, ptr(a, ir.i(std::min(p * mr, cols - mr))), b_tile,
+                        ptr(c, ir.i(p * mr * nr)), ir.i(nr), b.getInt1(true)});
+  }
+  V acc_row(V col, std::int64_t cols) {
+    const std::int64_t last = (cols + mr - 1) / mr - 1;
+    V p = ir.imin(b.CreateUDiv(col, ir.i(mr)), ir.i(last));
+    return ir.add(ir.mul(p, mr), ir.sub(col, ir.imin(ir.mul(p, mr), ir.i(cols - mr))));
+  }
 };
 
 // The tiled forward kernel: its stack arrays and one function per stage of a query tile.
 struct ForwardTiles : TileKernel {
   const std::int64_t tiles, dv_pad;
+  // K and V blocks read in place (Dv >= mr; see TileKernel::product_cols_in_place): the
+  // micro-kernels reading rows of k and columns of v. Oᵀ's rows then follow acc_row.
+  const bool in_place;
+  llvm::Function *uk_k_rows = nullptr, *uk_v_cols = nullptr;
   llvm::AllocaInst *qt, *kpack, *vpack, *st, *ot, *m, *mnew, *l, *alpha;
   // Tensor masks: the mixed block's bits (TileCode::query_lane_bits) and, per query, whether
   // it has an allowed key and a masked one (for the exactness check, exact_tile).
@@ -314,7 +358,8 @@ struct ForwardTiles : TileKernel {
   ForwardTiles(Emitter& emitter, ExpressionEmitter& expr_, const Node& node, const Attention& at_)
       : TileKernel(emitter, expr_, node, at_),
         tiles((at_.sq + nr - 1) / nr),
-        dv_pad(round_up(at_.dv, mr)) {
+        dv_pad(round_up(at_.dv, mr)),
+        in_place(at_.dv >= mr) {
     qt = e.local_array(d, at.dim * nr);
     kpack = e.local_array(d, bc * at.dim);
     vpack = e.local_array(d, dv_pad * bc);
@@ -329,6 +374,9 @@ struct ForwardTiles : TileKernel {
     has_masked = tensor ? e.local_array(DType::u8, nr) : nullptr;
     scale = ir.c(at.scale);
     ninf = e.lowest(d);
+    if (!in_place) return;
+    uk_k_rows = gemm_microkernel_a_in_place(e, d, tc.t, at.dim, 1);
+    uk_v_cols = gemm_microkernel_a_in_place(e, d, tc.t, 1, at.dv);
   }
 
   void lanes(const std::function<void(V)>& body) { tc.lanes(body); }
@@ -408,9 +456,14 @@ struct ForwardTiles : TileKernel {
   void key_block_update(const TileCode::Block& k, V i0) {
     V j0 = k.start, nb = k.count, kv_row = k.row;
     // Sᵀ = K_block · Qᵀ, one micro-tile of mr keys at a time.
-    b.CreateCall(pack_rows,
-                 {kpack, ptr(kp, ir.mul(kv_row, at.dim)), ir.i(at.dim), ir.i(1), nb, ir.i(at.dim)});
-    tc.product(kpack, nb, ir.i(at.dim), qt, st, false);
+    if (in_place) {
+      product_rows_in_place(uk_k_rows, ptr(kp, ir.mul(kv_row, at.dim)), at.dim, nb, ir.i(at.dim),
+                            qt, st, kpack);
+    } else {
+      b.CreateCall(pack_rows, {kpack, ptr(kp, ir.mul(kv_row, at.dim)), ir.i(at.dim), ir.i(1), nb,
+                               ir.i(at.dim)});
+      tc.product(kpack, nb, ir.i(at.dim), qt, st, false);
+    }
     // Scale, mask, and the new running max.
     lanes([&](V c) { ir.st(ir.ld(m, c), mnew, c); });
     tc.banded(k.inside, [&](bool test) {
@@ -447,13 +500,15 @@ struct ForwardTiles : TileKernel {
         ir.st(ir.fadd(ir.ld(l, c), p), l, c);
       });
     });
-    e.loop(0, at.dv, [&](V row) {
+    e.loop(0, in_place ? dv_pad : at.dv, [&](V row) {
       lanes([&](V c) {
         V x = ir.add(ir.mul(row, nr), c);
         ir.st(ir.fmul(ir.ld(ot, x), ir.ld(alpha, c)), ot, x);
       });
     });
     // Oᵀ += V_blockᵀ · P, one micro-tile of mr value columns at a time.
+    if (in_place)
+      return product_cols_in_place(uk_v_cols, ptr(vp, ir.mul(kv_row, at.dv)), at.dv, nb, st, ot);
     b.CreateCall(pack_cols,
                  {vpack, ptr(vp, ir.mul(kv_row, at.dv)), ir.i(1), ir.i(at.dv), ir.i(at.dv), nb});
     tc.product(vpack, ir.i(at.dv), nb, st, ot, true);
@@ -489,7 +544,8 @@ struct ForwardTiles : TileKernel {
       V total = ir.ld(l, c);
       V orow = ir.mul(ir.add(row0, c), at.dv);
       e.loop(0, at.dv, [&](V col) {
-        ir.st(ir.fdiv(ir.ld(ot, ir.add(ir.mul(col, nr), c)), total), out, ir.add(orow, col));
+        V row = in_place ? acc_row(col, at.dv) : col;
+        ir.st(ir.fdiv(ir.ld(ot, ir.add(ir.mul(row, nr), c)), total), out, ir.add(orow, col));
       });
       ir.st(ir.fadd(ir.ld(m, c), e.log(d, total)), lse, ir.add(row0, c));
     });
@@ -617,43 +673,6 @@ struct BackwardTiles : TileKernel {
   void pack_transposed(llvm::AllocaInst* dst, V src, V row, V rows, std::int64_t cols) {
     b.CreateCall(pack_cols,
                  {dst, ptr(src, ir.mul(row, cols)), ir.i(1), ir.i(cols), ir.i(cols), rows});
-  }
-
-  // The single pass's products, A read in place (see gemm_microkernel_a_in_place).
-  // C (rows x NR, in mr-row panels) = A · B_tile, A's row r at a[r * stride] (kc contiguous
-  // elements): full panels in place, a partial last panel packed (rows past `rows` may lie
-  // past the operand's end).
-  void product_rows_in_place(llvm::Function* uk, V a, std::int64_t stride, V rows, V kc,
-                             llvm::AllocaInst* b_tile, llvm::AllocaInst* c) {
-    V full = b.CreateUDiv(rows, ir.i(mr));
-    e.loop(ir.i(0), full, [&](V p) {
-      b.CreateCall(uk, {kc, ptr(a, ir.mul(p, mr * stride)), b_tile, ptr(c, ir.mul(p, mr * nr)),
-                        ir.i(nr), b.getInt1(false)});
-    });
-    V rest = ir.sub(rows, ir.mul(full, mr));
-    e.if_then(b.CreateICmpSGT(rest, ir.i(0)), [&] {
-      V at_row = ir.mul(full, mr);
-      b.CreateCall(pack_rows,
-                   {block_a, ptr(a, ir.mul(at_row, stride)), ir.i(stride), ir.i(1), rest, kc});
-      b.CreateCall(tc.ukernel,
-                   {kc, block_a, b_tile, ptr(c, ir.mul(at_row, nr)), ir.i(nr), b.getInt1(false)});
-    });
-  }
-  // C += Aᵀ · B_tile, A being kc rows of `cols` contiguous elements at a (row stride cols):
-  // row panel p of C is A's columns [start_p, start_p + mr), start_p = min(p mr, cols - mr),
-  // so that the last panel overlaps the one before instead of reading past a row (cols >= mr);
-  // acc_row gives the row of C that holds a column.
-  void product_cols_in_place(llvm::Function* uk, V a, std::int64_t cols, V kc,
-                             llvm::AllocaInst* b_tile, llvm::AllocaInst* c) {
-    for (std::int64_t p = 0; p * mr < cols; ++p)
-      b.CreateCall(uk, {kc, ptr(a, ir.i(std::min(p * mr, cols - mr))), b_tile,
-                        ptr(c, ir.i(p * mr * nr)), ir.i(nr), b.getInt1(true)});
-  }
-  V acc_row(V col, std::int64_t cols) {
-    if (chunk_keys == 0) return col;
-    const std::int64_t last = (cols + mr - 1) / mr - 1;
-    V p = ir.imin(b.CreateUDiv(col, ir.i(mr)), ir.i(last));
-    return ir.add(ir.mul(p, mr), ir.sub(col, ir.imin(ir.mul(p, mr), ir.i(cols - mr))));
   }
 
   // P and dS*scale of a block: rows r < nb of sp/gp, with the row statistics of element (r, c)
@@ -784,10 +803,12 @@ void BackwardTiles::key_tile(V bi, V j0, V threshold, const OwnedRows* owned) {
   e.loop(ir.i(0), nk, [&](V c) {
     V krow = ir.mul(ir.add(row0, c), dim), vrow = ir.mul(ir.add(row0, c), dv);
     e.loop(0, dim, [&](V col) {
-      ir.st(ir.ld(acc_a, ir.add(ir.mul(acc_row(col, dim), nr), c)), dk, ir.add(krow, col));
+      V row = owned ? acc_row(col, dim) : col;
+      ir.st(ir.ld(acc_a, ir.add(ir.mul(row, nr), c)), dk, ir.add(krow, col));
     });
     e.loop(0, dv, [&](V col) {
-      ir.st(ir.ld(acc_b, ir.add(ir.mul(acc_row(col, dv), nr), c)), dvp, ir.add(vrow, col));
+      V row = owned ? acc_row(col, dv) : col;
+      ir.st(ir.ld(acc_b, ir.add(ir.mul(row, nr), c)), dvp, ir.add(vrow, col));
     });
   });
   if (at.kind == MaskKind::none) return;
@@ -835,8 +856,8 @@ void BackwardTiles::key_tile_block_in_place(const TileCode::Block& k, V j0, V nk
     ir.st(delta(ir.add(q_row, r)), delta_l, r);
   });
   V q_at = ptr(q, ir.mul(q_row, dim)), do_at = ptr(dout, ir.mul(q_row, dv));
-  product_rows_in_place(uk_q_rows, q_at, dim, nb, ir.i(dim), tile_a, sp);  // S
-  product_rows_in_place(uk_do_rows, do_at, dv, nb, ir.i(dv), tile_b, gp);  // dP
+  product_rows_in_place(uk_q_rows, q_at, dim, nb, ir.i(dim), tile_a, sp, block_a);  // S
+  product_rows_in_place(uk_do_rows, do_at, dv, nb, ir.i(dv), tile_b, gp, block_a);  // dP
   probabilities(
       nb, [&](V r, V c) { return at.in_band(ir, ir.add(i0, r), ir.add(j0, c)); },
       [&](V r, V) {
