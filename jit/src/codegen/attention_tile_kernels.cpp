@@ -436,6 +436,22 @@ struct ForwardTiles : TileKernel {
   }
 
   void lanes(const std::function<void(V)>& body) { tc.lanes(body); }
+  // acc[c] = step(acc[c], r, c) for the rows r < nb in order, in every lane: 4 rows per
+  // iteration with the lane's value carried in a register between them (through memory, a
+  // store-to-load chain per row bounded these loops). Same operations in the same order.
+  void rows_accumulate(V nb, llvm::AllocaInst* acc, const std::function<V(V, V, V)>& step) {
+    constexpr std::int64_t kRows = 4;
+    V groups = b.CreateUDiv(nb, ir.i(kRows));
+    e.loop(ir.i(0), groups, [&](V g) {
+      lanes([&](V c) {
+        V v = ir.ld(acc, c);
+        for (std::int64_t u = 0; u < kRows; ++u) v = step(v, ir.add(ir.mul(g, kRows), u), c);
+        ir.st(v, acc, c);
+      });
+    });
+    e.loop(ir.mul(groups, kRows), nb,
+           [&](V r) { lanes([&](V c) { ir.st(step(ir.ld(acc, c), r, c), acc, c); }); });
+  }
   // a[c] |= set (u8 flags per lane).
   void flag(llvm::AllocaInst* a, V c, V set) {
     e.store(DType::u8, b.CreateOr(e.load(DType::u8, a, c), b.CreateZExt(set, b.getInt8Ty())), a, c);
@@ -523,19 +539,16 @@ struct ForwardTiles : TileKernel {
     // Scale, mask, and the new running max.
     lanes([&](V c) { ir.st(ir.ld(m, c), mnew, c); });
     tc.banded(k.inside, [&](bool test) {
-      e.loop(ir.i(0), nb, [&](V r) {
-        V j = ir.add(j0, r);
-        lanes([&](V c) {
-          V x = ir.add(ir.mul(r, nr), c);
-          V s = ir.fmul(ir.ld(st, x), scale);
-          if (test) {
-            V ok = tensor ? tc.query_lane_bit(words, r, c) : at.in_band(ir, ir.add(i0, c), j);
-            s = b.CreateSelect(ok, s, ninf);
-          }
-          ir.st(s, st, x);
-          V cur = ir.ld(mnew, c);
-          ir.st(b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur), mnew, c);
-        });
+      rows_accumulate(nb, mnew, [&](V cur, V r, V c) {
+        V x = ir.add(ir.mul(r, nr), c);
+        V s = ir.fmul(ir.ld(st, x), scale);
+        if (test) {
+          V ok = tensor ? tc.query_lane_bit(words, r, c)
+                        : at.in_band(ir, ir.add(i0, c), ir.add(j0, r));
+          s = b.CreateSelect(ok, s, ninf);
+        }
+        ir.st(s, st, x);
+        return b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur);
       });
     });
     // alpha = exp(m - m') (1 while both are -inf); m' = 0 in place of -inf for the exps.
@@ -548,13 +561,11 @@ struct ForwardTiles : TileKernel {
       ir.st(b.CreateSelect(b.CreateFCmpOEQ(now, ninf), ir.c(0), now), mnew, c);
       ir.st(ir.fmul(ir.ld(l, c), a), l, c);
     });
-    e.loop(ir.i(0), nb, [&](V r) {
-      lanes([&](V c) {
-        V x = ir.add(ir.mul(r, nr), c);
-        V p = tile_exp(e, ir, d, ir.fsub(ir.ld(st, x), ir.ld(mnew, c)));
-        ir.st(p, st, x);
-        ir.st(ir.fadd(ir.ld(l, c), p), l, c);
-      });
+    rows_accumulate(nb, l, [&](V sum, V r, V c) {
+      V x = ir.add(ir.mul(r, nr), c);
+      V p = tile_exp(e, ir, d, ir.fsub(ir.ld(st, x), ir.ld(mnew, c)));
+      ir.st(p, st, x);
+      return ir.fadd(sum, p);
     });
     e.loop(0, in_place ? round_up(at.dv, col_rows(at.dv)) : at.dv, [&](V row) {
       lanes([&](V c) {
