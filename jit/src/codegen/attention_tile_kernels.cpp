@@ -680,6 +680,13 @@ struct BackwardTiles : TileKernel {
   llvm::Function *uk_q_rows = nullptr, *uk_do_rows = nullptr, *uk_q_cols = nullptr,
                  *uk_do_cols = nullptr, *uk_ds_rows = nullptr;
   llvm::Function* pack_key_cols = nullptr;
+  // The single pass under a window mask: delta of the queries the item's key tiles have
+  // visited, in a ring of delta_ring_size (a power of two above nr + w + bc) indexed by query
+  // row, the rows below delta_ring_end done. Consecutive key tiles visit mostly the same
+  // queries: delta (a dot product and a horizontal sum per row) is computed once per row
+  // instead of once per key tile (about 9 times at w 256).
+  std::int64_t delta_ring_size = 0;
+  llvm::AllocaInst *delta_ring = nullptr, *delta_ring_end = nullptr;
   llvm::AllocaInst* sp;  // scores, then P
   llvm::AllocaInst* gp;  // dP, then dS * scale
   llvm::AllocaInst *acc_a, *acc_b, *lse_l, *delta_l;
@@ -724,6 +731,13 @@ struct BackwardTiles : TileKernel {
     uk_do_cols = col_ukernel(dv, dv);
     uk_ds_rows = gemm_microkernel_a_in_place(e, d, tc.t, nr, 1);
     pack_key_cols = gemm_packer(e, d, tc.t, nr, /*transpose=*/false);
+    if (at.kind != MaskKind::window) return;
+    std::int64_t size = 1;
+    while (size < nr + at.window + bc) size *= 2;
+    if (size > 8192) return;  // 32 KiB in f32: rings beyond that stay off the stack
+    delta_ring_size = size;
+    delta_ring = e.local_array(d, size);
+    delta_ring_end = e.local(DType::i64, ir.i(0));
   }
 
   void zero(llvm::AllocaInst* a, std::int64_t n) {
@@ -918,9 +932,19 @@ void BackwardTiles::key_tile_block(const TileCode::Block& k, V j0, V mbase, V nk
 void BackwardTiles::key_tile_block_in_place(const TileCode::Block& k, V j0, V nk,
                                             const OwnedRows& owned) {
   V i0 = k.start, nb = k.count, q_row = k.row;
+  if (delta_ring) {
+    // Rows [i0, i0 + nb) lie within the last nr + w - 1 rows done (this key tile's queries).
+    V lb = ir.sub(q_row, i0), end = ir.add(i0, nb), done = e.get(delta_ring_end);
+    e.loop(ir.imax(i0, done), end, [&](V i) {
+      ir.st(delta(ir.add(lb, i)), delta_ring, b.CreateAnd(i, ir.i(delta_ring_size - 1)));
+    });
+    e.set(delta_ring_end, ir.imax(done, end));
+  }
   e.loop(ir.i(0), nb, [&](V r) {
     ir.st(ir.ld(lse, ir.add(q_row, r)), lse_l, r);
-    ir.st(delta(ir.add(q_row, r)), delta_l, r);
+    V x = delta_ring ? ir.ld(delta_ring, b.CreateAnd(ir.add(i0, r), ir.i(delta_ring_size - 1)))
+                     : delta(ir.add(q_row, r));
+    ir.st(x, delta_l, r);
   });
   V q_at = ptr(q, ir.mul(q_row, dim)), do_at = ptr(dout, ir.mul(q_row, dv));
   product_rows_in_place(uk_q_rows, q_at, dim, nb, ir.i(dim), tile_a, sp, block_a);  // S
@@ -983,6 +1007,8 @@ void BackwardTiles::chunk(V it, V threshold) {
     });
   });
   OwnedRows owned{qa, qb};
+  // Every query a key tile of the chunk visits is at or above qa.
+  if (delta_ring) e.set(delta_ring_end, qa);
   V tiles = b.CreateUDiv(ir.add(ir.sub(kb, ka), ir.i(nr - 1)), ir.i(nr));
   e.loop(ir.i(0), tiles, [&](V t) { key_tile(bi, ir.add(ka, ir.mul(t, nr)), threshold, &owned); });
 }
