@@ -345,13 +345,15 @@ struct TileKernel : AttentionKernel {
 
   // Products with A read in place (see gemm_microkernel_a_in_place).
   // C (rows x NR, in mr-row panels) = A · B_tile, A's row r at a[r * stride] (kc contiguous
-  // elements): full panels in place, a partial last panel packed (rows past `rows` may lie
-  // past the operand's end).
-  // `packed` holds the partial panel (mr x kc).
+  // elements), `operand_rows` rows from a to the operand's end: every panel in place where
+  // the last one's rows past `rows` exist (they only reach rows of C past `rows`), else the
+  // partial last panel packed into `packed` (mr x kc).
   void product_rows_in_place(llvm::Function* uk, V a, std::int64_t stride, V rows, V kc,
                              llvm::AllocaInst* b_tile, llvm::AllocaInst* c,
-                             llvm::AllocaInst* packed) {
-    V full = b.CreateUDiv(rows, ir.i(mr));
+                             llvm::AllocaInst* packed, V operand_rows) {
+    V panels = b.CreateUDiv(ir.add(rows, ir.i(mr - 1)), ir.i(mr));
+    V readable = b.CreateICmpSGE(operand_rows, ir.mul(panels, mr));
+    V full = b.CreateSelect(readable, panels, b.CreateUDiv(rows, ir.i(mr)));
     e.loop(ir.i(0), full, [&](V p) {
       b.CreateCall(uk, {kc, ptr(a, ir.mul(p, mr * stride)), b_tile, ptr(c, ir.mul(p, mr * nr)),
                         ir.i(nr), b.getInt1(false)});
@@ -530,7 +532,7 @@ struct ForwardTiles : TileKernel {
     // Sᵀ = K_block · Qᵀ, one micro-tile of mr keys at a time.
     if (in_place) {
       product_rows_in_place(uk_k_rows, ptr(kp, ir.mul(kv_row, at.dim)), at.dim, nb, ir.i(at.dim),
-                            qt, st, kpack);
+                            qt, st, kpack, ir.sub(ir.i(at.batch * at.sk), kv_row));
     } else {
       b.CreateCall(pack_rows, {kpack, ptr(kp, ir.mul(kv_row, at.dim)), ir.i(at.dim), ir.i(1), nb,
                                ir.i(at.dim)});
@@ -947,8 +949,10 @@ void BackwardTiles::key_tile_block_in_place(const TileCode::Block& k, V j0, V nk
     ir.st(x, delta_l, r);
   });
   V q_at = ptr(q, ir.mul(q_row, dim)), do_at = ptr(dout, ir.mul(q_row, dv));
-  product_rows_in_place(uk_q_rows, q_at, dim, nb, ir.i(dim), tile_a, sp, block_a);  // S
-  product_rows_in_place(uk_do_rows, do_at, dv, nb, ir.i(dv), tile_b, gp, block_a);  // dP
+  V rows_left = ir.sub(ir.i(at.batch * at.sq), q_row);
+  product_rows_in_place(uk_q_rows, q_at, dim, nb, ir.i(dim), tile_a, sp, block_a, rows_left);  // S
+  product_rows_in_place(uk_do_rows, do_at, dv, nb, ir.i(dv), tile_b, gp, block_a,
+                        rows_left);  // dP
   probabilities(
       nb, [&](V r, V c) { return at.in_band(ir, ir.add(i0, r), ir.add(j0, c)); },
       [&](V r, V) {
