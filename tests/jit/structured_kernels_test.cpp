@@ -671,8 +671,8 @@ TEST_CASE("attention with q, k and v the same value", "[jit][structured]") {
 }
 
 TEST_CASE("the automatic attention kernel rule", "[jit][attention]") {
-  // The measured rule of choose_attention_kernels.cpp, pinned: the band width for predicate
-  // masks, 48 keys for tensor masks, and never tiles for fewer query rows than a tile has.
+  // The measured rule of choose_attention_kernels.cpp, pinned: a band of 48 keys for
+  // predicate and tensor masks, and never tiles for fewer query rows than a tile has.
   auto chosen = [](std::int64_t sq, std::int64_t sk, ops::AttentionMask mask) {
     Value q = o::parameter("q", DType::f32, {2, 2, sq, 16});
     Value k = o::parameter("k", DType::f32, {2, 2, sk, 16});
@@ -692,7 +692,9 @@ TEST_CASE("the automatic attention kernel rule", "[jit][attention]") {
   };
   const auto tensor = ops::AttentionMask::from_tensor(Value());
   CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(256)) == "tiles");
-  CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(64)) == "rows");
+  CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(64)) == "tiles");
+  CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(47)) == "rows");
+  CHECK(chosen(60, 60, ops::AttentionMask::sliding_window(60)) == "tiles");
   CHECK(chosen(64, 64, tensor) == "tiles");
   CHECK(chosen(40, 40, tensor) == "rows");
   // A pruned or absorbed attention: a few query rows over many keys.
