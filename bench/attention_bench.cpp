@@ -6,6 +6,7 @@
 // kernels do; the arena column is the scratch memory of one run. The kernel family is
 // chosen by the compiler's rule unless forced (tiles or rows).
 //   attention_bench [repetitions [case-name filter [auto|tiles|rows]]]
+// (a filter starting with '=' selects the case of exactly that name)
 #include <edifice/core/autodiff.hpp>
 #include <edifice/core/ops.hpp>
 #include <edifice/jit/jit.hpp>
@@ -104,7 +105,9 @@ int main(int argc, char** argv) {
                              : kernel == "rows" ? jit::AttentionKernel::rows
                                                 : jit::AttentionKernel::automatic;
   for (const Case& c : cases) {
-    if (std::string(c.name).find(filter) == std::string::npos) continue;
+    const bool exact = !filter.empty() && filter[0] == '=';
+    if (exact ? c.name != filter.substr(1) : std::string(c.name).find(filter) == std::string::npos)
+      continue;
     const Shape shape = {c.batch, c.heads, c.seq, c.hd};
     auto q = o::parameter("q", DType::f32, shape);
     auto k = o::parameter("k", DType::f32, shape);

@@ -13,7 +13,15 @@
 //   S 128, w 128, B 128: fwd 3.4 vs 3.0,  fwd+bwd 15.5 vs 16.8
 //   S 256, w 256, B 32: fwd 2.8 vs 2.9,   fwd+bwd 12.4 vs 16.5
 //   S 4096, w 256, B 4: fwd 11.1 vs 13.6, fwd+bwd 46 vs 76
-// hence tiles from 256 keys per query forward and 128 backward.
+// hence tiles from 256 keys per query forward and 128 backward. Since the tiles read their
+// block operands in place and the backward runs in one pass (attention_tile_kernels.cpp), on
+// a Sapphire-Rapids-class AVX-512 machine (2 threads, f32, median of 20; ms, tiles
+// vs rows, two alternating runs):
+//   S 60, w 16, B 128:   fwd 0.51/0.60 vs 0.52/0.59, fwd+bwd 1.90/1.85 vs 1.72/1.73
+//   S 60, w 60, B 128:   fwd 0.66/0.68 vs 0.78/0.77, fwd+bwd 2.14/2.09 vs 2.68/2.62
+//   S 128, w 128, B 128: fwd 1.52/1.59 vs 2.74/2.67, fwd+bwd 5.2/5.3 vs 6.4/6.2
+//   S 512, w 64, B 16:   fwd 0.75/0.79 vs 1.03/1.35, fwd+bwd 3.0/2.9 vs 4.5/4.6
+// hence tiles from 48 keys in both directions (as for tensor masks).
 // Tensor masks have no band (any key may be allowed: band = Sk), and their row kernel tests
 // every (query, key) pair while the tiles skip all-zero mask blocks and test only mixed ones,
 // so the crossover is far lower. The same window or causal mask as a u8 [S, S] tensor (same
@@ -38,8 +46,8 @@
 namespace edifice::jit {
 namespace {
 
-constexpr std::int64_t kTiledForwardMinKeys = 256;
-constexpr std::int64_t kTiledBackwardMinKeys = 128;
+constexpr std::int64_t kTiledForwardMinKeys = 48;
+constexpr std::int64_t kTiledBackwardMinKeys = 48;
 constexpr std::int64_t kTiledTensorMaskMinKeys = 48;
 
 // Keys a query may attend (the widest row): the window, or all keys (tensor masks too).

@@ -2,6 +2,10 @@
 
 #include "gemm_layout.hpp"
 
+#include <edifice/core/op_attrs.hpp>
+
+#include <algorithm>
+
 namespace edifice::jit {
 namespace {
 
@@ -39,6 +43,26 @@ bool tiles_supported(const Node& n) {
 std::int64_t attention_query_tile(const Node& n) {
   const bool tiles = n.attrs().has("kernel") && n.attrs().get_string("kernel") == "tiles";
   return tiles && tiles_supported(n) ? attention_tiling(n).nr : 1;
+}
+
+std::int64_t attention_backward_chunk(const Node& n) {
+  if (attention_query_tile(n) == 1) return 0;
+  const AttentionAttrs at = AttentionAttrs::from(n.attrs());
+  if (at.mask == MaskKind::tensor) return 0;
+  const GemmTiling t = attention_tiling(n);
+  const Shape& q = n.inputs()[0].shape();
+  const Shape& v = n.inputs()[2].shape();
+  if (q.back() < t.mr || v.back() < t.mr) return 0;
+  const Shape& k = n.inputs()[1].shape();
+  const std::int64_t sk = k[k.size() - 2];
+  // Keys [a, a + chunk) leave the dq of the queries that also attend keys below a (the
+  // window's first w - 1) to a second look at those keys: chunks of 8 windows or more keep
+  // that under a few percent of the pairs.
+  std::int64_t keys = sk;
+  if (at.mask == MaskKind::window) keys = std::min(sk, std::max<std::int64_t>(8 * at.window, 256));
+  keys = (keys + t.nr - 1) / t.nr * t.nr;
+  const std::int64_t chunks = (sk + keys - 1) / keys;
+  return leading(q) * chunks >= 4 ? keys : 0;
 }
 
 bool reduces_leading_axes(const Node& reduce) {
@@ -90,9 +114,11 @@ std::int64_t work_items(const Kernel& k) {
       return leading(q) * ((q[q.size() - 2] + tile - 1) / tile);
     }
     case KernelKind::attention_backward: {
-      // Query tiles (dq), then key tiles (dk, dv).
+      // Query tiles (dq), then key tiles (dk, dv); or, in one pass, chunks of keys.
       const Shape& q = a.inputs()[0].shape();
       const Shape& kk = a.inputs()[1].shape();
+      if (const std::int64_t keys = attention_backward_chunk(a))
+        return leading(q) * ((kk[kk.size() - 2] + keys - 1) / keys);
       const std::int64_t tile = attention_query_tile(a);
       auto tiles = [&](std::int64_t n) { return (n + tile - 1) / tile; };
       return leading(q) * (tiles(q[q.size() - 2]) + tiles(kk[kk.size() - 2]));

@@ -41,6 +41,14 @@ bool tiles_supported(const Node& attention);
 /// "kernel" attribute (set by choose_attention_kernels) is "tiles", else 1 (the row kernel).
 std::int64_t attention_query_tile(const Node& attention);
 
+/// Keys per work item of the single-pass tiled attention_backward (a multiple of the tile's
+/// nr keys), or 0 where the tiled backward runs its two passes (query tiles, then key tiles).
+/// The single pass (codegen/attention_tile_kernels.cpp) applies to window, causal and unmasked
+/// attention with D and Dv of at least the micro-kernel's mr rows; a window mask splits each
+/// batch entry's keys into chunks of 8 windows (at least 256 keys), other masks keep them whole.
+/// Fewer than 4 items in all (too few to share between threads) keep the two passes.
+std::int64_t attention_backward_chunk(const Node& attention_backward);
+
 /// Number of independent work items of `kernel`.
 std::int64_t work_items(const Kernel& kernel);
 

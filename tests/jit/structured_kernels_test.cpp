@@ -395,6 +395,48 @@ TEST_CASE("tiled attention kernels: partial tiles, key blocks and head sizes",
     }
 }
 
+TEST_CASE("single-pass tiled attention backward: chunks of keys, halos and owned dq rows",
+          "[jit][structured]") {
+  // Heads of at least the micro-kernel's mr (12 on AVX-512, 6 on AVX2) and 4 or more work
+  // items take the single pass; a window mask splits the keys into chunks of max(8 w, 256)
+  // (rounded to the tile), whose queries get the keys below the chunk from halo query tiles.
+  using K = o::AttentionMask::Kind;
+  const AttnCase cases[] = {
+      {"window 20, S 600: 3 chunks, partial tiles", {2}, 600, 600, 16, 12, K::window, 20},
+      {"window 32, S 1030: 5 chunks, a last chunk of 6 keys",
+       {},
+       1030,
+       1030,
+       12,
+       12,
+       K::window,
+       32},
+      {"window 40, Sq 400 < Sk 600: 2 chunks of 320", {4}, 400, 600, 12, 16, K::window, 40},
+      {"window 24, Sq 500 > Sk 300: fully masked tail rows", {4}, 500, 300, 16, 16, K::window, 24},
+      {"window 1, S 300: chunks without halo", {4}, 300, 300, 12, 12, K::window, 1},
+      {"window 100, S 450: one chunk per head", {2, 2}, 450, 450, 12, 12, K::window, 100},
+      {"window 33, S 600, fill -2 (masked keys count)",
+       {2},
+       600,
+       600,
+       12,
+       12,
+       K::window,
+       33,
+       {},
+       -2.0},
+      {"causal, S 130", {4}, 130, 130, 16, 16, K::causal},
+      {"causal, Sq 40 < Sk 100, fill 0.5", {4}, 40, 100, 12, 12, K::causal, 0, {}, 0.5},
+      {"none, Sq 50 != Sk 90", {2, 2}, 50, 90, 12, 13, K::none},
+  };
+  std::uint32_t seed = 9000;
+  for (DType d : kFloatTypes)
+    for (const auto& c : cases) {
+      check_attention(c, d, seed);
+      seed += 40;
+    }
+}
+
 namespace {
 
 // A deterministic hash of (a, b, c) in [0, 1).
@@ -629,8 +671,8 @@ TEST_CASE("attention with q, k and v the same value", "[jit][structured]") {
 }
 
 TEST_CASE("the automatic attention kernel rule", "[jit][attention]") {
-  // The measured rule of choose_attention_kernels.cpp, pinned: the band width for predicate
-  // masks, 48 keys for tensor masks, and never tiles for fewer query rows than a tile has.
+  // The measured rule of choose_attention_kernels.cpp, pinned: a band of 48 keys for
+  // predicate and tensor masks, and never tiles for fewer query rows than a tile has.
   auto chosen = [](std::int64_t sq, std::int64_t sk, ops::AttentionMask mask) {
     Value q = o::parameter("q", DType::f32, {2, 2, sq, 16});
     Value k = o::parameter("k", DType::f32, {2, 2, sk, 16});
@@ -650,7 +692,9 @@ TEST_CASE("the automatic attention kernel rule", "[jit][attention]") {
   };
   const auto tensor = ops::AttentionMask::from_tensor(Value());
   CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(256)) == "tiles");
-  CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(64)) == "rows");
+  CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(64)) == "tiles");
+  CHECK(chosen(512, 512, ops::AttentionMask::sliding_window(47)) == "rows");
+  CHECK(chosen(60, 60, ops::AttentionMask::sliding_window(60)) == "tiles");
   CHECK(chosen(64, 64, tensor) == "tiles");
   CHECK(chosen(40, 40, tensor) == "rows");
   // A pruned or absorbed attention: a few query rows over many keys.

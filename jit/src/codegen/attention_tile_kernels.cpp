@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <tuple>
 #include <utility>
 
@@ -25,7 +26,9 @@ namespace edifice::jit::codegen {
 //   m' = max(m, max_j s), alpha = exp(m - m'), P = exp(s - m'), l = alpha l + sum_j P
 //   Oᵀ = alpha Oᵀ + V_blockᵀ · P  (Dv x NR; the micro-kernel again, P as its packed B panel)
 // and finally out = Oᵀᵀ / l, lse = m + log l. Memory: O(NR (D + Dv + BC)) per thread, never
-// the Sq x Sk score matrix.
+// the Sq x Sk score matrix. With Dv >= mr the micro-kernel reads the K and V blocks where they
+// lie (rows of K, columns of V: TileKernel::product_rows_in_place / product_cols_in_place)
+// instead of packing both per block; only Qᵀ is packed, once per tile.
 // Tensor masks have no band: the tile visits every key block and classifies the mask block
 // first (a vector OR and min per query row): all zero, the block is skipped (no Sᵀ, no P·V);
 // all nonzero, no element is tested; mixed, the block's bits are gathered per query and tested.
@@ -48,16 +51,55 @@ std::int64_t round_up(std::int64_t a, std::int64_t m) {
   return (a + m - 1) / m * m;
 }
 
+// exp(x) in f32 arithmetic for x in [-86.5, 88.72] (inf above; NaN propagates): k = round(x
+// log2 e) by the 1.5 * 2^23 shifter, r = x - k ln2 in two steps (Cody-Waite, the high part
+// of ln2 short enough for k ln2_hi to be exact), e^r = 1 + r + r^2 P(r) with vector_math's f32
+// fit (degree 6), then 2^(k-1) * 2 built in the exponent field (k - 1 stays a normal exponent
+// over the whole range). Every f32 input of the range was compared with exp in f64: at most
+// 0.99 ULP. About half the instructions of vector_math's exp, which evaluates f32 in f64 (two
+// vectors of doubles per vector of floats): the tiles spent about 15% of their time in exp.
+V exp_f32(Emitter& e, Ir& ir, V x) {
+  auto& b = e.builder();
+  constexpr double kShifter = 0x1.8p23;
+  constexpr double kP[] = {0.5,
+                           0.166666667191548,
+                           0.04166666671913807,
+                           0.008333298413941455,
+                           0.0013888853979832356,
+                           0.00019899332056564083,
+                           2.485963629410833e-05};
+  const DType d = DType::f32;
+  V top = ir.c(88.72);
+  V over = b.CreateFCmpOGT(x, top);
+  x = b.CreateSelect(over, top, x);
+  V t = e.fma(d, x, ir.c(0x1.715476p+0), ir.c(kShifter));
+  V kf = ir.fsub(t, ir.c(kShifter));
+  V r = e.fma(d, kf, ir.c(-0.693359375), x);
+  r = e.fma(d, kf, ir.c(2.12194440e-4), r);
+  V p = ir.c(kP[6]);
+  for (int i = 5; i >= 0; --i) p = e.fma(d, p, r, ir.c(kP[i]));
+  V q = e.fma(d, ir.fmul(r, r), p, r);
+  // Scalar code: the lane loops are vectorised by LLVM.
+  auto* i32 = b.getInt32Ty();
+  V k = b.CreateSub(b.CreateBitCast(t, i32), b.CreateBitCast(ir.c(kShifter), i32));
+  V half_scale = b.CreateBitCast(b.CreateShl(b.CreateAdd(k, b.getInt32(126)), 23), x->getType());
+  V y = ir.fmul(ir.fmul(ir.fadd(ir.c(1), q), half_scale), ir.c(2));
+  return b.CreateSelect(over, ir.c(std::numeric_limits<double>::infinity()), y);
+}
+
 // exp(x) for the tiles' softmax, where masked scores are -inf: 0 below the smallest normal
 // result instead of a denormal, and a finite argument in every lane, so that the vector exp
 // never takes a slow path for one lane out of range (with glibc's libmvec, used before, that sent
-// the whole vector to the scalar fallback: measured 3x slower tiles) and no denormal reaches the micro-kernel. The flushed
-// terms are below 2^-125 of the row's sum (its largest term is exp(0) = 1). NaN propagates.
+// the whole vector to the scalar fallback: measured 3x slower tiles) and no denormal reaches the
+// micro-kernel. The flushed terms are below 2^-124 of the row's sum (its largest term is exp(0) =
+// 1). NaN propagates.
 V tile_exp(Emitter& e, Ir& ir, DType d, V x) {
   auto& b = e.builder();
-  V floor = ir.c(d == DType::f32 ? -87.0 : -708.0);
+  V floor = ir.c(d == DType::f32 ? -86.5 : -708.0);
   V low = b.CreateFCmpOLT(x, floor);
-  return b.CreateSelect(low, ir.c(0), e.exp(d, b.CreateSelect(low, floor, x)));
+  V in_range = b.CreateSelect(low, floor, x);
+  return b.CreateSelect(low, ir.c(0),
+                        d == DType::f32 ? exp_f32(e, ir, in_range) : e.exp(d, in_range));
 }
 
 // What the tiled kernels share: the GEMM micro-kernel of the element type, loops over a
@@ -300,11 +342,71 @@ struct TileKernel : AttentionKernel {
   }
 
   V ptr(V base, V index) { return e.element_ptr(d, base, index); }
+
+  // Products with A read in place (see gemm_microkernel_a_in_place).
+  // C (rows x NR, in mr-row panels) = A · B_tile, A's row r at a[r * stride] (kc contiguous
+  // elements), `operand_rows` rows from a to the operand's end: every panel in place where
+  // the last one's rows past `rows` exist (they only reach rows of C past `rows`), else the
+  // partial last panel packed into `packed` (mr x kc).
+  void product_rows_in_place(llvm::Function* uk, V a, std::int64_t stride, V rows, V kc,
+                             llvm::AllocaInst* b_tile, llvm::AllocaInst* c,
+                             llvm::AllocaInst* packed, V operand_rows) {
+    V panels = b.CreateUDiv(ir.add(rows, ir.i(mr - 1)), ir.i(mr));
+    V readable = b.CreateICmpSGE(operand_rows, ir.mul(panels, mr));
+    V full = b.CreateSelect(readable, panels, b.CreateUDiv(rows, ir.i(mr)));
+    e.loop(ir.i(0), full, [&](V p) {
+      b.CreateCall(uk, {kc, ptr(a, ir.mul(p, mr * stride)), b_tile, ptr(c, ir.mul(p, mr * nr)),
+                        ir.i(nr), b.getInt1(false)});
+    });
+    V rest = ir.sub(rows, ir.mul(full, mr));
+    e.if_then(b.CreateICmpSGT(rest, ir.i(0)), [&] {
+      V at_row = ir.mul(full, mr);
+      b.CreateCall(pack_rows,
+                   {packed, ptr(a, ir.mul(at_row, stride)), ir.i(stride), ir.i(1), rest, kc});
+      b.CreateCall(tc.ukernel,
+                   {kc, packed, b_tile, ptr(c, ir.mul(at_row, nr)), ir.i(nr), b.getInt1(false)});
+    });
+  }
+  // The products whose C rows are an operand's `cols` columns (Oᵀ, dKᵀ, dVᵀ): a micro-tile of
+  // cmr = col_rows(cols) rows reading the columns in place. Each C row computed past `cols` is
+  // wasted, so 32-register ISAs take 8 rows where that wastes fewer than mr (D 64: 8 panels of
+  // 8 instead of 6 of 12; measured faster, see the commit adding it).
+  std::int64_t col_rows(std::int64_t cols) const {
+    if (tc.t.registers == 32 && round_up(cols, 8) < round_up(cols, mr)) return 8;
+    return mr;
+  }
+  llvm::Function* col_ukernel(std::int64_t cols, std::int64_t row_stride) {
+    GemmTiling t = tc.t;
+    t.mr = col_rows(cols);
+    return gemm_microkernel_a_in_place(e, d, t, 1, row_stride);
+  }
+  // C += Aᵀ · B_tile, A being kc rows of `cols` contiguous elements at a (row stride cols):
+  // row panel p of C is A's columns [start_p, start_p + cmr), start_p = min(p cmr, cols - cmr),
+  // so that the last panel overlaps the one before instead of reading past a row (cols >= mr);
+  // acc_row gives the row of C that holds a column. C has round_up(cols, cmr) rows, at most
+  // round_up(cols, mr).
+  void product_cols_in_place(llvm::Function* uk, V a, std::int64_t cols, V kc,
+                             llvm::AllocaInst* b_tile, llvm::AllocaInst* c) {
+    const std::int64_t cmr = col_rows(cols);
+    for (std::int64_t p = 0; p * cmr < cols; ++p)
+      b.CreateCall(uk, {kc, ptr(a, ir.i(std::min(p * cmr, cols - cmr))), b_tile,
+                        ptr(c, ir.i(p * cmr * nr)), ir.i(nr), b.getInt1(true)});
+  }
+  V acc_row(V col, std::int64_t cols) {
+    const std::int64_t cmr = col_rows(cols);
+    const std::int64_t last = (cols + cmr - 1) / cmr - 1;
+    V p = ir.imin(b.CreateUDiv(col, ir.i(cmr)), ir.i(last));
+    return ir.add(ir.mul(p, cmr), ir.sub(col, ir.imin(ir.mul(p, cmr), ir.i(cols - cmr))));
+  }
 };
 
 // The tiled forward kernel: its stack arrays and one function per stage of a query tile.
 struct ForwardTiles : TileKernel {
   const std::int64_t tiles, dv_pad;
+  // K and V blocks read in place (Dv >= mr; see TileKernel::product_cols_in_place): the
+  // micro-kernels reading rows of k and columns of v. Oᵀ's rows then follow acc_row.
+  const bool in_place;
+  llvm::Function *uk_k_rows = nullptr, *uk_v_cols = nullptr;
   llvm::AllocaInst *qt, *kpack, *vpack, *st, *ot, *m, *mnew, *l, *alpha;
   // Tensor masks: the mixed block's bits (TileCode::query_lane_bits) and, per query, whether
   // it has an allowed key and a masked one (for the exactness check, exact_tile).
@@ -314,7 +416,8 @@ struct ForwardTiles : TileKernel {
   ForwardTiles(Emitter& emitter, ExpressionEmitter& expr_, const Node& node, const Attention& at_)
       : TileKernel(emitter, expr_, node, at_),
         tiles((at_.sq + nr - 1) / nr),
-        dv_pad(round_up(at_.dv, mr)) {
+        dv_pad(round_up(at_.dv, mr)),
+        in_place(at_.dv >= mr) {
     qt = e.local_array(d, at.dim * nr);
     kpack = e.local_array(d, bc * at.dim);
     vpack = e.local_array(d, dv_pad * bc);
@@ -329,9 +432,28 @@ struct ForwardTiles : TileKernel {
     has_masked = tensor ? e.local_array(DType::u8, nr) : nullptr;
     scale = ir.c(at.scale);
     ninf = e.lowest(d);
+    if (!in_place) return;
+    uk_k_rows = gemm_microkernel_a_in_place(e, d, tc.t, at.dim, 1);
+    uk_v_cols = col_ukernel(at.dv, at.dv);
   }
 
   void lanes(const std::function<void(V)>& body) { tc.lanes(body); }
+  // acc[c] = step(acc[c], r, c) for the rows r < nb in order, in every lane: 4 rows per
+  // iteration with the lane's value carried in a register between them (through memory, a
+  // store-to-load chain per row bounded these loops). Same operations in the same order.
+  void rows_accumulate(V nb, llvm::AllocaInst* acc, const std::function<V(V, V, V)>& step) {
+    constexpr std::int64_t kRows = 4;
+    V groups = b.CreateUDiv(nb, ir.i(kRows));
+    e.loop(ir.i(0), groups, [&](V g) {
+      lanes([&](V c) {
+        V v = ir.ld(acc, c);
+        for (std::int64_t u = 0; u < kRows; ++u) v = step(v, ir.add(ir.mul(g, kRows), u), c);
+        ir.st(v, acc, c);
+      });
+    });
+    e.loop(ir.mul(groups, kRows), nb,
+           [&](V r) { lanes([&](V c) { ir.st(step(ir.ld(acc, c), r, c), acc, c); }); });
+  }
   // a[c] |= set (u8 flags per lane).
   void flag(llvm::AllocaInst* a, V c, V set) {
     e.store(DType::u8, b.CreateOr(e.load(DType::u8, a, c), b.CreateZExt(set, b.getInt8Ty())), a, c);
@@ -408,25 +530,27 @@ struct ForwardTiles : TileKernel {
   void key_block_update(const TileCode::Block& k, V i0) {
     V j0 = k.start, nb = k.count, kv_row = k.row;
     // Sᵀ = K_block · Qᵀ, one micro-tile of mr keys at a time.
-    b.CreateCall(pack_rows,
-                 {kpack, ptr(kp, ir.mul(kv_row, at.dim)), ir.i(at.dim), ir.i(1), nb, ir.i(at.dim)});
-    tc.product(kpack, nb, ir.i(at.dim), qt, st, false);
+    if (in_place) {
+      product_rows_in_place(uk_k_rows, ptr(kp, ir.mul(kv_row, at.dim)), at.dim, nb, ir.i(at.dim),
+                            qt, st, kpack, ir.sub(ir.i(at.batch * at.sk), kv_row));
+    } else {
+      b.CreateCall(pack_rows, {kpack, ptr(kp, ir.mul(kv_row, at.dim)), ir.i(at.dim), ir.i(1), nb,
+                               ir.i(at.dim)});
+      tc.product(kpack, nb, ir.i(at.dim), qt, st, false);
+    }
     // Scale, mask, and the new running max.
     lanes([&](V c) { ir.st(ir.ld(m, c), mnew, c); });
     tc.banded(k.inside, [&](bool test) {
-      e.loop(ir.i(0), nb, [&](V r) {
-        V j = ir.add(j0, r);
-        lanes([&](V c) {
-          V x = ir.add(ir.mul(r, nr), c);
-          V s = ir.fmul(ir.ld(st, x), scale);
-          if (test) {
-            V ok = tensor ? tc.query_lane_bit(words, r, c) : at.in_band(ir, ir.add(i0, c), j);
-            s = b.CreateSelect(ok, s, ninf);
-          }
-          ir.st(s, st, x);
-          V cur = ir.ld(mnew, c);
-          ir.st(b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur), mnew, c);
-        });
+      rows_accumulate(nb, mnew, [&](V cur, V r, V c) {
+        V x = ir.add(ir.mul(r, nr), c);
+        V s = ir.fmul(ir.ld(st, x), scale);
+        if (test) {
+          V ok = tensor ? tc.query_lane_bit(words, r, c)
+                        : at.in_band(ir, ir.add(i0, c), ir.add(j0, r));
+          s = b.CreateSelect(ok, s, ninf);
+        }
+        ir.st(s, st, x);
+        return b.CreateSelect(b.CreateFCmpOLT(cur, s), s, cur);
       });
     });
     // alpha = exp(m - m') (1 while both are -inf); m' = 0 in place of -inf for the exps.
@@ -439,21 +563,21 @@ struct ForwardTiles : TileKernel {
       ir.st(b.CreateSelect(b.CreateFCmpOEQ(now, ninf), ir.c(0), now), mnew, c);
       ir.st(ir.fmul(ir.ld(l, c), a), l, c);
     });
-    e.loop(ir.i(0), nb, [&](V r) {
-      lanes([&](V c) {
-        V x = ir.add(ir.mul(r, nr), c);
-        V p = tile_exp(e, ir, d, ir.fsub(ir.ld(st, x), ir.ld(mnew, c)));
-        ir.st(p, st, x);
-        ir.st(ir.fadd(ir.ld(l, c), p), l, c);
-      });
+    rows_accumulate(nb, l, [&](V sum, V r, V c) {
+      V x = ir.add(ir.mul(r, nr), c);
+      V p = tile_exp(e, ir, d, ir.fsub(ir.ld(st, x), ir.ld(mnew, c)));
+      ir.st(p, st, x);
+      return ir.fadd(sum, p);
     });
-    e.loop(0, at.dv, [&](V row) {
+    e.loop(0, in_place ? round_up(at.dv, col_rows(at.dv)) : at.dv, [&](V row) {
       lanes([&](V c) {
         V x = ir.add(ir.mul(row, nr), c);
         ir.st(ir.fmul(ir.ld(ot, x), ir.ld(alpha, c)), ot, x);
       });
     });
     // Oᵀ += V_blockᵀ · P, one micro-tile of mr value columns at a time.
+    if (in_place)
+      return product_cols_in_place(uk_v_cols, ptr(vp, ir.mul(kv_row, at.dv)), at.dv, nb, st, ot);
     b.CreateCall(pack_cols,
                  {vpack, ptr(vp, ir.mul(kv_row, at.dv)), ir.i(1), ir.i(at.dv), ir.i(at.dv), nb});
     tc.product(vpack, ir.i(at.dv), nb, st, ot, true);
@@ -489,7 +613,8 @@ struct ForwardTiles : TileKernel {
       V total = ir.ld(l, c);
       V orow = ir.mul(ir.add(row0, c), at.dv);
       e.loop(0, at.dv, [&](V col) {
-        ir.st(ir.fdiv(ir.ld(ot, ir.add(ir.mul(col, nr), c)), total), out, ir.add(orow, col));
+        V row = in_place ? acc_row(col, at.dv) : col;
+        ir.st(ir.fdiv(ir.ld(ot, ir.add(ir.mul(row, nr), c)), total), out, ir.add(orow, col));
       });
       ir.st(ir.fadd(ir.ld(m, c), e.log(d, total)), lse, ir.add(row0, c));
     });
@@ -522,14 +647,48 @@ void emit_attention_tiles(Emitter& e, ExpressionEmitter& expr, const Node& node,
 // have ds = 0; they reach dv only with p = exp(fill - lse_i), which a key tile adds exactly
 // when some masked query's lse makes it nonzero (a fully masked row, or a fill close to the
 // scores).
+//
+// The single pass (window, causal and unmasked attention, see attention_backward_chunk): the
+// query tiles' S, dP and exp repeat the key tiles', so the key tiles also compute
+//     dQ_block += dS · K_tile
+// (5 products per pair instead of 7, one exp instead of two). A work item is a chunk of
+// consecutive key tiles [ka, kb) of one batch entry, walked in order by one thread, and owns
+// the dq rows [qa, qb): from the first query attending ka to the first attending kb. Under
+// these masks no query of [qa, qb) attends a key at or past kb, so the item's key tiles give
+// those rows every key of [ka, kb); the keys below ka reach the first rows (those attending
+// ka - 1: up to w - 1 rows of a window, all of them under causal or no mask, which therefore
+// keep one chunk per batch entry) through query tiles restricted to keys below ka, run first
+// (the "halo"). So dq is accumulated in place without sharing rows between items or threads,
+// and the result does not depend on the thread count. The key tile reads its A operands in
+// place (rows of Q and dO for S and dP, their columns for dKᵀ and dVᵀ, rows of dS for dQ)
+// rather than packing each block 4 times: the micro-kernel only broadcasts A's elements.
+// Memory: the dQ block (bc x D) and the packed K tile join the stack arrays, O(NR D).
 namespace {
 
 // The tiled backward kernel: its stack arrays, the P and dS step both tile kinds share, and
 // one function per tile kind and per block of each.
 struct BackwardTiles : TileKernel {
   const std::int64_t dim, dv, q_tiles, k_tiles, nq_items, d_pad, dv_pad;
+  // The single pass: keys per item (0: two passes), items per batch entry, and the row stride
+  // of the dQ block (dim rounded up to whole micro-tiles of nr columns).
+  const std::int64_t chunk_keys, chunks, ldq;
   // Tile operands packed once per item (D x NR and Dv x NR), block operands packed per block.
   llvm::AllocaInst *tile_a, *tile_b, *block_a, *block_b, *block_t;
+  // The single pass: K_tile packed in nr-column panels (the B of dQ = dS · K_tile) and the dQ
+  // block of that product.
+  llvm::AllocaInst *k_cols = nullptr, *dq_block = nullptr;
+  // The single pass's micro-kernels reading A in place: rows of q / dout (S, dP), columns of
+  // q / dout (dKᵀ, dVᵀ) and rows of dS.
+  llvm::Function *uk_q_rows = nullptr, *uk_do_rows = nullptr, *uk_q_cols = nullptr,
+                 *uk_do_cols = nullptr, *uk_ds_rows = nullptr;
+  llvm::Function* pack_key_cols = nullptr;
+  // The single pass under a window mask: delta of the queries the item's key tiles have
+  // visited, in a ring of delta_ring_size (a power of two above nr + w + bc) indexed by query
+  // row, the rows below delta_ring_end done. Consecutive key tiles visit mostly the same
+  // queries: delta (a dot product and a horizontal sum per row) is computed once per row
+  // instead of once per key tile (about 9 times at w 256).
+  std::int64_t delta_ring_size = 0;
+  llvm::AllocaInst *delta_ring = nullptr, *delta_ring_end = nullptr;
   llvm::AllocaInst* sp;  // scores, then P
   llvm::AllocaInst* gp;  // dP, then dS * scale
   llvm::AllocaInst *acc_a, *acc_b, *lse_l, *delta_l;
@@ -546,7 +705,10 @@ struct BackwardTiles : TileKernel {
         k_tiles((at_.sk + nr - 1) / nr),
         nq_items(at_.batch * q_tiles),
         d_pad(round_up(dim, mr)),
-        dv_pad(round_up(dv, mr)) {
+        dv_pad(round_up(dv, mr)),
+        chunk_keys(attention_backward_chunk(node)),
+        chunks(chunk_keys ? (at_.sk + chunk_keys - 1) / chunk_keys : 0),
+        ldq(round_up(dim, nr)) {
     const std::int64_t wide = std::max(dim, dv);
     tile_a = e.local_array(d, dim * nr);
     tile_b = e.local_array(d, dv * nr);
@@ -562,6 +724,22 @@ struct BackwardTiles : TileKernel {
     words = tensor ? e.local_array(DType::i64, 2 * nr) : nullptr;
     mcopy = tensor ? e.local_array(DType::u8, bc * nr) : nullptr;
     scale = ir.c(at.scale);
+    if (chunk_keys == 0) return;
+    k_cols = e.local_array(d, ldq * nr);
+    dq_block = e.local_array(d, bc * ldq);
+    uk_q_rows = gemm_microkernel_a_in_place(e, d, tc.t, dim, 1);
+    uk_do_rows = gemm_microkernel_a_in_place(e, d, tc.t, dv, 1);
+    uk_q_cols = col_ukernel(dim, dim);
+    uk_do_cols = col_ukernel(dv, dv);
+    uk_ds_rows = gemm_microkernel_a_in_place(e, d, tc.t, nr, 1);
+    pack_key_cols = gemm_packer(e, d, tc.t, nr, /*transpose=*/false);
+    if (at.kind != MaskKind::window) return;
+    std::int64_t size = 1;
+    while (size < nr + at.window + bc) size *= 2;
+    if (size > 8192) return;  // 32 KiB in f32: rings beyond that stay off the stack
+    delta_ring_size = size;
+    delta_ring = e.local_array(d, size);
+    delta_ring_end = e.local(DType::i64, ir.i(0));
   }
 
   void zero(llvm::AllocaInst* a, std::int64_t n) {
@@ -604,19 +782,23 @@ struct BackwardTiles : TileKernel {
     });
   }
 
-  void query_tile(V it);
+  void query_tile(V bi, V i0, V nq, V key_cap, bool add);
   void query_tile_block(const TileCode::Block& k, V i0, V mbase, V nq);
-  void key_tile(V it, V threshold);
+  // The dq rows a key tile adds its part to (the single pass): [first, end) of its batch entry.
+  struct OwnedRows {
+    V first, end;
+  };
+  void key_tile(V bi, V j0, V threshold, const OwnedRows* owned);
   void key_tile_block(const TileCode::Block& k, V j0, V mbase, V nk);
+  void key_tile_block_in_place(const TileCode::Block& k, V j0, V nk, const OwnedRows& owned);
+  void chunk(V it, V threshold);
   void key_tile_masked_pairs(V j0, V nk, V row0, V lb, V mbase, V inner_lo, V inner_hi,
                              V threshold);
 };
 
-// Query tile `it` (tile it % q_tiles of batch entry it / q_tiles): dq.
-void BackwardTiles::query_tile(V it) {
-  V bi = ir.div(it, q_tiles);
-  V i0 = ir.mul(ir.rem(it, q_tiles), nr);
-  V nq = ir.imin(ir.i(nr), ir.sub(ir.i(at.sq), i0));
+// The query tile of rows [i0, i0 + nq) of batch entry bi: dq from the keys below key_cap
+// (all keys when null), stored, or added with `add`.
+void BackwardTiles::query_tile(V bi, V i0, V nq, V key_cap, bool add) {
   V row0 = ir.add(ir.mul(bi, at.sq), i0);
   V last = ir.add(i0, ir.sub(nq, ir.i(1)));
   pack(pack_lanes, tile_a, q, row0, nq, dim);
@@ -632,9 +814,10 @@ void BackwardTiles::query_tile(V it) {
   zero(acc_a, d_pad * nr);
   V lo = at.key_range(ir, i0).first, hi = at.key_range(ir, last).second;
   V inner_lo = at.key_range(ir, last).first, inner_hi = at.key_range(ir, i0).second;
+  if (key_cap) hi = ir.imin(hi, key_cap);
   V mbase = at.mask_base(ir, expr, bi);
   tc.walk_blocks(
-      lo, hi, inner_lo, inner_hi, bc, /*clamp=*/false,
+      lo, hi, inner_lo, inner_hi, bc, /*clamp=*/key_cap != nullptr,
       [&](V j0) { return ir.add(ir.mul(bi, at.sk), j0); },
       [&](V j0, V nb) { return tc.classify(mask, mbase, i0, nq, j0, nb, bc); },
       // Tensor masks: a block of zeros is skipped (ds = 0 for all its pairs).
@@ -643,8 +826,10 @@ void BackwardTiles::query_tile(V it) {
       });
   e.loop(ir.i(0), nq, [&](V c) {
     V row = ir.mul(ir.add(row0, c), dim);
-    e.loop(0, dim,
-           [&](V col) { ir.st(ir.ld(acc_a, ir.add(ir.mul(col, nr), c)), dq, ir.add(row, col)); });
+    e.loop(0, dim, [&](V col) {
+      V x = ir.ld(acc_a, ir.add(ir.mul(col, nr), c));
+      ir.st(add ? ir.fadd(ir.ld(dq, ir.add(row, col)), x) : x, dq, ir.add(row, col));
+    });
   });
 }
 
@@ -672,17 +857,18 @@ void BackwardTiles::query_tile_block(const TileCode::Block& k, V i0, V mbase, V 
   tc.product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dQᵀ += K_blockᵀ · dSᵀ
 }
 
-// Key tile `it` (numbered from 0 after the query tiles): dk and dv.
-void BackwardTiles::key_tile(V it, V threshold) {
-  V jt = ir.sub(it, ir.i(nq_items));
-  V bi = ir.div(jt, k_tiles);
-  V j0 = ir.mul(ir.rem(jt, k_tiles), nr);
+// The key tile of keys [j0, j0 + nr) (fewer at the end) of batch entry bi: dk and dv, and
+// with `owned` (the single pass) its part of dq.
+void BackwardTiles::key_tile(V bi, V j0, V threshold, const OwnedRows* owned) {
   V nk = ir.imin(ir.i(nr), ir.sub(ir.i(at.sk), j0));
   V row0 = ir.add(ir.mul(bi, at.sk), j0);
   V last = ir.add(j0, ir.sub(nk, ir.i(1)));
   V lb = ir.mul(bi, at.sq);
   pack(pack_lanes, tile_a, kp, row0, nk, dim);
   pack(pack_lanes, tile_b, vp, row0, nk, dv);
+  if (owned)
+    b.CreateCall(pack_key_cols,
+                 {k_cols, ptr(kp, ir.mul(row0, dim)), ir.i(1), ir.i(dim), ir.i(dim), nk});
   zero(acc_a, d_pad * nr);
   zero(acc_b, dv_pad * nr);
   V lo = at.query_range(ir, j0).first, hi = at.query_range(ir, last).second;
@@ -694,14 +880,19 @@ void BackwardTiles::key_tile(V it, V threshold) {
       // Tensor masks: a block of zeros is skipped (its pairs reach dv only through
       // key_tile_masked_pairs).
       [&](const TileCode::Block& k) {
+        if (owned) return key_tile_block_in_place(k, j0, nk, *owned);
         tc.unless_empty(k, [&] { key_tile_block(k, j0, mbase, nk); });
       });
   e.loop(ir.i(0), nk, [&](V c) {
     V krow = ir.mul(ir.add(row0, c), dim), vrow = ir.mul(ir.add(row0, c), dv);
-    e.loop(0, dim,
-           [&](V col) { ir.st(ir.ld(acc_a, ir.add(ir.mul(col, nr), c)), dk, ir.add(krow, col)); });
-    e.loop(0, dv,
-           [&](V col) { ir.st(ir.ld(acc_b, ir.add(ir.mul(col, nr), c)), dvp, ir.add(vrow, col)); });
+    e.loop(0, dim, [&](V col) {
+      V row = owned ? acc_row(col, dim) : col;
+      ir.st(ir.ld(acc_a, ir.add(ir.mul(row, nr), c)), dk, ir.add(krow, col));
+    });
+    e.loop(0, dv, [&](V col) {
+      V row = owned ? acc_row(col, dv) : col;
+      ir.st(ir.ld(acc_b, ir.add(ir.mul(row, nr), c)), dvp, ir.add(vrow, col));
+    });
   });
   if (at.kind == MaskKind::none) return;
   key_tile_masked_pairs(j0, nk, row0, lb, mbase, inner_lo, inner_hi, threshold);
@@ -735,6 +926,95 @@ void BackwardTiles::key_tile_block(const TileCode::Block& k, V j0, V mbase, V nk
   tc.product(block_t, ir.i(dv), nb, sp, acc_b, true);  // dVᵀ += dO_blockᵀ · P
   pack_transposed(block_t, q, q_row, nb, dim);
   tc.product(block_t, ir.i(dim), nb, gp, acc_a, true);  // dKᵀ += Q_blockᵀ · dS
+}
+
+// One query block of a key tile in the single pass: S, dP, P and dS, dVᵀ and dKᵀ as in
+// key_tile_block but with every A operand read in place, and dQ_block = dS · K_tile added to
+// the rows of dq the item owns.
+void BackwardTiles::key_tile_block_in_place(const TileCode::Block& k, V j0, V nk,
+                                            const OwnedRows& owned) {
+  V i0 = k.start, nb = k.count, q_row = k.row;
+  if (delta_ring) {
+    // Rows [i0, i0 + nb) lie within the last nr + w - 1 rows done (this key tile's queries).
+    V lb = ir.sub(q_row, i0), end = ir.add(i0, nb), done = e.get(delta_ring_end);
+    e.loop(ir.imax(i0, done), end, [&](V i) {
+      ir.st(delta(ir.add(lb, i)), delta_ring, b.CreateAnd(i, ir.i(delta_ring_size - 1)));
+    });
+    e.set(delta_ring_end, ir.imax(done, end));
+  }
+  e.loop(ir.i(0), nb, [&](V r) {
+    ir.st(ir.ld(lse, ir.add(q_row, r)), lse_l, r);
+    V x = delta_ring ? ir.ld(delta_ring, b.CreateAnd(ir.add(i0, r), ir.i(delta_ring_size - 1)))
+                     : delta(ir.add(q_row, r));
+    ir.st(x, delta_l, r);
+  });
+  V q_at = ptr(q, ir.mul(q_row, dim)), do_at = ptr(dout, ir.mul(q_row, dv));
+  V rows_left = ir.sub(ir.i(at.batch * at.sq), q_row);
+  product_rows_in_place(uk_q_rows, q_at, dim, nb, ir.i(dim), tile_a, sp, block_a, rows_left);  // S
+  product_rows_in_place(uk_do_rows, do_at, dv, nb, ir.i(dv), tile_b, gp, block_a,
+                        rows_left);  // dP
+  probabilities(
+      nb, [&](V r, V c) { return at.in_band(ir, ir.add(i0, r), ir.add(j0, c)); },
+      [&](V r, V) {
+        return std::pair{ir.ld(lse_l, r), ir.ld(delta_l, r)};
+      },
+      k.inside);
+  product_cols_in_place(uk_do_cols, do_at, dv, nb, sp, acc_b);  // dVᵀ += dO_blockᵀ · P
+  product_cols_in_place(uk_q_cols, q_at, dim, nb, gp, acc_a);   // dKᵀ += Q_blockᵀ · dS
+  // dQ_block = dS · K_tile (rows of gp past nb only reach rows of dq_block not added).
+  V first = ir.imax(ir.sub(owned.first, i0), ir.i(0));
+  V end = ir.imin(ir.sub(owned.end, i0), nb);
+  e.if_then(b.CreateICmpSLT(first, end), [&] {
+    V panels = b.CreateUDiv(ir.add(nb, mr - 1), ir.i(mr));
+    e.loop(ir.i(0), panels, [&](V p) {
+      for (std::int64_t n = 0; n * nr < dim; ++n)
+        b.CreateCall(uk_ds_rows, {nk, ptr(gp, ir.mul(p, mr * nr)), ptr(k_cols, ir.mul(nk, n * nr)),
+                                  ptr(dq_block, ir.add(ir.mul(p, mr * ldq), ir.i(n * nr))),
+                                  ir.i(ldq), b.getInt1(false)});
+    });
+    e.loop(first, end, [&](V r) {
+      V row = ir.mul(ir.add(q_row, r), dim);
+      plain_loop(
+          e, ir.i(0), ir.i(dim),
+          [&](V col) {
+            V x = ir.add(row, col);
+            ir.st(ir.fadd(ir.ld(dq, x), ir.ld(dq_block, ir.add(ir.mul(r, ldq), col))), dq, x);
+          },
+          /*vectorize=*/true);
+    });
+  });
+}
+
+// Work item `it` of the single pass: keys [ka, kb) (chunk c = it % chunks of batch entry
+// bi = it / chunks) and the dq rows [qa, qb) of the queries from the first that attends ka
+// (0 for the first chunk) to the first that attends kb (Sq for the last). A window or causal
+// query attends no key at or past the next chunk's ka, so the queries of [qa, qb) miss only
+// the keys below ka: the halo query tiles of [qa, qh), qh the end of the queries attending
+// key ka - 1, add those first.
+void BackwardTiles::chunk(V it, V threshold) {
+  V bi = ir.div(it, chunks), c = ir.rem(it, chunks);
+  V ka = ir.mul(c, chunk_keys), kb = ir.imin(ir.add(ka, chunk_keys), ir.i(at.sk));
+  V first_chunk = b.CreateICmpEQ(c, ir.i(0));
+  V qa = b.CreateSelect(first_chunk, ir.i(0), at.query_range(ir, ka).first);
+  V qb = b.CreateSelect(b.CreateICmpEQ(c, ir.i(chunks - 1)), ir.i(at.sq),
+                        at.query_range(ir, ir.imin(kb, ir.i(at.sk - 1))).first);
+  // The last chunk's kb is Sk: clamped above only to keep query_range's argument a key.
+  V lb = ir.mul(bi, at.sq);
+  e.loop(ir.mul(ir.add(lb, qa), dim), ir.mul(ir.add(lb, qb), dim),
+         [&](V x) { ir.st(ir.c(0), dq, x); });
+  e.if_then(b.CreateNot(first_chunk), [&] {
+    V qh = ir.imin(qb, at.query_range(ir, ir.sub(ka, ir.i(1))).second);
+    V tiles = b.CreateUDiv(ir.add(ir.imax(ir.sub(qh, qa), ir.i(0)), ir.i(nr - 1)), ir.i(nr));
+    e.loop(ir.i(0), tiles, [&](V t) {
+      V i0 = ir.add(qa, ir.mul(t, nr));
+      query_tile(bi, i0, ir.imin(ir.i(nr), ir.sub(qb, i0)), ka, /*add=*/true);
+    });
+  });
+  OwnedRows owned{qa, qb};
+  // Every query a key tile of the chunk visits is at or above qa.
+  if (delta_ring) e.set(delta_ring_end, qa);
+  V tiles = b.CreateUDiv(ir.add(ir.sub(kb, ka), ir.i(nr - 1)), ir.i(nr));
+  e.loop(ir.i(0), tiles, [&](V t) { key_tile(bi, ir.add(ka, ir.mul(t, nr)), threshold, &owned); });
 }
 
 // Masked pairs of a key tile: dv_j += exp(fill - lse_i) dout_i. Every masked query of the
@@ -774,11 +1054,22 @@ void emit_attention_backward_tiles(Emitter& e, ExpressionEmitter& expr, const No
                                    const Attention& at, const KernelArgs& args) {
   BackwardTiles tiles(e, expr, node, at);
   Ir& ir = tiles.ir;
-  // Query tiles first (dq), then key tiles (dk, dv).
-  e.loop(args.begin, ir.imin(args.end, ir.i(tiles.nq_items)), [&](V it) { tiles.query_tile(it); });
   V threshold = ir.c(masked_lse_threshold(at));
-  e.loop(ir.imax(args.begin, ir.i(tiles.nq_items)), args.end,
-         [&](V it) { tiles.key_tile(it, threshold); });
+  if (tiles.chunk_keys) {
+    e.loop(args.begin, args.end, [&](V it) { tiles.chunk(it, threshold); });
+    return;
+  }
+  // Query tiles first (dq), then key tiles (dk, dv).
+  e.loop(args.begin, ir.imin(args.end, ir.i(tiles.nq_items)), [&](V it) {
+    V bi = ir.div(it, tiles.q_tiles);
+    V i0 = ir.mul(ir.rem(it, tiles.q_tiles), tiles.nr);
+    tiles.query_tile(bi, i0, ir.imin(ir.i(tiles.nr), ir.sub(ir.i(at.sq), i0)), nullptr, false);
+  });
+  e.loop(ir.imax(args.begin, ir.i(tiles.nq_items)), args.end, [&](V it) {
+    V jt = ir.sub(it, ir.i(tiles.nq_items));
+    tiles.key_tile(ir.div(jt, tiles.k_tiles), ir.mul(ir.rem(jt, tiles.k_tiles), tiles.nr),
+                   threshold, nullptr);
+  });
 }
 
 }  // namespace edifice::jit::codegen

@@ -79,12 +79,18 @@ void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
   latch->setMetadata(llvm::LLVMContext::MD_loop, md);
 }
 
-llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t, bool strided_b) {
+namespace {
+
+// The micro-kernel with A's element (r, k) at a[r*a_row_stride + k*a_k_stride] (packed: 1, mr).
+llvm::Function* microkernel(Emitter& e, DType d, const GemmTiling& t, bool strided_b,
+                            std::int64_t a_row_stride, std::int64_t a_k_stride) {
   const int L = t.lanes;
   const auto mr = static_cast<int>(t.mr);
   const auto nv = static_cast<int>(t.nr / t.lanes);
-  const std::string name = fmt::format("edifice.gemm.ukernel.{}.{}x{}{}", dtype_name(d), t.mr, t.nr,
-                                       strided_b ? ".strided_b" : "");
+  const bool packed_a = a_row_stride == 1 && a_k_stride == t.mr;
+  const std::string name = fmt::format(
+      "edifice.gemm.ukernel.{}.{}x{}{}{}", dtype_name(d), t.mr, t.nr, strided_b ? ".strided_b" : "",
+      packed_a ? "" : fmt::format(".a{}.{}", a_row_stride, a_k_stride));
   if (auto* existing = e.module().getFunction(name)) return existing;
 
   auto& ctx = e.context();
@@ -131,14 +137,14 @@ llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t, bool 
     for (std::size_t i = 0; i < slots.size(); ++i) acc[i] = b.CreateLoad(vt, slots[i]);
     for (int u = 0; u < count; ++u) {
       llvm::Value* k = b.CreateAdd(k0, e.i64(u));
-      llvm::Value* pa = b.CreateInBoundsGEP(et, a, b.CreateMul(k, e.i64(mr)));
+      llvm::Value* pa = b.CreateInBoundsGEP(et, a, b.CreateMul(k, e.i64(a_k_stride)));
       llvm::Value* pb = b.CreateInBoundsGEP(et, bp, b.CreateMul(k, ldb));
       std::vector<llvm::Value*> bv(static_cast<std::size_t>(nv));
       for (int v = 0; v < nv; ++v)
         bv[v] = b.CreateAlignedLoad(vt, b.CreateConstInBoundsGEP1_64(et, pb, v * L), b_align);
       for (int r = 0; r < mr; ++r) {
-        llvm::Value* s =
-            b.CreateAlignedLoad(et, b.CreateConstInBoundsGEP1_64(et, pa, r), elem_align);
+        llvm::Value* s = b.CreateAlignedLoad(
+            et, b.CreateConstInBoundsGEP1_64(et, pa, r * a_row_stride), elem_align);
         llvm::Value* splat = b.CreateVectorSplat(static_cast<unsigned>(L), s);
         for (int v = 0; v < nv; ++v) acc[r * nv + v] = mul_add(b, d, splat, bv[v], acc[r * nv + v]);
       }
@@ -158,6 +164,17 @@ llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t, bool 
       b.CreateAlignedStore(b.CreateLoad(vt, slots[r * nv + v]), c_at(r, v), vec_align);
   b.CreateRetVoid();
   return fn;
+}
+
+}  // namespace
+
+llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t, bool strided_b) {
+  return microkernel(e, d, t, strided_b, 1, t.mr);
+}
+
+llvm::Function* gemm_microkernel_a_in_place(Emitter& e, DType d, const GemmTiling& t,
+                                            std::int64_t a_row_stride, std::int64_t a_k_stride) {
+  return microkernel(e, d, t, false, a_row_stride, a_k_stride);
 }
 
 namespace {

@@ -27,7 +27,14 @@ void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
 ///
 /// With `strided_b`, a seventh argument `i64 ldb` replaces nr as the distance between k steps
 /// of b, which may then be nr columns of a row-major matrix read in place (rows unaligned).
+///
+/// gemm_microkernel_a_in_place reads A where it lies instead of from a packed panel: element
+/// (r, k) at a[r*a_row_stride + k*a_k_stride] (compile-time strides, so each of the mr
+/// broadcasts of a k step is one load at a constant displacement). A is only broadcast, so it
+/// needs no alignment; all mr rows and kc steps must be readable.
 llvm::Function* gemm_microkernel(Emitter& e, DType d, const GemmTiling& t, bool strided_b = false);
+llvm::Function* gemm_microkernel_a_in_place(Emitter& e, DType d, const GemmTiling& t,
+                                            std::int64_t a_row_stride, std::int64_t a_k_stride);
 
 /// void pack(ptr dst, ptr src, i64 row_stride, i64 k_stride, i64 rows, i64 kc)
 ///
