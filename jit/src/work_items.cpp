@@ -77,8 +77,8 @@ std::int64_t work_items(const Kernel& k) {
     case KernelKind::layer_norm:
       return rows(a.outputs()[0].shape);
     case KernelKind::layer_norm_backward: {
-      // Rows of dx, then (with gamma) one item per block of kLayerNormColumnBlock features
-      // for the dgamma/dbeta column sums.
+      // With gamma, one item per block of kLayerNormColumnBlock features for the
+      // dgamma/dbeta column sums, then the rows of dx.
       const Shape& x = a.inputs()[0].shape();
       const std::int64_t blocks = (x.back() + kLayerNormColumnBlock - 1) / kLayerNormColumnBlock;
       return rows(x) + (a.num_outputs() == 3 ? blocks : 0);
