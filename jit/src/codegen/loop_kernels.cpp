@@ -26,14 +26,19 @@ void emit_loop(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   e.loop(args.begin, args.end, [&](llvm::Value* row) {
     Index outer = expr.delinearize(row, outer_shape);
     llvm::Value* base = b.CreateMul(row, e.i64(inner));
-    // out[row, offset + col] = source[row, col] for col < extent.
+    // out[row, offset + col] = source[row, col] for col < extent; the kernel's other outputs
+    // (same shape, computed on the way to the root: see fuse.cpp) are stored at the same
+    // index from the same memoised values.
     auto run = [&](const Value& source, std::int64_t offset, std::int64_t extent) {
       e.loop(e.i64(0), e.i64(extent), [&](llvm::Value* col) {
         expr.clear_memo();
         Index index = outer;
         if (!shape.empty()) index.push_back(col);
-        e.store(root.dtype(), expr.at(source, index), out,
-                b.CreateAdd(base, b.CreateAdd(col, e.i64(offset))));
+        llvm::Value* at = b.CreateAdd(base, b.CreateAdd(col, e.i64(offset)));
+        e.store(root.dtype(), expr.at(source, index), out, at);
+        for (std::size_t i = 1; i < k.outputs.size(); ++i)
+          e.store(k.outputs[i].dtype(), expr.at(k.outputs[i], index), expr.buffer(k.outputs[i]),
+                  at);
         expr.clear_memo();
       });
     };
