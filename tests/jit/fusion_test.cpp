@@ -199,6 +199,24 @@ TEST_CASE("an update that reads new values computes and stores them too", "[jit]
   }
 }
 
+TEST_CASE("a head merge is one loop kernel reading whole runs", "[jit][fusion]") {
+  // [B, H, S, D] -> [B, S, H*D]: column c reads head c / D, feature c % D (the loop walks
+  // blocks of D columns); two merges with D = 8 and 12 share runs of gcd 4.
+  auto x = o::parameter("x", DType::f32, {2, 3, 5, 8});
+  auto y = o::parameter("y", DType::f32, {2, 2, 5, 12});
+  auto r = o::parameter("r", DType::f32, {2, 5, 24});
+  auto merge = [](const Value& v) {
+    return o::reshape(o::transpose(v, {0, 2, 1, 3}), {v.dim(0), v.dim(2), v.dim(1) * v.dim(3)});
+  };
+  Graph g({x, y, r}, {merge(x) + r, merge(x) * 2.0 - merge(y)});
+  auto exe = compile_and_check(
+      g, {random_tensor(DType::f32, {2, 3, 5, 8}, 30), random_tensor(DType::f32, {2, 2, 5, 12}, 31),
+          random_tensor(DType::f32, {2, 5, 24}, 32)});
+  INFO(describe(*exe));
+  CHECK(exe->kernels().size() == 2);
+  for (const auto& k : exe->kernels()) CHECK(k.kind == "loop");
+}
+
 TEST_CASE("reduce_sum(exp(x)) is one reduce kernel", "[jit][fusion]") {
   auto x = o::parameter("x", DType::f32, {16, 33});
   Graph g({x}, {o::reduce_sum(o::exp(x), {1})});
