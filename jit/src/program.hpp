@@ -50,6 +50,9 @@ class Program {
   mutable std::vector<Tensor> free_arenas;
   mutable std::mutex profile_mutex;
   mutable std::vector<double> profile_seconds;
+  // Seconds the tasks spent inside each kernel, summed over tasks (utilisation = busy /
+  // (seconds * tasks): below 1 the kernel's work was unevenly split or a task started late).
+  mutable std::vector<double> profile_busy;
   mutable std::int64_t profile_runs = 0;
 };
 

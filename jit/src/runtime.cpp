@@ -54,8 +54,11 @@ Program::~Program() {
   for (std::size_t i : order) {
     const double ms = 1e3 * profile_seconds[i] / static_cast<double>(profile_runs);
     const double flops = i < infos.size() ? infos[i].flops : 0;
-    out += fmt::format("  {:<22} {:9.3f} ms {:5.1f}% {:8.1f} GFLOP/s  [{}]\n",
-                       steps[i].kernel->name, ms, 100 * profile_seconds[i] / total,
+    const double util = profile_seconds[i] > 0
+                            ? profile_busy[i] / profile_seconds[i] / std::max(1, steps[i].tasks)
+                            : 0.0;
+    out += fmt::format("  {:<22} {:9.3f} ms {:5.1f}% util {:4.2f} {:8.1f} GFLOP/s  [{}]\n",
+                       steps[i].kernel->name, ms, 100 * profile_seconds[i] / total, util,
                        ms > 0 ? flops / ms / 1e6 : 0.0, fmt::join(infos[i].ops, ","));
   }
   std::fputs(out.c_str(), stderr);
@@ -132,6 +135,7 @@ std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
   std::vector<void*> table;
   const bool profile = profiling_enabled();
   std::vector<double> step_seconds(profile ? steps.size() : 0);
+  std::vector<double> step_busy(profile ? steps.size() : 0);
   for (std::size_t si = 0; si < steps.size(); ++si) {
     const Step& step = steps[si];
     if (step.items == 0) continue;
@@ -147,7 +151,13 @@ std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
     void** t = table.data();
     pool.parallel_for(step.items, step.tasks, [&](std::int64_t begin, std::int64_t end) {
       std::int32_t local = 0;
+      const auto chunk_start =
+          profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       step.fn(t, begin, end, &local);
+      if (profile)
+        std::atomic_ref<double>(step_busy[si])
+            .fetch_add(std::chrono::duration<double>(std::chrono::steady_clock::now() - chunk_start)
+                           .count());
       if (local) std::atomic_ref<std::int32_t>(status).store(local);
     });
     if (status) report(k, status);
@@ -158,7 +168,9 @@ std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
   if (profile) {
     std::lock_guard lock(profile_mutex);
     if (profile_seconds.empty()) profile_seconds.assign(steps.size(), 0.0);
+    if (profile_busy.empty()) profile_busy.assign(steps.size(), 0.0);
     for (std::size_t i = 0; i < step_seconds.size(); ++i) profile_seconds[i] += step_seconds[i];
+    for (std::size_t i = 0; i < step_busy.size(); ++i) profile_busy[i] += step_busy[i];
     ++profile_runs;
   }
 
