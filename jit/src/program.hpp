@@ -21,6 +21,7 @@ struct Step {
   std::vector<BufferSlot> slots;  // outputs, inputs, then the workspace if any
   std::int64_t items = 0;
   int tasks = 1;
+  std::int64_t grain = 1;  // items per unit of the pool's chunks (work_item_grain)
 };
 
 class Program {

@@ -73,6 +73,7 @@ void Program::bind_steps() {
     for (const Value& v : k.inputs) step.slots.push_back(plan.slot(v));
     step.items = work_items(k);
     step.tasks = choose_tasks(k, step.items, threads);
+    step.grain = work_item_grain(k, threads);
     steps.push_back(std::move(step));
   }
   for (std::size_t i = 0; i < plan.kernels.size(); ++i)
@@ -149,17 +150,21 @@ std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
     if (slot < step.slots.size()) table.push_back(pointer(step.slots[slot], nullptr));
     std::int32_t status = 0;
     void** t = table.data();
-    pool.parallel_for(step.items, step.tasks, [&](std::int64_t begin, std::int64_t end) {
-      std::int32_t local = 0;
-      const auto chunk_start =
-          profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-      step.fn(t, begin, end, &local);
-      if (profile)
-        std::atomic_ref<double>(step_busy[si])
-            .fetch_add(std::chrono::duration<double>(std::chrono::steady_clock::now() - chunk_start)
-                           .count());
-      if (local) std::atomic_ref<std::int32_t>(status).store(local);
-    });
+    pool.parallel_for(
+        step.items, step.tasks,
+        [&](std::int64_t begin, std::int64_t end) {
+          std::int32_t local = 0;
+          const auto chunk_start =
+              profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+          step.fn(t, begin, end, &local);
+          if (profile)
+            std::atomic_ref<double>(step_busy[si])
+                .fetch_add(
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - chunk_start)
+                        .count());
+          if (local) std::atomic_ref<std::int32_t>(status).store(local);
+        },
+        step.grain);
     if (status) report(k, status);
     if (profile)
       step_seconds[si] =

@@ -134,6 +134,13 @@ double work_item_cost(const Kernel& k) {
   return total / static_cast<double>(items);
 }
 
+std::int64_t work_item_grain(const Kernel& k, int threads) {
+  if (k.kind != KernelKind::gemm) return 1;
+  const GemmTiling t = gemm_tiling(gemm_layout(*k.anchor), k.anchor->outputs()[0].dtype);
+  const std::int64_t n_units = t.items / std::max<std::int64_t>(t.m_tiles, 1);
+  return t.whole_k_b && n_units >= 2 * std::int64_t{threads} ? t.m_tiles : 1;
+}
+
 int choose_tasks(const Kernel& k, std::int64_t items, int threads) {
   double total = work_item_cost(k) * static_cast<double>(items);
   if (threads <= 1 || items <= 1 || total < 32768) return 1;
