@@ -95,6 +95,9 @@ int main(int argc, char** argv) {
       // The training step's weight gradients: dW[in, out] = x^T . dy over the 1920 rows.
       {"grad 256x1920x1024 A^T", 256, 1920, 1024, false, true},
       {"grad 256x1920x256 A^T", 256, 1920, 256, false, true},
+      {"train 1920x256x256", 1920, 256, 256, false},
+      {"train 1920x256x256 B^T", 1920, 256, 256, true},
+      {"grad 1024x1920x256 A^T", 1024, 1920, 256, false, true},
   };
   std::printf("%-26s %3s | %9s %9s | %7s %7s | %8s\n", "M x K x N", "thr", "JIT GF/s", "BLAS GF/s",
               "JIT %pk", "BLAS %pk", "JIT/BLAS");

@@ -9,7 +9,12 @@
 //    materialised, and so are values an expanding broadcast or a gather would recompute many
 //    times;
 //  - a dot_general whose single consumer chain is elementwise over its own shape becomes the
-//    anchor of that chain's kernel: a GEMM with an epilogue.
+//    anchor of that chain's kernel: a GEMM with an epilogue;
+//  - a loop kernel that reads the root of an earlier loop kernel elementwise at its own index
+//    (same shape), where no kernel in between reads that value, computes it too, and stores
+//    it as a second output if a later kernel or the caller reads it: Adam's parameter update
+//    also writes the new moments it reads (one pass over p, g, m and v instead of three
+//    kernels re-reading m and v).
 #include <edifice/core/graph_rewrite.hpp>
 
 #include "gemm_layout.hpp"
@@ -93,6 +98,7 @@ class Fuser {
         plan.kernels.push_back(loop_kernel(n));
       }
     }
+    merge_elementwise_producers(plan.kernels);
     for (std::size_t i = 0; i < plan.kernels.size(); ++i)
       plan.kernels[i].name = fmt::format("k{}_{}", i, kernel_kind_name(plan.kernels[i].kind));
     return plan;
@@ -235,6 +241,81 @@ class Fuser {
     }
     k.boundary = why_.at({n, 0});
     return k;
+  }
+
+  // The nodes of loop kernel k read at the root's own index: the root and, below it, the
+  // elementwise nodes of the root's shape that lead to it.
+  static std::set<const Node*> aligned_with_root(const Kernel& k) {
+    std::set<const Node*> in_kernel(k.nodes.begin(), k.nodes.end()), aligned;
+    const Shape& shape = k.root->outputs()[0].shape;
+    std::vector<const Node*> stack = {k.root};
+    while (!stack.empty()) {
+      const Node* n = stack.back();
+      stack.pop_back();
+      if (!aligned.insert(n).second) continue;
+      if (!is_elementwise(n->op())) continue;
+      for (const Value& in : n->inputs())
+        if (in_kernel.count(&in.node()) && in.shape() == shape) stack.push_back(&in.node());
+    }
+    return aligned;
+  }
+
+  // Whether loop kernel `consumer` may also compute `v`, the root of loop kernel `producer`
+  // (see the rule at the top of this file); kernels in between must not read v.
+  bool can_merge(const std::vector<Kernel>& kernels, std::size_t producer, std::size_t consumer,
+                 const Value& v) const {
+    const Kernel& p = kernels[producer];
+    const Kernel& c = kernels[consumer];
+    if (p.kind != KernelKind::loop || p.outputs.size() != 1 || p.root->op() == Op::concat)
+      return false;
+    if (v.shape() != c.root->outputs()[0].shape || c.root->op() == Op::concat) return false;
+    for (std::size_t i = producer + 1; i < consumer; ++i)
+      for (const Value& in : kernels[i].inputs)
+        if (in == v) return false;
+    const std::set<const Node*> aligned = aligned_with_root(c);
+    const std::set<const Node*> nodes(c.nodes.begin(), c.nodes.end());
+    for (const Node* reader : consumers_.at(key_of(v)))
+      if (nodes.count(reader) && (!is_elementwise(reader->op()) || !aligned.count(reader)))
+        return false;
+    return true;
+  }
+
+  void merge_elementwise_producers(std::vector<Kernel>& kernels) {
+    std::map<const Node*, std::size_t> position;
+    for (std::size_t i = 0; i < order_.size(); ++i) position[order_[i]] = i;
+    for (std::size_t ci = 0; ci < kernels.size(); ++ci) {
+      if (kernels[ci].kind != KernelKind::loop) continue;
+      for (std::size_t input = 0; input < kernels[ci].inputs.size();) {
+        const Value v = kernels[ci].inputs[input];
+        std::size_t pi = 0;
+        while (pi < ci && !(kernels[pi].outputs.size() == 1 && kernels[pi].outputs[0] == v)) ++pi;
+        if (pi == ci || !can_merge(kernels, pi, ci, v)) {
+          ++input;
+          continue;
+        }
+        Kernel& c = kernels[ci];
+        const Kernel& p = kernels[pi];
+        // Stored only if read after this kernel; otherwise the memo computes it once per
+        // element and nothing is written.
+        bool read_later = graph_outputs_.count(key_of(v)) > 0;
+        for (std::size_t i = ci + 1; i < kernels.size(); ++i)
+          read_later |= std::find(kernels[i].inputs.begin(), kernels[i].inputs.end(), v) !=
+                        kernels[i].inputs.end();
+        if (read_later) c.outputs.push_back(v);
+        c.inputs.erase(c.inputs.begin() + static_cast<std::ptrdiff_t>(input));
+        for (const Value& in : p.inputs)
+          if (std::find(c.inputs.begin(), c.inputs.end(), in) == c.inputs.end())
+            c.inputs.push_back(in);
+        std::set<const Node*> nodes(c.nodes.begin(), c.nodes.end());
+        for (const Node* n : p.nodes)
+          if (nodes.insert(n).second) c.nodes.push_back(n);
+        std::sort(c.nodes.begin(), c.nodes.end(),
+                  [&](const Node* a, const Node* b) { return position.at(a) < position.at(b); });
+        kernels.erase(kernels.begin() + static_cast<std::ptrdiff_t>(pi));
+        --ci;
+        input = 0;  // the producer's inputs may merge too
+      }
+    }
   }
 
   const Graph& graph_;

@@ -71,16 +71,19 @@ Plan plan_graph(const Graph& graph, const std::vector<Shape>& input_shapes, cons
     g = absorb_projections(g);
     stage("absorb_projections");
   }
-  // 4. Give every dot_general operand a layout the GEMM kernel reads in place.
+  // 4. Compute transposed dot results (weight gradients) directly, by swapping the operands.
+  g = fold_dot_transpose(g);
+  stage("fold_dot_transpose");
+  // 5. Give every dot_general operand a layout the GEMM kernel reads in place.
   g = canonicalize_dot(g);
   stage("canonicalize_dot");
-  // 5. Choose tiled (flash) or row kernels for attention.
+  // 6. Choose tiled (flash) or row kernels for attention.
   g = choose_attention_kernels(g, options.attention_kernel);
   stage("choose_attention_kernels");
-  // 6. Group nodes into kernels.
+  // 7. Group nodes into kernels.
   Plan plan = fuse(g);
   stage("fuse");
-  // 7. Give every intermediate an arena offset by liveness.
+  // 8. Give every intermediate an arena offset by liveness.
   plan_memory(plan);
   stage("plan_memory");
   return plan;
@@ -92,7 +95,7 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
   const DumpOptions& dump = DumpOptions::from_environment();
   auto program = std::make_shared<Program>();
   program->threads = resolve_threads(options);
-  // Steps 1 to 7: graph -> plan.
+  // Steps 1 to 8: graph -> plan.
   program->plan = plan_graph(graph, input_shapes, options, std::ref(stage));
   const Graph& g = program->plan.graph;
 
@@ -100,9 +103,9 @@ std::shared_ptr<Program> build_program(const Graph& graph, const std::vector<Sha
   const std::string name = "edifice_" + program->cache_key;
   if (dump.graph) dump.write(name + ".graph.txt", g.to_string());
   if (dump.plan) dump.write(name + ".plan.txt", program->plan.to_string());
-  // 8. Native code: from the disk cache, or generated, optimised and stored.
+  // 9. Native code: from the disk cache, or generated, optimised and stored.
   const std::vector<std::string> objects = native_code(*program, options, name, stage);
-  // 9. Link it and bind one step per kernel.
+  // 10. Link it and bind one step per kernel.
   program->code = load_objects(objects, name);
   stage("link");
   program->bind_steps();

@@ -79,6 +79,11 @@ struct Plan {
 /// Defined in canonicalize_dot.cpp.
 Graph canonicalize_dot(const Graph& graph);
 
+/// Folds transpose(dot(a, b)) into dot(b, a) where the transpose only swaps the free-axis
+/// groups and nothing else reads the dot (autodiff's weight gradients). Values are unchanged.
+/// Defined in fold_dot_transpose.cpp.
+Graph fold_dot_transpose(const Graph& graph);
+
 /// Pushes slices up through producers that are row-wise along the sliced axes (elementwise,
 /// layout, layer_norm, softmax, dot_general, attention via query_offset, ...) when nothing
 /// else needs the other rows (or splits a producer read only through disjoint slices that

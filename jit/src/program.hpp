@@ -21,6 +21,7 @@ struct Step {
   std::vector<BufferSlot> slots;  // outputs, inputs, then the workspace if any
   std::int64_t items = 0;
   int tasks = 1;
+  std::int64_t grain = 1;  // items per unit of the pool's chunks (work_item_grain)
 };
 
 class Program {
@@ -50,6 +51,9 @@ class Program {
   mutable std::vector<Tensor> free_arenas;
   mutable std::mutex profile_mutex;
   mutable std::vector<double> profile_seconds;
+  // Seconds the tasks spent inside each kernel, summed over tasks (utilisation = busy /
+  // (seconds * tasks): below 1 the kernel's work was unevenly split or a task started late).
+  mutable std::vector<double> profile_busy;
   mutable std::int64_t profile_runs = 0;
 };
 

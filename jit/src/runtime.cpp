@@ -54,8 +54,11 @@ Program::~Program() {
   for (std::size_t i : order) {
     const double ms = 1e3 * profile_seconds[i] / static_cast<double>(profile_runs);
     const double flops = i < infos.size() ? infos[i].flops : 0;
-    out += fmt::format("  {:<22} {:9.3f} ms {:5.1f}% {:8.1f} GFLOP/s  [{}]\n",
-                       steps[i].kernel->name, ms, 100 * profile_seconds[i] / total,
+    const double util = profile_seconds[i] > 0
+                            ? profile_busy[i] / profile_seconds[i] / std::max(1, steps[i].tasks)
+                            : 0.0;
+    out += fmt::format("  {:<22} {:9.3f} ms {:5.1f}% util {:4.2f} {:8.1f} GFLOP/s  [{}]\n",
+                       steps[i].kernel->name, ms, 100 * profile_seconds[i] / total, util,
                        ms > 0 ? flops / ms / 1e6 : 0.0, fmt::join(infos[i].ops, ","));
   }
   std::fputs(out.c_str(), stderr);
@@ -70,6 +73,7 @@ void Program::bind_steps() {
     for (const Value& v : k.inputs) step.slots.push_back(plan.slot(v));
     step.items = work_items(k);
     step.tasks = choose_tasks(k, step.items, threads);
+    step.grain = work_item_grain(k, threads);
     steps.push_back(std::move(step));
   }
   for (std::size_t i = 0; i < plan.kernels.size(); ++i)
@@ -132,6 +136,7 @@ std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
   std::vector<void*> table;
   const bool profile = profiling_enabled();
   std::vector<double> step_seconds(profile ? steps.size() : 0);
+  std::vector<double> step_busy(profile ? steps.size() : 0);
   for (std::size_t si = 0; si < steps.size(); ++si) {
     const Step& step = steps[si];
     if (step.items == 0) continue;
@@ -145,11 +150,21 @@ std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
     if (slot < step.slots.size()) table.push_back(pointer(step.slots[slot], nullptr));
     std::int32_t status = 0;
     void** t = table.data();
-    pool.parallel_for(step.items, step.tasks, [&](std::int64_t begin, std::int64_t end) {
-      std::int32_t local = 0;
-      step.fn(t, begin, end, &local);
-      if (local) std::atomic_ref<std::int32_t>(status).store(local);
-    });
+    pool.parallel_for(
+        step.items, step.tasks,
+        [&](std::int64_t begin, std::int64_t end) {
+          std::int32_t local = 0;
+          const auto chunk_start =
+              profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+          step.fn(t, begin, end, &local);
+          if (profile)
+            std::atomic_ref<double>(step_busy[si])
+                .fetch_add(
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - chunk_start)
+                        .count());
+          if (local) std::atomic_ref<std::int32_t>(status).store(local);
+        },
+        step.grain);
     if (status) report(k, status);
     if (profile)
       step_seconds[si] =
@@ -158,7 +173,9 @@ std::vector<Tensor> Program::run(const std::vector<Tensor>& inputs) const {
   if (profile) {
     std::lock_guard lock(profile_mutex);
     if (profile_seconds.empty()) profile_seconds.assign(steps.size(), 0.0);
+    if (profile_busy.empty()) profile_busy.assign(steps.size(), 0.0);
     for (std::size_t i = 0; i < step_seconds.size(); ++i) profile_seconds[i] += step_seconds[i];
+    for (std::size_t i = 0; i < step_busy.size(); ++i) profile_busy[i] += step_busy[i];
     ++profile_runs;
   }
 

@@ -1,5 +1,6 @@
 #include "thread_pool.hpp"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 
@@ -98,8 +99,10 @@ void ThreadPool::worker_loop(int index) {
 }
 
 void ThreadPool::run_chunks(int task) {
+  const std::int64_t units = (items_ + grain_ - 1) / grain_;
   auto run = [&](std::int64_t c) {
-    auto [begin, end] = chunk(items_, chunks_, c);
+    auto [first, last] = chunk(units, chunks_, c);
+    const std::int64_t begin = first * grain_, end = std::min(last * grain_, items_);
     if (begin < end) (*body_)(begin, end);
   };
   for (std::int64_t c; (c = claim(shares_[task].span, true)) >= 0;) run(c);
@@ -110,10 +113,13 @@ void ThreadPool::run_chunks(int task) {
 }
 
 void ThreadPool::parallel_for(std::int64_t items, int tasks,
-                              const std::function<void(std::int64_t, std::int64_t)>& body) {
+                              const std::function<void(std::int64_t, std::int64_t)>& body,
+                              std::int64_t grain) {
   if (items <= 0) return;
+  grain = std::max<std::int64_t>(1, grain);
+  const std::int64_t units = (items + grain - 1) / grain;
   tasks = std::max(1, std::min<int>(tasks, threads()));
-  if (tasks > items) tasks = static_cast<int>(items);
+  if (tasks > units) tasks = static_cast<int>(units);
   if (tasks == 1) {
     body(0, items);
     return;
@@ -121,8 +127,9 @@ void ThreadPool::parallel_for(std::int64_t items, int tasks,
   std::lock_guard run(run_mutex_);
   body_ = &body;
   items_ = items;
+  grain_ = grain;
   tasks_ = tasks;
-  chunks_ = std::min<std::int64_t>(items, std::int64_t{tasks} * kChunksPerTask);
+  chunks_ = std::min<std::int64_t>(units, std::int64_t{tasks} * kChunksPerTask);
   for (int t = 0; t < tasks; ++t) {
     auto [first, last] = chunk(chunks_, tasks, t);  // task t's share of the chunks
     shares_[t].span.store(

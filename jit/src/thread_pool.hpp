@@ -39,9 +39,11 @@ class ThreadPool {
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
 
   /// Runs body(begin, end) over [0, items) on `tasks` threads (at most threads()), in chunks
-  /// of about items / (tasks * kChunksPerTask) items (see the top of this file).
+  /// of about items / (tasks * kChunksPerTask) items (see the top of this file), each a whole
+  /// number of `grain` items (the last may be short).
   void parallel_for(std::int64_t items, int tasks,
-                    const std::function<void(std::int64_t, std::int64_t)>& body);
+                    const std::function<void(std::int64_t, std::int64_t)>& body,
+                    std::int64_t grain = 1);
 
  private:
   void worker_loop(int index);
@@ -56,6 +58,7 @@ class ThreadPool {
   // workers after they see the new generation (acquire).
   const std::function<void(std::int64_t, std::int64_t)>* body_ = nullptr;
   std::int64_t items_ = 0;
+  std::int64_t grain_ = 1;
   std::int64_t chunks_ = 0;
   int tasks_ = 0;
   // Per task: the chunks [front, back) of its share not yet claimed, packed as

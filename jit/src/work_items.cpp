@@ -101,8 +101,8 @@ std::int64_t work_items(const Kernel& k) {
     case KernelKind::layer_norm:
       return rows(a.outputs()[0].shape);
     case KernelKind::layer_norm_backward: {
-      // Rows of dx, then (with gamma) one item per block of kLayerNormColumnBlock features
-      // for the dgamma/dbeta column sums.
+      // With gamma, one item per block of kLayerNormColumnBlock features for the
+      // dgamma/dbeta column sums, then the rows of dx.
       const Shape& x = a.inputs()[0].shape();
       const std::int64_t blocks = (x.back() + kLayerNormColumnBlock - 1) / kLayerNormColumnBlock;
       return rows(x) + (a.num_outputs() == 3 ? blocks : 0);
@@ -158,6 +158,13 @@ double work_item_cost(const Kernel& k) {
     total += out;
   }
   return total / static_cast<double>(items);
+}
+
+std::int64_t work_item_grain(const Kernel& k, int threads) {
+  if (k.kind != KernelKind::gemm) return 1;
+  const GemmTiling t = gemm_tiling(gemm_layout(*k.anchor), k.anchor->outputs()[0].dtype);
+  const std::int64_t n_units = t.items / std::max<std::int64_t>(t.m_tiles, 1);
+  return t.whole_k_b && n_units >= 2 * std::int64_t{threads} ? t.m_tiles : 1;
 }
 
 int choose_tasks(const Kernel& k, std::int64_t items, int threads) {

@@ -55,6 +55,13 @@ std::int64_t work_items(const Kernel& kernel);
 /// Rough cost of one item in elementary operations, used to pick chunk sizes.
 double work_item_cost(const Kernel& kernel);
 
+/// Items per unit of the thread pool's chunks (chunks hold whole units): for a GEMM whose B is
+/// packed for all of K, the m tiles of one n tile, so a chunk packs each of its B panels once
+/// (chunks of a few items each packed their panel again: a 1920 x 256 copy for the LSTM weight
+/// gradient of hybrid_train_b32), where the n tiles still give each of `threads` workers two
+/// units; else 1.
+std::int64_t work_item_grain(const Kernel& kernel, int threads);
+
 /// Tasks the runtime splits `items` work items of `kernel` into, for `threads` workers: one
 /// for small kernels (below ~32k elementary operations a thread hand-off costs more than it
 /// saves), else one per worker, at most one per item.

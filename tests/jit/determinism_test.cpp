@@ -3,6 +3,7 @@
 // every kernel kind large enough to be split into several tasks: a GEMM with an epilogue,
 // row and column reductions, a big elementwise loop, softmax, layer_norm, a gather and a
 // concatenation.
+#include <edifice/core/autodiff.hpp>
 #include <edifice/core/interpreter.hpp>
 #include <edifice/core/ops.hpp>
 #include <edifice/jit/jit.hpp>
@@ -118,5 +119,26 @@ TEST_CASE("same inputs give bit-identical outputs, whatever the thread count",
     std::vector<Tensor> copies;
     for (const Tensor& t : m.inputs) copies.push_back(t.clone());
     check_identical(two->run(copies), reference);
+  }
+}
+
+TEST_CASE("layer_norm_backward is bit-identical whatever the thread count", "[jit][determinism]") {
+  // dgamma/dbeta column blocks (whole and partial) and dx rows, split over two tasks.
+  for (std::int64_t c : {256, 200}) {
+    INFO("features " << c);
+    auto x = o::parameter("x", DType::f32, {700, c});
+    auto gamma = o::parameter("gamma", DType::f32, {c});
+    auto beta = o::parameter("beta", DType::f32, {c});
+    auto w = o::parameter("w", DType::f32, {700, c});
+    Value loss = o::reduce_sum(o::layer_norm(x, gamma, beta, 1e-5) * w, {0, 1}, false);
+    Graph g({x, gamma, beta, w}, grad(loss, {x, gamma, beta}));
+    std::vector<Tensor> in = {
+        random_tensor(DType::f32, {700, c}, 1), random_tensor(DType::f32, {c}, 2, 0.5, 1.5),
+        random_tensor(DType::f32, {c}, 3), random_tensor(DType::f32, {700, c}, 4)};
+    auto one = jit::compile(g, shapes_of(in), with_threads(1));
+    auto two = jit::compile(g, shapes_of(in), with_threads(2));
+    INFO("plan:\n" << two->plan());
+    std::vector<Tensor> reference = one->run(in);
+    for (int run = 0; run < 3; ++run) check_identical(two->run(in), reference);
   }
 }

@@ -332,7 +332,12 @@ TEST_CASE("GEMM results are bit-identical with 1 and 2 threads", "[jit][gemm]") 
            std::memcmp(x.raw_data(), y.raw_data(), x.nbytes()) == 0;
   };
   for (auto [m, k, n] : std::vector<std::array<std::int64_t, 3>>{
-           {60, 1024, 256}, {301, 333, 97}, {1920, 64, 768}, {7, 5, 3}}) {
+           {60, 1024, 256},
+           {301, 333, 97},
+           {1920, 64, 768},
+           {7, 5, 3},
+           // B packed for all of K in 4 n tiles: the pool's chunks hold whole n tiles.
+           {96, 1920, 1024}}) {
     INFO("M " << m << " K " << k << " N " << n);
     auto x = o::parameter("x", DType::f32, {m, k});
     auto w = o::parameter("w", DType::f32, {n, k});

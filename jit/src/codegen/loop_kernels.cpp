@@ -4,8 +4,30 @@
 #include "../work_items.hpp"
 
 #include <algorithm>
+#include <numeric>
 
 namespace edifice::jit::codegen {
+
+namespace {
+
+// Columns per contiguous run of the sources when a reshape in the kernel merges the last axis
+// from [..., H, D] (the attention head merge): a column's source index is then (col / D,
+// col % D), piecewise affine, which the vectoriser can only gather. 1 when there is none.
+std::int64_t merged_run(const Kernel& k, std::int64_t inner) {
+  std::int64_t run = 0;
+  for (const Node* n : k.nodes) {
+    if (n->op() != Op::reshape || n->inputs()[0].rank() == 0) continue;
+    const std::int64_t in_last = n->inputs()[0].shape().back();
+    const Shape& out = n->outputs()[0].shape;
+    if (out.empty() || out.back() != inner || in_last <= 1 || inner % in_last != 0 ||
+        in_last == inner)
+      continue;
+    run = run == 0 ? in_last : std::gcd(run, in_last);
+  }
+  return run == 0 ? 1 : run;
+}
+
+}  // namespace
 
 // One work item is one row (all axes but the last) of the root; the inner loop runs over the
 // last axis, contiguous in the output, which is what the loop vectoriser wants.
@@ -26,14 +48,31 @@ void emit_loop(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
   e.loop(args.begin, args.end, [&](llvm::Value* row) {
     Index outer = expr.delinearize(row, outer_shape);
     llvm::Value* base = b.CreateMul(row, e.i64(inner));
-    // out[row, offset + col] = source[row, col] for col < extent.
+    // out[row, offset + col] = source[row, col] for col < extent; the kernel's other outputs
+    // (same shape, computed on the way to the root: see fuse.cpp) are stored at the same
+    // index from the same memoised values.
     auto run = [&](const Value& source, std::int64_t offset, std::int64_t extent) {
-      e.loop(e.i64(0), e.i64(extent), [&](llvm::Value* col) {
+      auto columns = [&](const std::function<void(llvm::Value*)>& body) {
+        const std::int64_t block = offset == 0 ? merged_run(k, extent) : 1;
+        if (block == 1) return e.loop(e.i64(0), e.i64(extent), body), void();
+        // Blocks of one run each, col = blk * block + j with j < block stated (an assume), so
+        // the optimiser folds col / block and col % block to blk and j.
+        e.loop(e.i64(0), e.i64(extent / block), [&](llvm::Value* blk) {
+          e.loop(e.i64(0), e.i64(block), [&](llvm::Value* j) {
+            b.CreateAssumption(b.CreateICmpULT(j, e.i64(block)));
+            body(b.CreateAdd(b.CreateMul(blk, e.i64(block), "", true, true), j, "", true, true));
+          });
+        });
+      };
+      columns([&](llvm::Value* col) {
         expr.clear_memo();
         Index index = outer;
         if (!shape.empty()) index.push_back(col);
-        e.store(root.dtype(), expr.at(source, index), out,
-                b.CreateAdd(base, b.CreateAdd(col, e.i64(offset))));
+        llvm::Value* at = b.CreateAdd(base, b.CreateAdd(col, e.i64(offset)));
+        e.store(root.dtype(), expr.at(source, index), out, at);
+        for (std::size_t i = 1; i < k.outputs.size(); ++i)
+          e.store(k.outputs[i].dtype(), expr.at(k.outputs[i], index), expr.buffer(k.outputs[i]),
+                  at);
         expr.clear_memo();
       });
     };

@@ -149,10 +149,13 @@ void emit_layer_norm(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const
 //
 // inputs x, mean, rstd, dy [, gamma]; outputs dx [, dgamma, dbeta]. With xh = (x - mean)*rstd
 // and g = dy*gamma (or dy):  dx = rstd * (g - mean_C(g) - xh * mean_C(g*xh)).
-// Work items: rows of dx first (item r: one row, three passes over it), then, with gamma, one
-// item per block of kLayerNormColumnBlock feature columns computing dgamma = sum_rows dy*xh and
-// dbeta = sum_rows dy for those columns. The column sums run over rows in order (vectorised
-// across columns, never reassociated), so their order is fixed.
+// Work items: with gamma, first one item per block of kLayerNormColumnBlock feature columns
+// computing dgamma = sum_rows dy*xh and dbeta = sum_rows dy for those columns, then the rows of
+// dx (item blocks + r: row r, three passes over it). The column items read every row, so they
+// come first: the pool hands out items in order and balances the end with the light row items
+// (placed last, the column items all fell to one thread: half the kernel ran on one core).
+// The column sums run over rows in order (vectorised across columns, never reassociated), so
+// their order is fixed.
 void emit_layer_norm_backward(Emitter& e, ExpressionEmitter& expr, const Kernel& k,
                               const KernelArgs& args) {
   const Node& node = *k.anchor;
@@ -168,9 +171,12 @@ void emit_layer_norm_backward(Emitter& e, ExpressionEmitter& expr, const Kernel&
   V dy = expr.buffer(node.inputs()[3]);
   V gamma = affine ? expr.buffer(node.inputs()[4]) : nullptr;
   V dx = expr.buffer(node.output(0));
+  const std::int64_t block = kLayerNormColumnBlock;
+  const std::int64_t blocks = affine ? (c + block - 1) / block : 0;
 
-  // Rows of dx.
-  e.loop(args.begin, ir.imin(args.end, ir.i(rows)), [&](V r) {
+  // Rows of dx: items [blocks, blocks + rows).
+  e.loop(ir.imax(args.begin, ir.i(blocks)), args.end, [&](V item) {
+    V r = ir.sub(item, ir.i(blocks));
     V base = ir.mul(r, c);
     V mu = ir.ld(mean, r);
     V rs = ir.ld(rstd, r);
@@ -195,15 +201,16 @@ void emit_layer_norm_backward(Emitter& e, ExpressionEmitter& expr, const Kernel&
   });
   if (!affine) return;
 
-  // Column blocks of dgamma and dbeta.
+  // Column blocks of dgamma and dbeta: items [0, blocks).
   V dgamma = expr.buffer(node.output(1));
   V dbeta = expr.buffer(node.output(2));
-  const std::int64_t block = kLayerNormColumnBlock;
   llvm::AllocaInst* ag = e.local_array(d, block);
   llvm::AllocaInst* ab = e.local_array(d, block);
-  e.loop(ir.imax(args.begin, ir.i(rows)), args.end, [&](V item) {
-    V c0 = ir.mul(ir.sub(item, ir.i(rows)), block);
-    V width = ir.imin(ir.i(block), ir.sub(ir.i(c), c0));
+  e.loop(args.begin, ir.imin(args.end, ir.i(blocks)), [&](V item) {
+    V c0 = ir.mul(item, block);
+    // A constant width where the blocks tile C exactly: LLVM then keeps the block's sums in
+    // vector registers instead of a short vectorised loop with remainder per row.
+    V width = c % block == 0 ? ir.i(block) : ir.imin(ir.i(block), ir.sub(ir.i(c), c0));
     e.loop(ir.i(0), width, [&](V t) {
       ir.st(ir.c(0), ag, t);
       ir.st(ir.c(0), ab, t);
