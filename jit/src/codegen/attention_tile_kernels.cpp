@@ -4,6 +4,7 @@
 #include "../work_items.hpp"
 #include "attention.hpp"
 #include "gemm_microkernel.hpp"
+#include "vector_math.hpp"
 
 #include <algorithm>
 #include <functional>
@@ -51,55 +52,21 @@ std::int64_t round_up(std::int64_t a, std::int64_t m) {
   return (a + m - 1) / m * m;
 }
 
-// exp(x) in f32 arithmetic for x in [-86.5, 88.72] (inf above; NaN propagates): k = round(x
-// log2 e) by the 1.5 * 2^23 shifter, r = x - k ln2 in two steps (Cody-Waite, the high part
-// of ln2 short enough for k ln2_hi to be exact), e^r = 1 + r + r^2 P(r) with vector_math's f32
-// fit (degree 6), then 2^(k-1) * 2 built in the exponent field (k - 1 stays a normal exponent
-// over the whole range). Every f32 input of the range was compared with exp in f64: at most
-// 0.99 ULP. About half the instructions of vector_math's exp, which evaluates f32 in f64 (two
-// vectors of doubles per vector of floats): the tiles spent about 15% of their time in exp.
-V exp_f32(Emitter& e, Ir& ir, V x) {
-  auto& b = e.builder();
-  constexpr double kShifter = 0x1.8p23;
-  constexpr double kP[] = {0.5,
-                           0.166666667191548,
-                           0.04166666671913807,
-                           0.008333298413941455,
-                           0.0013888853979832356,
-                           0.00019899332056564083,
-                           2.485963629410833e-05};
-  const DType d = DType::f32;
-  V top = ir.c(88.72);
-  V over = b.CreateFCmpOGT(x, top);
-  x = b.CreateSelect(over, top, x);
-  V t = e.fma(d, x, ir.c(0x1.715476p+0), ir.c(kShifter));
-  V kf = ir.fsub(t, ir.c(kShifter));
-  V r = e.fma(d, kf, ir.c(-0.693359375), x);
-  r = e.fma(d, kf, ir.c(2.12194440e-4), r);
-  V p = ir.c(kP[6]);
-  for (int i = 5; i >= 0; --i) p = e.fma(d, p, r, ir.c(kP[i]));
-  V q = e.fma(d, ir.fmul(r, r), p, r);
-  // Scalar code: the lane loops are vectorised by LLVM.
-  auto* i32 = b.getInt32Ty();
-  V k = b.CreateSub(b.CreateBitCast(t, i32), b.CreateBitCast(ir.c(kShifter), i32));
-  V half_scale = b.CreateBitCast(b.CreateShl(b.CreateAdd(k, b.getInt32(126)), 23), x->getType());
-  V y = ir.fmul(ir.fmul(ir.fadd(ir.c(1), q), half_scale), ir.c(2));
-  return b.CreateSelect(over, ir.c(std::numeric_limits<double>::infinity()), y);
-}
-
 // exp(x) for the tiles' softmax, where masked scores are -inf: 0 below the smallest normal
 // result instead of a denormal, and a finite argument in every lane, so that the vector exp
 // never takes a slow path for one lane out of range (with glibc's libmvec, used before, that sent
 // the whole vector to the scalar fallback: measured 3x slower tiles) and no denormal reaches the
 // micro-kernel. The flushed terms are below 2^-124 of the row's sum (its largest term is exp(0) =
-// 1). NaN propagates.
+// 1). NaN propagates. f32 takes vector_math's f32-arithmetic exp, valid from the floor on: about
+// half the instructions of the f64 evaluation, and the tiles spent about 15% of their time in exp.
 V tile_exp(Emitter& e, Ir& ir, DType d, V x) {
   auto& b = e.builder();
   V floor = ir.c(d == DType::f32 ? -86.5 : -708.0);
   V low = b.CreateFCmpOLT(x, floor);
   V in_range = b.CreateSelect(low, floor, x);
-  return b.CreateSelect(low, ir.c(0),
-                        d == DType::f32 ? exp_f32(e, ir, in_range) : e.exp(d, in_range));
+  return b.CreateSelect(
+      low, ir.c(0),
+      d == DType::f32 ? vector_math::exp_f32_bounded(b, in_range) : e.exp(d, in_range));
 }
 
 // What the tiled kernels share: the GEMM micro-kernel of the element type, loops over a

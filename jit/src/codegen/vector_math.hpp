@@ -26,4 +26,11 @@ llvm::Value* tanh(llvm::IRBuilder<>& b, llvm::Value* x);
 /// The error function.
 llvm::Value* erf(llvm::IRBuilder<>& b, llvm::Value* x);
 
+/// e^x for `x` of type float (or a vector of float) known to be >= -86.5, computed in f32
+/// arithmetic inline at the builder's position (with its fast-math flags): within 0.99 ULP of
+/// e^x for every f32 input in [-86.5, 88.72], inf above, NaN for NaN; below -86.5 the result is
+/// unspecified (callers clamp). About half the instructions of exp, which evaluates f32 in f64;
+/// the tiled attention kernels' softmax uses it (docs/numerics.md).
+llvm::Value* exp_f32_bounded(llvm::IRBuilder<>& b, llvm::Value* x);
+
 }  // namespace edifice::jit::codegen::vector_math
