@@ -199,7 +199,16 @@ def best_rounds(c, peers, rounds):
             for r in range(rounds)]
 
 
-def summarise_isa(report, cid, e, isa, peers):
+def capped_isa(report, isa):
+    """Whether the peers of this ISA's rows ran under the AVX2-only CPUID shim: our non-native
+    (AVX2) rows on a machine where the shim worked."""
+    m = report["machine"]
+    return isa != m["isas_measured"][0] and bool(m.get("avx2_peers_capped"))
+
+
+def summarise_isa(report, cid, e, isa, peers, native_peers=None):
+    """Our figures at `isa` against `peers` (per-round series); with native_peers (the AVX2 rows
+    against capped peers) also the stricter ratio against the best native peer."""
     m, c = report["machine"], CASE[cid]
     n = report["settings"]["threads"]
     native = m["isas_measured"][0]
@@ -212,6 +221,8 @@ def summarise_isa(report, cid, e, isa, peers):
           "peak_n_gflops": median(p_n), "peak_1_gflops": median(p_1)}
     si["vs"] = {fw: per_round_ratio(peers[fw], t_n) for fw in peers}
     si["vs_best_rounds"] = round_ratios(best_rounds(c, peers, len(t_n)), t_n)
+    if native_peers is not None:
+        si["vs_best_native"] = median(round_ratios(best_rounds(c, native_peers, len(t_n)), t_n))
     si["vs_best"] = median(si["vs_best_rounds"])
     si["speedup_met"] = None if si["vs_best"] is None else si["vs_best"] >= c["speedup"]
     if si["ours_s"] and si["peak_n_gflops"]:
@@ -263,22 +274,18 @@ def summarise(report):
     for cid, e in report["cases"].items():
         rounds = max([len(w["slices"]) for w in e["workers"].values()] or [0])
         fws = sorted({w["framework"] for w in e["workers"].values()} - {"edifice"})
-        native = report["machine"]["isas_measured"][0]
         s = {"isa": {}}
         s["peers"], native_rounds = summarise_peers(e, fws, rounds, None)
         for isa in report["machine"]["isas_measured"]:
             # Our AVX2 rows on an AVX-512 machine: against the peers under the AVX2-only shim
             # where they ran (the emulated AVX2 machine), else against the native peers.
-            capped = isa != native and report["machine"].get("avx2_peers_capped", False)
-            peers_s, rounds_s = ((summarise_peers(e, fws, rounds, isa)) if capped
-                                 else (s["peers"], native_rounds))
-            si = summarise_isa(report, cid, e, isa, rounds_s)
-            si["peers"], si["peers_capped"] = peers_s, capped
-            if capped:  # also the stricter comparison: ours at AVX2, peers at AVX-512
-                t_n = slice_times(e, ours_key(isa, native, report["settings"]["threads"],
-                                              report["settings"]["threads"]))
-                si["vs_best_native"] = median(round_ratios(
-                    best_rounds(CASE[cid], native_rounds, len(t_n)), t_n))
+            if capped_isa(report, isa):
+                peers_s, rounds_s = summarise_peers(e, fws, rounds, isa)
+                si = summarise_isa(report, cid, e, isa, rounds_s, native_peers=native_rounds)
+            else:
+                peers_s = s["peers"]
+                si = summarise_isa(report, cid, e, isa, native_rounds)
+            si["peers"] = peers_s
             s["isa"][isa] = si
         if "memory" in e:
             mem = e["memory"]
@@ -314,8 +321,7 @@ def isa_label(report, isa):
     native = report["machine"]["isas_measured"][0]
     return "%s%s" % (isa.upper().replace("AVX512", "AVX-512"),
                      "" if isa == native else " (`EDIFICE_ISA=%s`%s)" % (
-                         isa, "; peers capped too" if report["machine"].get(
-                             "avx2_peers_capped") else ""))
+                         isa, "; peers capped too" if capped_isa(report, isa) else ""))
 
 
 def machine_section(r, w):
@@ -381,11 +387,6 @@ def targets_section(r, w):
             w("| %s: peak resident memory <= %g x PyTorch's | - | %s | %s |" % (
                 e["name"], MEM_CASES[cid], fmt_x(mr), yes_no(s.get("memory_target_met"))))
     w("")
-
-
-def capped_isa(r, isa):
-    """Whether the peers of this ISA's rows ran under the AVX2-only CPUID shim."""
-    return any(e["summary"]["isa"][isa].get("peers_capped") for e in r["cases"].values())
 
 
 def capped_evidence(r):

@@ -215,9 +215,10 @@ def avx2_shim_env(build):
            "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD"}
     if not os.path.exists(shim):
         return None
-    probe = subprocess.run([SYSTEM_PY, "-c", "import numpy as np; core = getattr(np, '_core', "
-                            "None) or np.core; print(core._multiarray_umath.__cpu_features__"
-                            "['AVX512F'])"], env=clean_env(env), capture_output=True, text=True)
+    probe = subprocess.run([SYSTEM_PY, "-c", "import sys; sys.path.insert(0, %r); import "
+                            "peer_bench; print(peer_bench.cpu_has_avx512())"
+                            % os.path.dirname(PEER)], env=clean_env(env), capture_output=True,
+                           text=True)
     return env if probe.returncode == 0 and probe.stdout.strip() == "False" else None
 
 
