@@ -53,3 +53,38 @@ fit("ErfcF64[0]", G, 1, 2, 16, mp.mpf("1.5"))
 fit("ErfcF64[1]", G, 2, 3.5, 16, mp.mpf("2.75"))
 fit("ErfcF64[2]", G, 3.5, 6, 16, mp.mpf("4.75"))
 fit("ErfcF32", G, 1, 4, 12, mp.mpf("2.5"))
+
+
+# erf_f32 (f32 arithmetic): every coefficient an f32. Least squares on Chebyshev nodes, relative
+# to `scale`; the lowest unrounded coefficient is rounded to f32 and the higher ones refitted
+# to what is left, so the rounding of each is absorbed by the others.
+def to_f32(v):
+    import struct
+    return struct.unpack("f", struct.pack("f", float(v)))[0]
+
+
+def fit_f32(name, f, a, b, n, center, scale):
+    nodes = 150
+    ts = [a - center + (b - a) * (1 - mp.cos(mp.pi * (k + mp.mpf(0.5)) / nodes)) / 2
+          for k in range(nodes)]
+    vals = [f(t + center) for t in ts]
+    cs = []
+    for i in range(n):
+        A = mp.matrix(nodes, n - i)
+        rhs = mp.matrix(nodes, 1)
+        for k, t in enumerate(ts):
+            w = 1 / scale(t + center)
+            rhs[k] = (vals[k] - sum(c * t**j for j, c in enumerate(cs))) * w
+            for j in range(n - i):
+                A[k, j] = t**(i + j) * w
+        cs.append(to_f32(mp.qr_solve(A, rhs)[0][0]))
+    err = max(abs(sum(c * t**j for j, c in enumerate(cs)) - v) / scale(t + center)
+              for t, v in zip(ts, vals))
+    print("// %s on [%s, %s] in t = x - %s, %d f32 terms, max relative error %s" %
+          (name, mp.nstr(a, 6), mp.nstr(b, 6), mp.nstr(center, 6), n, mp.nstr(err, 3)))
+    print("constexpr float k%s[] = {%s};" % (name, ", ".join("%.9gf" % c for c in cs)))
+
+
+# erf(x)/x - 1 in w = x^2 around 0.5 (relative to erf(x)/x), and erfc(x) e^(x^2) on [1, 4].
+fit_f32("ErfSmallF32Arith", lambda w: E(w) - 1, 0, 1, 7, mp.mpf("0.5"), E)
+fit_f32("ErfcF32Arith", G, 1, 4, 12, mp.mpf("2.5"), G)

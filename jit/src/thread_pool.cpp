@@ -77,20 +77,26 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_loop(int index) {
   std::uint64_t seen = 0;
   auto ready = [&] {
+    // seq_cst: ordered after this worker's sleepers_ increment (see parallel_for).
     return stop_.load(std::memory_order_acquire) ||
-           generation_.load(std::memory_order_acquire) != seen;
+           generation_.load(std::memory_order_seq_cst) != seen;
   };
   for (;;) {
     if (!spin_until(ready)) {
       std::unique_lock lock(mutex_);
+      // Announced under the mutex before the predicate is checked: a caller that bumps the
+      // generation after this check sees the sleeper and notifies (see parallel_for).
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
       wake_.wait(lock, ready);
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
     if (stop_) return;
     seen = generation_.load(std::memory_order_acquire);
     if (index < tasks_) run_chunks(index);
     // Every worker acknowledges every loop (idle ones too), so none reads the loop's fields
     // after the caller has moved on to the next.
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+        caller_sleeping_.load(std::memory_order_seq_cst)) {
       // Under the mutex, so a caller between its check and its wait cannot miss this.
       std::lock_guard lock(mutex_);
       done_.notify_one();
@@ -137,16 +143,21 @@ void ThreadPool::parallel_for(std::int64_t items, int tasks,
         std::memory_order_relaxed);
   }
   pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-  {
-    std::lock_guard lock(mutex_);
-    generation_.fetch_add(1, std::memory_order_release);
+  // The mutex and the futex only when a worker sleeps: a sleeper announced itself before it
+  // checked the generation, so either it sees this bump or this load sees it (both seq_cst).
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+    { std::lock_guard lock(mutex_); }  // the sleeper is inside wait(), not before it
+    wake_.notify_all();
   }
-  wake_.notify_all();
   run_chunks(0);
-  auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  // seq_cst: ordered after caller_sleeping_'s store (see worker_loop).
+  auto finished = [&] { return pending_.load(std::memory_order_seq_cst) == 0; };
   if (!spin_until(finished)) {
     std::unique_lock lock(mutex_);
+    caller_sleeping_.store(true, std::memory_order_seq_cst);
     done_.wait(lock, finished);
+    caller_sleeping_.store(false, std::memory_order_relaxed);
   }
 }
 

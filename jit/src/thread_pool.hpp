@@ -68,8 +68,12 @@ class ThreadPool {
   };
   std::unique_ptr<Share[]> shares_;
   std::atomic<int> pending_{0};               // worker chunks still running
-  std::atomic<std::uint64_t> generation_{0};  // bumped (under mutex_) per loop
+  std::atomic<std::uint64_t> generation_{0};  // bumped per loop
   std::atomic<bool> stop_{false};
+  // Workers waiting on wake_, and whether the caller waits on done_ (both changed under
+  // mutex_): a loop's start and end take the mutex and notify only when someone sleeps.
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> caller_sleeping_{false};
   std::mutex run_mutex_;  // one parallel_for at a time
 };
 

@@ -5,7 +5,9 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 using edifice::jit::ThreadPool;
@@ -30,5 +32,21 @@ TEST_CASE("parallel_for runs every item once in chunks of whole grains", "[jit][
           CHECK(aligned);
           for (const auto& r : runs) CHECK(r == 1);
         }
+  }
+}
+
+TEST_CASE("loops started while the workers sleep or spin all finish", "[jit][thread_pool]") {
+  // Workers sleep after spinning ~100 us; a loop's start wakes them only if they announced
+  // they sleep, and its end notifies the caller only if it waits: a missed wake-up would hang.
+  ThreadPool& pool = ThreadPool::shared(3);
+  for (int round = 0; round < 40; ++round) {
+    if (round % 2 == 0) std::this_thread::sleep_for(std::chrono::microseconds(50 * round));
+    std::atomic<std::int64_t> sum{0};
+    pool.parallel_for(64, 3, [&](std::int64_t begin, std::int64_t end) {
+      // A slow item now and then, so the caller also waits for the workers.
+      if (begin == 0 && round % 3 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      for (std::int64_t i = begin; i < end; ++i) sum += i;
+    });
+    CHECK(sum == 64 * 63 / 2);
   }
 }

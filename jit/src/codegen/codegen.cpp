@@ -113,6 +113,8 @@ std::vector<std::string> compile_plan(const Plan& plan, const Target& target,
   std::vector<std::exception_ptr> errors(parts);
   auto compile_group = [&](int g) {
     try {
+      // The emitters ask codegen_target() (a thread's own setting) for the target.
+      CodegenTargetScope scope(target);
       llvm::LLVMContext context;
       const std::string part_name = parts == 1 ? name : fmt::format("{}.part{}", name, g);
       auto module = std::make_unique<llvm::Module>(part_name, context);

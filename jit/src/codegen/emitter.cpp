@@ -3,6 +3,7 @@
 #include "vector_math.hpp"
 
 #include <edifice/core/error.hpp>
+#include <edifice/jit/target.hpp>
 
 #include <llvm/IR/Intrinsics.h>
 #include <llvm/IR/MDBuilder.h>
@@ -215,7 +216,10 @@ llvm::Value* Emitter::sqrt(DType d, llvm::Value* x) {
 llvm::Value* Emitter::tanh(DType, llvm::Value* x) {
   return vector_math::tanh(b_, x);
 }
-llvm::Value* Emitter::erf(DType, llvm::Value* x) {
+llvm::Value* Emitter::erf(DType d, llvm::Value* x) {
+  // f32 in f32 arithmetic where multiply-adds fuse (AVX2 implies FMA here: see target.cpp):
+  // GELU's erf at twice the lanes of the f64 evaluation (docs/numerics.md).
+  if (d == DType::f32 && codegen_target().isa >= Isa::avx2) return vector_math::erf_f32(b_, x);
   return vector_math::erf(b_, x);
 }
 llvm::Value* Emitter::fma(DType d, llvm::Value* a, llvm::Value* b, llvm::Value* c) {

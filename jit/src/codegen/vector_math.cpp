@@ -82,6 +82,17 @@ constexpr double kErfcF32[] = {
     0.21080635774313639,    -0.07434734529148741,   0.024938198914209786,   -0.008001617248247285,
     0.0024659996342782436,  -0.0007333448751368135, 0.00021295046917599458, -5.932730341120816e-05,
     1.4364682373340648e-05, -3.834632179188718e-06, 1.6698367593278667e-06, -4.123142820307557e-07};
+// For erf_f32, fitted with every coefficient an f32 (each rounded in turn and the higher ones
+// refitted by least squares on Chebyshev nodes; scripts/fit_vector_math.py): erf(x)/x - 1 in
+// x^2 - 0.5 for x^2 in [0, 1] (x (1 + R) within 2.1e-9 of erf(x), relative), and erfc(x) e^(x^2)
+// on [1, 4] in x - 2.5 (within 4.5e-8, relative).
+constexpr float kErfSmallF32Arith[] = {-0.0345312618f, -0.281072199f,  0.0794100016f,
+                                       -0.0182832945f, 0.00348011917f, -0.000565587718f,
+                                       7.89695841e-05f};
+constexpr float kErfcF32Arith[] = {0.210806355f,     -0.0743473545f,   0.0249382108f,
+                                   -0.00800151937f,  0.00246599596f,   -0.000733610941f,
+                                   0.000212933373f,  -5.90416639e-05f, 1.43797315e-05f,
+                                   -3.96660198e-06f, 1.66641655e-06f,  -3.90357513e-07f};
 
 // ln2 in two parts (Cody-Waite): kLn2Hi has 33 significant bits, so k * kLn2Hi is exact for
 // every exponent k of a double, and x - k * kLn2Hi is exact near a multiple of ln2.
@@ -352,6 +363,46 @@ llvm::Value* exp_f32_bounded(llvm::IRBuilder<>& b, llvm::Value* x) {
       b.CreateBitCast(b.CreateShl(b.CreateAdd(k, llvm::ConstantInt::get(int_type, 126)), 23), type);
   V y = b.CreateFMul(b.CreateFMul(b.CreateFAdd(c(1), q), half_scale), c(2));
   return b.CreateSelect(over, c(std::numeric_limits<double>::infinity()), y);
+}
+
+// erf for f32 in f32 arithmetic, for targets with fused multiply-add (the x^2 split below
+// needs it exact). |x| < 1: x + x R(x^2) with R = erf(x)/x - 1, one rounding at the end (the
+// form keeps R's rounding errors small against the result). Above: 1 - e^(-x^2) G(x) as one
+// multiply-add, with G = erfc(x) e^(x^2),
+// e^(-hi) from exp_f32_bounded and x^2 = hi + lo split exactly (e^(-lo) = 1 - lo). 1 from 4 on.
+// Every f32 input was compared with erf in f64 (vector_math_bench accuracy-exhaustive).
+llvm::Value* erf_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
+  llvm::Type* type = x->getType();
+  if (!type->getScalarType()->isFloatTy()) fail("jit: internal error: erf_f32 on a non-float type");
+  // Every operation rounded as written: a contraction (x^2 - 0.5 into one multiply-add) would
+  // count x^2's rounding error twice, and only where the optimiser chose to contract.
+  llvm::IRBuilderBase::FastMathFlagGuard keep_flags(b);
+  b.setFastMathFlags(llvm::FastMathFlags());
+  auto c = [&](double v) { return llvm::ConstantFP::get(type, v); };
+  auto fma = [&](V a, V y, V z) {
+    return b.CreateIntrinsic(llvm::Intrinsic::fma, {type}, {a, y, z});
+  };
+  auto poly = [&](V t, std::span<const float> coef) {
+    V p = c(coef.back());
+    for (std::size_t i = coef.size() - 1; i-- > 0;) p = fma(p, t, c(coef[i]));
+    return p;
+  };
+  V a = b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x);
+  // R in t = x^2 - 0.5: the terms after the first stay small, and so do their rounding errors;
+  // x^2's own rounding error (up to 0.3 ULP of the result near 1) is added back.
+  V w = b.CreateFMul(a, a);
+  V t = b.CreateFAdd(b.CreateFSub(w, c(0.5)), fma(a, a, b.CreateFNeg(w)));
+  V small = fma(a, poly(t, kErfSmallF32Arith), a);
+  V ac = b.CreateSelect(b.CreateFCmpOLT(a, c(1)), c(1), a);
+  ac = b.CreateSelect(b.CreateFCmpOLT(c(4), ac), c(4), ac);
+  V hi = b.CreateFMul(ac, ac);
+  V lo = fma(ac, ac, b.CreateFNeg(hi));
+  V e = exp_f32_bounded(b, b.CreateFNeg(hi));
+  V g = poly(b.CreateFSub(ac, c(2.5)), kErfcF32Arith);
+  V large = fma(b.CreateFNeg(e), fma(b.CreateFNeg(g), lo, g), c(1));
+  V r = b.CreateSelect(b.CreateFCmpOLT(a, c(1)), small, large);
+  r = b.CreateSelect(b.CreateFCmpOGE(a, c(4)), c(1), r);
+  return b.CreateBinaryIntrinsic(llvm::Intrinsic::copysign, r, x);
 }
 
 }  // namespace edifice::jit::codegen::vector_math
