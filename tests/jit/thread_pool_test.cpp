@@ -7,6 +7,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -37,16 +40,29 @@ TEST_CASE("parallel_for runs every item once in chunks of whole grains", "[jit][
 
 TEST_CASE("loops started while the workers sleep or spin all finish", "[jit][thread_pool]") {
   // Workers sleep after spinning ~100 us; a loop's start wakes them only if they announced
-  // they sleep, and its end notifies the caller only if it waits: a missed wake-up would hang.
+  // they sleep, and its end notifies the caller only if it waits. The rounds start after
+  // pauses around the spin length (workers spinning, falling asleep or asleep), and the
+  // workers' items are slow now and then so the caller waits for them. The loops run on a
+  // thread of their own so that a missed wake-up fails the test instead of hanging it.
   ThreadPool& pool = ThreadPool::shared(3);
-  for (int round = 0; round < 40; ++round) {
-    if (round % 2 == 0) std::this_thread::sleep_for(std::chrono::microseconds(50 * round));
-    std::atomic<std::int64_t> sum{0};
-    pool.parallel_for(64, 3, [&](std::int64_t begin, std::int64_t end) {
-      // A slow item now and then, so the caller also waits for the workers.
-      if (begin == 0 && round % 3 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      for (std::int64_t i = begin; i < end; ++i) sum += i;
-    });
-    CHECK(sum == 64 * 63 / 2);
+  auto loops = std::async(std::launch::async, [&pool] {
+    const auto caller = std::this_thread::get_id();
+    for (int round = 0; round < 200; ++round) {
+      std::this_thread::sleep_for(std::chrono::microseconds(5 * (round % 40)));
+      std::atomic<std::int64_t> sum{0};
+      pool.parallel_for(64, 3, [&](std::int64_t begin, std::int64_t end) {
+        if (round % 3 == 0 && std::this_thread::get_id() != caller)
+          std::this_thread::sleep_for(std::chrono::microseconds(300));
+        for (std::int64_t i = begin; i < end; ++i) sum += i;
+      });
+      if (sum != 64 * 63 / 2) return round;
+    }
+    return -1;
+  });
+  if (loops.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    // A blocked loop cannot be joined, nor the pool destroyed: leave at once.
+    std::fprintf(stderr, "a parallel_for did not finish within 60 s: a missed wake-up\n");
+    std::_Exit(EXIT_FAILURE);
   }
+  CHECK(loops.get() == -1);  // else the round whose items did not all run
 }
