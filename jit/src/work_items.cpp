@@ -57,12 +57,16 @@ std::int64_t attention_backward_chunk(const Node& n) {
   const std::int64_t sk = k[k.size() - 2];
   // Keys [a, a + chunk) leave the dq of the queries that also attend keys below a (the
   // window's first w - 1) to a second look at those keys: chunks of 8 windows or more keep
-  // that under a few percent of the pairs.
+  // that under a few percent of the pairs. Batch entries that give the items alone keep all
+  // their keys in one chunk, with no halo (S 4096, w 256, 4 heads, 2 threads: backward
+  // 12.6 vs 13.1-13.3 ms with chunks of 2048 keys).
+  constexpr std::int64_t kMinItems = 4;
   std::int64_t keys = sk;
-  if (at.mask == MaskKind::window) keys = std::min(sk, std::max<std::int64_t>(8 * at.window, 256));
+  if (at.mask == MaskKind::window && leading(q) < kMinItems)
+    keys = std::min(sk, std::max<std::int64_t>(8 * at.window, 256));
   keys = (keys + t.nr - 1) / t.nr * t.nr;
   const std::int64_t chunks = (sk + keys - 1) / keys;
-  return leading(q) * chunks >= 4 ? keys : 0;
+  return leading(q) * chunks >= kMinItems ? keys : 0;
 }
 
 bool reduces_leading_axes(const Node& reduce) {

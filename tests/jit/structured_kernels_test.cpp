@@ -398,8 +398,9 @@ TEST_CASE("tiled attention kernels: partial tiles, key blocks and head sizes",
 TEST_CASE("single-pass tiled attention backward: chunks of keys, halos and owned dq rows",
           "[jit][structured]") {
   // Heads of at least the micro-kernel's mr (12 on AVX-512, 6 on AVX2) and 4 or more work
-  // items take the single pass; a window mask splits the keys into chunks of max(8 w, 256)
-  // (rounded to the tile), whose queries get the keys below the chunk from halo query tiles.
+  // items take the single pass; a window mask over fewer than 4 batch entries splits the keys
+  // into chunks of max(8 w, 256) (rounded to the tile), whose queries get the keys below the
+  // chunk from halo query tiles.
   using K = o::AttentionMask::Kind;
   const AttnCase cases[] = {
       {"window 20, S 600: 3 chunks, partial tiles", {2}, 600, 600, 16, 12, K::window, 20},
@@ -411,10 +412,11 @@ TEST_CASE("single-pass tiled attention backward: chunks of keys, halos and owned
        12,
        K::window,
        32},
-      {"window 40, Sq 400 < Sk 600: 2 chunks of 320", {4}, 400, 600, 12, 16, K::window, 40},
-      {"window 24, Sq 500 > Sk 300: fully masked tail rows", {4}, 500, 300, 16, 16, K::window, 24},
-      {"window 1, S 300: chunks without halo", {4}, 300, 300, 12, 12, K::window, 1},
+      {"window 40, Sq 400 < Sk 600: 2 chunks of 320", {2}, 400, 600, 12, 16, K::window, 40},
+      {"window 24, Sq 500 > Sk 300: fully masked tail rows", {2}, 500, 300, 16, 16, K::window, 24},
+      {"window 1, S 300: chunks without halo", {2}, 300, 300, 12, 12, K::window, 1},
       {"window 100, S 450: one chunk per head", {2, 2}, 450, 450, 12, 12, K::window, 100},
+      {"window 20, S 600, 4 heads: one chunk per head", {4}, 600, 600, 16, 12, K::window, 20},
       {"window 33, S 600, fill -2 (masked keys count)",
        {2},
        600,

@@ -32,9 +32,8 @@ llvm::Value* mul_add(llvm::IRBuilder<>& b, DType d, llvm::Value* x, llvm::Value*
   return b.CreateAdd(acc, b.CreateMul(x, y));
 }
 
-// Transposes L vectors of L lanes in place (v[i][j] -> v[j][i]) in log2(L) stages of
-// two-input shuffles; each stage swaps blocks of s lanes between vectors s apart, which
-// lowers to the usual unpack / shuffle / permute-128 sequences.
+}  // namespace
+
 void transpose_in_registers(llvm::IRBuilder<>& b, std::vector<llvm::Value*>& v) {
   const int L = static_cast<int>(v.size());
   for (int s = L / 2; s >= 1; s /= 2) {
@@ -52,8 +51,6 @@ void transpose_in_registers(llvm::IRBuilder<>& b, std::vector<llvm::Value*>& v) 
     }
   }
 }
-
-}  // namespace
 
 void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
                 const std::function<void(llvm::Value*)>& body, bool vectorize) {

@@ -8,6 +8,7 @@
 #include "emitter.hpp"
 
 #include <functional>
+#include <vector>
 
 namespace edifice::jit::codegen {
 
@@ -18,6 +19,11 @@ namespace edifice::jit::codegen {
 /// vectorised without interleaving.
 void plain_loop(Emitter& e, llvm::Value* lo, llvm::Value* hi,
                 const std::function<void(llvm::Value*)>& body, bool vectorize = false);
+
+/// Transposes L vectors of L lanes in place (v[i][j] -> v[j][i]) in log2(L) stages of
+/// two-input shuffles; each stage swaps blocks of s lanes between vectors s apart, which
+/// lowers to the usual unpack / shuffle / permute-128 sequences.
+void transpose_in_registers(llvm::IRBuilder<>& b, std::vector<llvm::Value*>& v);
 
 /// void ukernel(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i1 accumulate)
 ///
