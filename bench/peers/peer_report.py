@@ -88,6 +88,13 @@ def fmt_ms(s):
     return "%.3g ms" % ms if ms < 100 else "%.0f ms" % ms
 
 
+def fmt_baseline(si):
+    """The comparison with the baseline scaled by the FMA peaks, the raw time ratio in brackets."""
+    if "vs_baseline" not in si:
+        return si["baseline"]
+    return "%s (raw %s)" % (fmt_x(si["vs_baseline"]), fmt_x(si["vs_baseline_raw"]))
+
+
 def fmt_mb(b):
     return "n/a" if b is None else "%.0f MB" % (b / 2**20)
 
@@ -141,10 +148,12 @@ def load_baseline(path, report):
     with open(path) as f:
         b = json.load(f)
     bm, m = b.get("machine", {}), report["machine"]
-    ours = {}
+    ours, peaks = {}, {}
     for cid, e in b.get("cases", {}).items():
         if b.get("format") == 2:
             ours[cid] = {isa: si.get("ours_s") for isa, si in e["summary"]["isa"].items()}
+            peaks[cid] = {isa: si.get("peak_n_gflops")
+                          for isa, si in e["summary"]["isa"].items()}
         else:
             n = bm.get("cores")
             t = [x["median_s"] for x in e.get("runs", {}).get("edifice", [])
@@ -156,7 +165,7 @@ def load_baseline(path, report):
             "cores": bm.get("cores"), "commit": (b.get("git") or {}).get("commit"),
             "same_machine": (bm.get("cpu_model"), bm.get("cores")) == (m["cpu_model"],
                                                                       m["cores"]),
-            "ours": ours}
+            "ours": ours, "peaks": peaks}
 
 
 # ---- the summary ----
@@ -246,7 +255,13 @@ def summarise_isa(report, cid, e, isa, peers, native_peers=None):
         si["baseline"] = "different machine"
     elif si["ours_s"]:
         si["baseline"] = "measured"
-        si["vs_baseline"] = base / si["ours_s"]
+        # Same CPU model, but a VM's clock differs between runs: the FMA peak, measured in
+        # both runs, scales the baseline to this run's machine speed.
+        si["vs_baseline_raw"] = base / si["ours_s"]
+        base_peak = b.get("peaks", {}).get(cid, {}).get(isa)
+        scale = (base_peak / si["peak_n_gflops"] if base_peak and si.get("peak_n_gflops")
+                 else 1.0)
+        si["vs_baseline"] = si["vs_baseline_raw"] * scale
         si["not_slower_met"] = si["vs_baseline"] >= 1 / (1 + BASELINE_TOLERANCE)
     return si
 
@@ -380,8 +395,7 @@ def targets_section(r, w):
                     e["name"], n, c["efficiency"], lab, "%.2f" % eff if eff else "n/a",
                     yes_no(si["efficiency_met"])))
             w("| %s: not slower than the baseline | %s | %s | %s |" % (
-                e["name"], lab, fmt_x(si["vs_baseline"]) if "vs_baseline" in si
-                else si["baseline"], yes_no(si.get("not_slower_met"))))
+                e["name"], lab, fmt_baseline(si), yes_no(si.get("not_slower_met"))))
         if MEM_CASES.get(cid):
             mr = s.get("memory_ratio_vs_torch")
             w("| %s: peak resident memory <= %g x PyTorch's | - | %s | %s |" % (
@@ -430,7 +444,7 @@ def speed_section(r, w, isa):
             txt = fmt_ms(p["median_s"])
             return txt + (" (%s)" % p["fastest_threads"] if fw == "torch" else "")
 
-        base = fmt_x(si["vs_baseline"]) if "vs_baseline" in si else si["baseline"]
+        base = fmt_baseline(si)
         w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | >= %gx | %s | %s | %s | %s |"
           % (cid, fmt_ms(si["ours_s"]), peer("openvino"), peer("onnxruntime"), peer("torch"),
              peer("jax"), *[fmt_x(si["vs"].get(fw)) if fw in si["vs"] else "-"
@@ -614,8 +628,11 @@ def method_section(r, w):
       "work this count includes, so its nominal GFLOP/s may exceed the machine's peak." % (n, n))
     if b:
         w("- Baseline: `%s` (measured %s on %s, %s threads, commit %s). The vs baseline column "
-          "is the baseline's median over this run's (higher = faster now); \"slower\" means "
-          "more than %.0f%% slower; the two runs are not interleaved, so a miss should be "
+          "is the baseline's median over this run's (higher = faster now), multiplied by the "
+          "baseline's FMA peak over this run's (same ISA and thread count), as a time scales "
+          "with the clock: the same VM type runs at different clocks from day to day, and the "
+          "peak tracks it; the unscaled ratio is in brackets. \"Slower\" means "
+          "more than %.0f%% slower after scaling; the two runs are not interleaved, so a miss should be "
           "confirmed by a rerun. A baseline from a different CPU model or core count is not "
           "compared (\"different machine\"). `bash bench/run_peer_bench.sh --rotate-baseline` "
           "copies the current JSON to the baseline before measuring; without it the baseline "

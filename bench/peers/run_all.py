@@ -361,6 +361,12 @@ def main():
     if args.from_json:
         with open(args.from_json) as f:
             report = json.load(f)
+        # Reload the baseline this report was compared with (for fields added since), but
+        # never a different one that has rotated into its place.
+        stored, again = report.get("baseline"), peer_report.load_baseline(args.baseline, report)
+        if stored and again and (again["date_utc"], again["commit"]) == (stored["date_utc"],
+                                                                          stored["commit"]):
+            report["baseline"] = again
         peer_report.summarise(report)
         with open(args.from_json, "w") as f:  # the derived figures, as the page shows them
             json.dump(report, f, indent=1)
