@@ -6,7 +6,6 @@
 #include <llvm/IR/Module.h>
 
 #include <functional>
-#include <iterator>
 #include <limits>
 #include <numbers>
 #include <span>
@@ -101,35 +100,36 @@ constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
 constexpr double kLog2E = 0x1.71547652b82fep+0;
 constexpr double kShifter = 0x1.8p52;  // see exp_parts
 
-// How results are computed, always in f64 arithmetic: for f64 results (polynomials below
-// 2^-53) or for f32 results (shorter polynomials, about 1e-10, rounded once at the end).
-enum class Grade { f32_in_f64, f64 };
+// How results are computed: in f64 arithmetic for f64 results (polynomials below 2^-53) or
+// for f32 results (shorter polynomials, about 1e-10, rounded once at the end); or, for the f32
+// exceptions at the end of this file (exp_f32_bounded, erf_f32), in f32 arithmetic.
+enum class Grade { f32_in_f64, f64, f32 };
 
-// f64 arithmetic on scalars or vectors of one shape,
+// Arithmetic on scalars or vectors of one float type (f64 but for Grade::f32),
 // every operation rounded as written (no fast-math flags; multiply-adds may fuse, which every
-// formula here tolerates).
+// formula here tolerates, unless multiply_add asks for fusion).
 class Code {
  public:
   Code(llvm::IRBuilder<>& builder, llvm::Type* float_type, Grade how)
       : b(builder),
-        f64(float_type),
+        type(float_type),
         i64(llvm::Type::getIntNTy(builder.getContext(),
                                   float_type->getScalarType()->getPrimitiveSizeInBits())),
         grade(how) {
-    if (auto* vt = llvm::dyn_cast<llvm::VectorType>(f64)) i64 = llvm::VectorType::get(i64, vt);
+    if (auto* vt = llvm::dyn_cast<llvm::VectorType>(type)) i64 = llvm::VectorType::get(i64, vt);
   }
 
-  V c(double v) { return llvm::ConstantFP::get(f64, v); }
+  V c(double v) { return llvm::ConstantFP::get(type, v); }
   V ci(std::int64_t v) { return llvm::ConstantInt::get(i64, static_cast<std::uint64_t>(v), true); }
   V add(V a, V x) { return b.CreateFAdd(a, x); }
   V sub(V a, V x) { return b.CreateFSub(a, x); }
   V mul(V a, V x) { return b.CreateFMul(a, x); }
   V div(V a, V x) { return b.CreateFDiv(a, x); }
-  V fma(V a, V x, V y) { return b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {f64}, {a, x, y}); }
+  V fma(V a, V x, V y) { return b.CreateIntrinsic(multiply_add, {type}, {a, x, y}); }
   V lt(V a, V x) { return b.CreateFCmpOLT(a, x); }
   V sel(V cond, V a, V x) { return b.CreateSelect(cond, a, x); }
   V bits(V a) { return b.CreateBitCast(a, i64); }
-  V from_bits(V a) { return b.CreateBitCast(a, f64); }
+  V from_bits(V a) { return b.CreateBitCast(a, type); }
   V fabs(V a) { return b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, a); }
   V copysign(V mag, V sign) {
     return b.CreateBinaryIntrinsic(llvm::Intrinsic::copysign, mag, sign);
@@ -139,8 +139,10 @@ class Code {
     x = sel(lt(x, c(lo)), c(lo), x);
     return sel(lt(c(hi), x), c(hi), x);
   }
-  /// Horner's scheme, coefficients lowest degree first.
-  V poly(V x, std::span<const double> coef) {
+  /// Horner's scheme, coefficients lowest degree first (an array or span of float or double).
+  template <typename Coefficients>
+  V poly(V x, const Coefficients& coefficients) {
+    const std::span coef(coefficients);
     V acc = c(coef.back());
     for (std::size_t i = coef.size() - 1; i-- > 0;) acc = fma(acc, x, c(coef[i]));
     return acc;
@@ -198,7 +200,7 @@ class Code {
     V ix = bits(xs);
     V e = b.CreateAShr(b.CreateSub(ix, ci(0x3fe6a09e667f3bcd)), 52);
     V f = sub(from_bits(b.CreateSub(ix, b.CreateShl(e, 52))), c(1));
-    V k = b.CreateSIToFP(b.CreateAdd(e, sel(subnormal, ci(-54), ci(0))), f64);
+    V k = b.CreateSIToFP(b.CreateAdd(e, sel(subnormal, ci(-54), ci(0))), type);
     // log(1 + f) = 2 atanh(s) = f - (f^2/2 - s (f^2/2 + T)): f exact, the rest small.
     V s = div(f, add(c(2), f));
     V w = mul(s, s);
@@ -253,9 +255,11 @@ class Code {
   }
 
   llvm::IRBuilder<>& b;
-  llvm::Type* f64;  // the f64 scalar or vector type computed in
-  llvm::Type* i64;  // the integer type of its width
+  llvm::Type* type;  // the scalar or vector type computed in
+  llvm::Type* i64;   // the integer type of its width
   Grade grade;
+  // llvm.fmuladd fuses where the target has fast FMA; llvm.fma always (a libm call without it).
+  llvm::Intrinsic::ID multiply_add = llvm::Intrinsic::fmuladd;
 
  private:
   // erfc(a) for a in [1, 6]: the interval's coefficients are selected per lane (one
@@ -338,31 +342,22 @@ llvm::Value* erf(llvm::IRBuilder<>& b, llvm::Value* x) {
 // fit kExpF32, then 2^(k-1) * 2 built in the exponent field (k - 1 stays a normal exponent over
 // the whole range). Every f32 input of the range was compared with exp in f64: at most 0.99 ULP.
 llvm::Value* exp_f32_bounded(llvm::IRBuilder<>& b, llvm::Value* x) {
-  llvm::Type* type = x->getType();
-  if (!type->getScalarType()->isFloatTy())
+  if (!x->getType()->getScalarType()->isFloatTy())
     fail("jit: internal error: exp_f32_bounded on a non-float type");
-  auto c = [&](double v) { return llvm::ConstantFP::get(type, v); };
-  auto fma = [&](V a, V y, V z) {
-    return b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {type}, {a, y, z});
-  };
+  Code m(b, x->getType(), Grade::f32);
   constexpr double kShifterF32 = 0x1.8p23;
-  V top = c(88.72);
+  V top = m.c(88.72);
   V over = b.CreateFCmpOGT(x, top);
-  x = b.CreateSelect(over, top, x);
-  V t = fma(x, c(0x1.715476p+0), c(kShifterF32));
-  V kf = b.CreateFSub(t, c(kShifterF32));
-  V r = fma(kf, c(-0.693359375), x);
-  r = fma(kf, c(2.12194440e-4), r);
-  V p = c(kExpF32[std::size(kExpF32) - 1]);
-  for (std::size_t i = std::size(kExpF32) - 1; i-- > 0;) p = fma(p, r, c(kExpF32[i]));
-  V q = fma(b.CreateFMul(r, r), p, r);
-  llvm::Type* int_type = type->getWithNewBitWidth(32);
-  auto as_int = [&](V v) { return b.CreateBitCast(v, int_type); };
-  V k = b.CreateSub(as_int(t), as_int(c(kShifterF32)));
-  V half_scale =
-      b.CreateBitCast(b.CreateShl(b.CreateAdd(k, llvm::ConstantInt::get(int_type, 126)), 23), type);
-  V y = b.CreateFMul(b.CreateFMul(b.CreateFAdd(c(1), q), half_scale), c(2));
-  return b.CreateSelect(over, c(std::numeric_limits<double>::infinity()), y);
+  x = m.sel(over, top, x);
+  V t = m.fma(x, m.c(0x1.715476p+0), m.c(kShifterF32));
+  V kf = m.sub(t, m.c(kShifterF32));
+  V r = m.fma(kf, m.c(-0.693359375), x);
+  r = m.fma(kf, m.c(2.12194440e-4), r);
+  V q = m.fma(m.mul(r, r), m.poly(r, kExpF32), r);
+  V k = b.CreateSub(m.bits(t), m.bits(m.c(kShifterF32)));
+  V half_scale = m.from_bits(b.CreateShl(b.CreateAdd(k, m.ci(126)), 23));
+  V y = m.mul(m.mul(m.add(m.c(1), q), half_scale), m.c(2));
+  return m.sel(over, m.c(std::numeric_limits<double>::infinity()), y);
 }
 
 // erf for f32 in f32 arithmetic, for targets with fused multiply-add (the x^2 split below
@@ -372,37 +367,29 @@ llvm::Value* exp_f32_bounded(llvm::IRBuilder<>& b, llvm::Value* x) {
 // e^(-hi) from exp_f32_bounded and x^2 = hi + lo split exactly (e^(-lo) = 1 - lo). 1 from 4 on.
 // Every f32 input was compared with erf in f64 (vector_math_bench accuracy-exhaustive).
 llvm::Value* erf_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
-  llvm::Type* type = x->getType();
-  if (!type->getScalarType()->isFloatTy()) fail("jit: internal error: erf_f32 on a non-float type");
+  if (!x->getType()->getScalarType()->isFloatTy())
+    fail("jit: internal error: erf_f32 on a non-float type");
   // Every operation rounded as written: a contraction (x^2 - 0.5 into one multiply-add) would
   // count x^2's rounding error twice, and only where the optimiser chose to contract.
   llvm::IRBuilderBase::FastMathFlagGuard keep_flags(b);
   b.setFastMathFlags(llvm::FastMathFlags());
-  auto c = [&](double v) { return llvm::ConstantFP::get(type, v); };
-  auto fma = [&](V a, V y, V z) {
-    return b.CreateIntrinsic(llvm::Intrinsic::fma, {type}, {a, y, z});
-  };
-  auto poly = [&](V t, std::span<const float> coef) {
-    V p = c(coef.back());
-    for (std::size_t i = coef.size() - 1; i-- > 0;) p = fma(p, t, c(coef[i]));
-    return p;
-  };
-  V a = b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x);
+  Code m(b, x->getType(), Grade::f32);
+  m.multiply_add = llvm::Intrinsic::fma;  // the x^2 splits below must fuse
+  V a = m.fabs(x);
   // R in t = x^2 - 0.5: the terms after the first stay small, and so do their rounding errors;
   // x^2's own rounding error (up to 0.3 ULP of the result near 1) is added back.
-  V w = b.CreateFMul(a, a);
-  V t = b.CreateFAdd(b.CreateFSub(w, c(0.5)), fma(a, a, b.CreateFNeg(w)));
-  V small = fma(a, poly(t, kErfSmallF32Arith), a);
-  V ac = b.CreateSelect(b.CreateFCmpOLT(a, c(1)), c(1), a);
-  ac = b.CreateSelect(b.CreateFCmpOLT(c(4), ac), c(4), ac);
-  V hi = b.CreateFMul(ac, ac);
-  V lo = fma(ac, ac, b.CreateFNeg(hi));
+  V w = m.mul(a, a);
+  V t = m.add(m.sub(w, m.c(0.5)), m.fma(a, a, b.CreateFNeg(w)));
+  V small = m.fma(a, m.poly(t, kErfSmallF32Arith), a);
+  V ac = m.clamp(a, 1, 4);
+  V hi = m.mul(ac, ac);
+  V lo = m.fma(ac, ac, b.CreateFNeg(hi));
   V e = exp_f32_bounded(b, b.CreateFNeg(hi));
-  V g = poly(b.CreateFSub(ac, c(2.5)), kErfcF32Arith);
-  V large = fma(b.CreateFNeg(e), fma(b.CreateFNeg(g), lo, g), c(1));
-  V r = b.CreateSelect(b.CreateFCmpOLT(a, c(1)), small, large);
-  r = b.CreateSelect(b.CreateFCmpOGE(a, c(4)), c(1), r);
-  return b.CreateBinaryIntrinsic(llvm::Intrinsic::copysign, r, x);
+  V g = m.poly(m.sub(ac, m.c(2.5)), kErfcF32Arith);
+  V large = m.fma(b.CreateFNeg(e), m.fma(b.CreateFNeg(g), lo, g), m.c(1));
+  V r = m.sel(m.lt(a, m.c(1)), small, large);
+  r = m.sel(b.CreateFCmpOGE(a, m.c(4)), m.c(1), r);
+  return m.copysign(r, x);
 }
 
 }  // namespace edifice::jit::codegen::vector_math
